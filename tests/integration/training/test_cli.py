@@ -1,0 +1,157 @@
+"""`axon train|export|models` as users run it: real subprocesses, tiny settings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def axon(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "training", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+TINY = ["--epochs", "1", "--progress", "false", "--checkpoint-dir", "runs"]
+
+
+def test_train_classifier_writes_a_version_and_export_makes_the_next(tmp_path: Path) -> None:
+    r = axon(
+        "train",
+        "classifier",
+        "--arch",
+        "mlp",
+        "--hidden",
+        "8",
+        "--name",
+        "tiny-mlp",
+        "--models-dir",
+        "repo",
+        *TINY,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((tmp_path / "repo/tiny-mlp/1/metadata.json").read_text())
+    assert meta["architecture"] == "mlp" and meta["training"]["hidden"] == [8]
+    assert (tmp_path / "runs/tiny-mlp/best.pt").is_file()
+    r = axon("export", "runs/tiny-mlp/final.pt", "--models-dir", "repo", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "repo/tiny-mlp/2/model.onnx").is_file()
+    r = axon("export", "runs/tiny-mlp/best.pt", "--models-dir", "repo", cwd=tmp_path)
+    assert r.returncode == 2 and "export the final.pt" in r.stderr
+
+
+def test_train_gru_and_rnn_forecasters_with_config_file(tmp_path: Path) -> None:
+    (tmp_path / "f.yaml").write_text("hidden_size: 6\nlayers: 1\nwindow: 10\nhorizon: 2\n")
+    for cell in ("gru", "rnn"):
+        r = axon(
+            "train",
+            "forecaster",
+            "--config",
+            "f.yaml",
+            "--cell",
+            cell,
+            "--name",
+            f"s-{cell}",
+            "--models-dir",
+            "repo",
+            *TINY,
+            cwd=tmp_path,
+        )
+        assert r.returncode == 0, r.stderr
+        meta = json.loads((tmp_path / f"repo/s-{cell}/1/metadata.json").read_text())
+        assert meta["architecture"] == cell and meta["horizon"] == 2
+        assert meta["parity"]["max_abs_diff"] <= 1e-4
+
+
+def test_compare_cells_tabulates(tmp_path: Path) -> None:
+    r = axon(
+        "train",
+        "forecaster",
+        "--compare-cells",
+        "--hidden-size",
+        "4",
+        "--layers",
+        "1",
+        "--window",
+        "8",
+        "--report-dir",
+        "cmp",
+        *TINY,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((tmp_path / "cmp/compare-cells.json").read_text())
+    assert [row["cell"] for row in rows] == ["rnn", "lstm", "gru"]
+    assert all(row["grad_norm_max"] > 0 for row in rows)
+    assert "grad_norm_first_10pct" in r.stdout and (tmp_path / "cmp/grad_norm_by_cell.png").exists()
+
+
+def test_augmentation_reports_both_accuracies(tmp_path: Path, model_repo: Path) -> None:
+    r = axon(
+        "train",
+        "classifier",
+        "--name",
+        "aug",
+        "--conv-channels",
+        "4",
+        "--kernel-size",
+        "3",
+        "--stride",
+        "1",
+        "--padding",
+        "1",
+        "--pool-every",
+        "1",
+        "--hidden",
+        "8",
+        "--augment-generator",
+        str(model_repo / "digits-gan"),
+        "--augment-samples",
+        "50",
+        "--models-dir",
+        "repo",
+        *TINY,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((tmp_path / "repo/aug/1/metadata.json").read_text())["metrics"]
+    assert {"accuracy_without_augmentation", "accuracy_with_augmentation"} <= set(metrics)
+    assert metrics["augmented_samples"] == 50
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["train", "classifier", "--activation", "swish"],
+            "activation: unknown value 'swish'; valid values: relu, sigmoid, tanh",
+        ),
+        (
+            ["train", "classifier", "--data", "no/such/folder"],
+            "image folder no/such/folder does not exist",
+        ),
+        (["train", "forecaster", "--data", "missing.csv"], "neither a built-in series"),
+        (["train", "forecaster", "--cell", "lstmx"], "valid values: rnn, lstm, gru"),
+        (["train", "gan", "--config", "nope.toml"], "config file nope.toml does not exist"),
+        (["train", "classifier", "--device", "tpu"], "valid values: auto, cpu, cuda"),
+        (["export", "missing.pt"], "checkpoint: missing.pt does not exist"),
+        (["train", "classifier", "--augment-generator", "nowhere"], "holds no model version"),
+    ],
+)
+def test_bad_input_gives_a_clear_error(tmp_path: Path, args: list[str], message: str) -> None:
+    r = axon(*args, cwd=tmp_path)
+    assert r.returncode == 2
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr

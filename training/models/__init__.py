@@ -1,0 +1,1 @@
+"""Networks of the three model families and their ONNX export wrappers."""

@@ -1,0 +1,1 @@
+"""One pipeline per model family: train → evaluate → report → checkpoint → export."""
