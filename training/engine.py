@@ -76,9 +76,22 @@ class History:
 
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
-    grad_norm: list[float] = field(default_factory=list)
+    grad_norm: list[float] = field(default_factory=list)  # per step, before clipping
+    steps_per_epoch: list[int] = field(default_factory=list)
     best_epoch: int = 0
     stopped_early: bool = False
+
+    def write_grad_log(self, path: Path) -> Path:
+        """CSV ``step,epoch,grad_norm``: the gradient norm of every step before clipping."""
+        lines = ["step,epoch,grad_norm"]
+        step = 0
+        for epoch, n in enumerate(self.steps_per_epoch, start=1):
+            for _ in range(n):
+                lines.append(f"{step + 1},{epoch},{self.grad_norm[step]:.6g}")
+                step += 1
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return path
 
     def summary(self) -> dict[str, Any]:
         norms = self.grad_norm or [0.0]
@@ -170,9 +183,12 @@ def fit(
         with torch.no_grad():
             v = val_loss(model)
         hist.train_loss.append(float(np.mean(losses)))
+        hist.steps_per_epoch.append(len(losses))
         hist.val_loss.append(v)
         if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{hist.train_loss[-1]:.4f}", val=f"{v:.4f}")
+            bar.set_postfix(
+                loss=f"{hist.train_loss[-1]:.4f}", val=f"{v:.4f}", grad=f"{hist.grad_norm[-1]:.3g}"
+            )
         if v < best - 1e-7:
             best, bad_epochs, hist.best_epoch = v, 0, epoch + 1
             best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}

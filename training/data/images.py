@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +27,21 @@ class ImageData:
     value_range: tuple[float, float]
     name: str
     source: str
+
+    def image_meta(self) -> dict[str, Any]:
+        """The ``image`` block of metadata.json."""
+        c, h, w = self.shape
+        return {"channels": c, "height": h, "width": w, "value_range": list(self.value_range)}
+
+    def dataset_meta(self, n_train: int, n_val: int, n_test: int) -> dict[str, Any]:
+        """The ``dataset`` block of metadata.json."""
+        return {
+            "name": self.name,
+            "source": self.source,
+            "n_train": n_train,
+            "n_val": n_val,
+            "n_test": n_test,
+        }
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -152,28 +152,16 @@ def train(cfg: ClassifierConfig, models_dir: Path) -> Path:
     )
     report.confusion(result.confusion, data.labels, rdir / "confusion.png")
     tr, va, te = _split(data, cfg)
-    c, h, w = data.shape
     extras = {
         "meta": {
             "task": "classify",
             "architecture": cfg.arch,
             "labels": list(data.labels),
-            "image": {
-                "channels": c,
-                "height": h,
-                "width": w,
-                "value_range": list(data.value_range),
-            },
-            "dataset": {
-                "name": data.name,
-                "source": data.source,
-                "n_train": len(tr),
-                "n_val": len(va),
-                "n_test": len(te),
-            },
+            "image": data.image_meta(),
+            "dataset": data.dataset_meta(len(tr), len(va), len(te)),
             "metrics": metrics,
         },
-        "shape": [c, h, w],
+        "shape": list(data.shape),
         "n_classes": len(data.labels),
         "norm": [float(result.model.norm.mean), float(result.model.norm.std)],
     }

@@ -174,6 +174,7 @@ def train(cfg: ForecasterConfig, models_dir: Path) -> Path:
         f"{cfg.name}: {cfg.loss} (scaled)",
     )
     report.grad_norms({cfg.cell: result.history.grad_norm}, cfg.clip_norm, rdir / "grad_norm.png")
+    result.history.write_grad_log(rdir / "grad_norm.csv")
     tail = series.values[sp.test_start :]
     report.forecast_vs_actual(
         tail,

@@ -228,7 +228,6 @@ def train(cfg: GanConfig, models_dir: Path) -> Path:
         rdir / "samples.png",
         f"{cfg.name}: one row per class" if cfg.conditional else cfg.name,
     )
-    c, h, w = data.shape
     extras = {
         "meta": {
             "task": "generate",
@@ -237,22 +236,11 @@ def train(cfg: GanConfig, models_dir: Path) -> Path:
             "conditional": cfg.conditional,
             "num_classes": k if cfg.conditional else 0,
             "labels": list(data.labels),
-            "image": {
-                "channels": c,
-                "height": h,
-                "width": w,
-                "value_range": list(data.value_range),
-            },
-            "dataset": {
-                "name": data.name,
-                "source": data.source,
-                "n_train": len(tr),
-                "n_val": 0,
-                "n_test": len(te),
-            },
+            "image": data.image_meta(),
+            "dataset": data.dataset_meta(len(tr), 0, len(te)),
             "metrics": metrics,
         },
-        "shape": [c, h, w],
+        "shape": list(data.shape),
         "n_classes": k,
         "value_range": list(data.value_range),
     }

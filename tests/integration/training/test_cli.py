@@ -73,6 +73,8 @@ def test_train_gru_and_rnn_forecasters_with_config_file(tmp_path: Path) -> None:
         meta = json.loads((tmp_path / f"repo/s-{cell}/1/metadata.json").read_text())
         assert meta["architecture"] == cell and meta["horizon"] == 2
         assert meta["parity"]["max_abs_diff"] <= 1e-4
+        log = (tmp_path / f"repo/s-{cell}/1/report/grad_norm.csv").read_text().splitlines()
+        assert log[0] == "step,epoch,grad_norm" and len(log) > 2
 
 
 def test_compare_cells_tabulates(tmp_path: Path) -> None:
@@ -155,3 +157,80 @@ def test_bad_input_gives_a_clear_error(tmp_path: Path, args: list[str], message:
     assert r.returncode == 2
     assert message in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_image_folder_classifier_and_gan(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rng = __import__("numpy").random.default_rng(0)
+    for k, name in enumerate(("bright", "dark")):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        for i in range(12):
+            pixels = rng.integers(0, 80, (10, 10, 3)) + 150 * (1 - k)
+            Image.fromarray(pixels.astype("uint8")).save(tmp_path / "imgs" / name / f"{i}.png")
+    r = axon(
+        "train",
+        "classifier",
+        "--data",
+        "imgs",
+        "--image-size",
+        "8,8",
+        "--channels",
+        "3",
+        "--name",
+        "folder-cnn",
+        "--conv-channels",
+        "4",
+        "--kernel-size",
+        "3",
+        "--stride",
+        "1",
+        "--padding",
+        "1",
+        "--pool-every",
+        "1",
+        "--hidden",
+        "4",
+        "--val-fraction",
+        "0.2",
+        "--test-fraction",
+        "0.2",
+        "--models-dir",
+        "repo",
+        *TINY,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((tmp_path / "repo/folder-cnn/1/metadata.json").read_text())
+    assert meta["labels"] == ["bright", "dark"]
+    assert meta["inputs"][0]["shape"] == [-1, 3, 8, 8]
+    assert meta["image"]["value_range"] == [0.0, 255.0]
+    r = axon(
+        "train",
+        "gan",
+        "--data",
+        "imgs",
+        "--image-size",
+        "8,8",
+        "--channels",
+        "3",
+        "--name",
+        "folder-gan",
+        "--gen-features",
+        "4",
+        "--disc-features",
+        "4",
+        "--batch-size",
+        "8",
+        "--eval-samples",
+        "10",
+        "--scorer",
+        "repo/folder-cnn",
+        "--models-dir",
+        "repo",
+        *TINY,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((tmp_path / "repo/folder-gan/1/metadata.json").read_text())
+    assert meta["outputs"][0]["shape"] == [-1, 3, 8, 8] and meta["num_classes"] == 2
