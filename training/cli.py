@@ -63,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def run(argv: Sequence[str]) -> int:
     """Parse `argv` and run the command; raises `TrainingError` on user errors."""
+    from training.distributed import barrier, init_distributed, shutdown
     from training.pipelines.defaults import build_defaults
     from training.pipelines.forecast import compare_cells, format_table
     from training.pipelines.registry import export_checkpoint, family
@@ -84,11 +85,18 @@ def run(argv: Sequence[str]) -> int:
         print(format_table(rows))
         print(f"\nreport: {args.report_dir}/compare-cells.json, grad_norm_by_cell.png")
         return 0
-    ckpt = mod.train(cfg, args.models_dir)
-    print(f"checkpoint: {ckpt}")
-    if args.no_export:
-        return 0
-    path = export_checkpoint(ckpt, args.models_dir, args.version)
+    ctx = init_distributed(cfg.device)  # a no-op unless started by torchrun
+    try:
+        ckpt = mod.train(cfg, args.models_dir)  # every rank trains its shard
+        barrier(ctx)  # rank 0 has written final.pt
+        if not ctx.is_main:
+            return 0
+        print(f"checkpoint: {ckpt}")
+        if args.no_export:
+            return 0
+        path = export_checkpoint(ckpt, args.models_dir, args.version)
+    finally:
+        shutdown(ctx)
     meta = json.loads((path / "metadata.json").read_text())
     print(f"exported {path}")
     print(json.dumps(_headline(meta), indent=2))

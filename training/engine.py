@@ -21,6 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from training.config import CommonConfig, to_dict
+from training.distributed import current, mean_across_ranks, sharded_batches, unwrap, wrap_model
 from training.errors import ConfigError
 
 
@@ -43,6 +44,27 @@ def pick_device(name: str) -> torch.device:
             )
         return torch.device("cuda")
     return torch.device("cpu")
+
+
+def train_device(cfg: CommonConfig) -> torch.device:
+    """The device to train on: this rank's GPU under torchrun, else `pick_device`."""
+    ctx = current()
+    return ctx.device if ctx.enabled else pick_device(cfg.device)
+
+
+def shuffled_batches(
+    tensors: tuple[torch.Tensor, ...], batch_size: int, generator: torch.Generator
+) -> Callable[[], list[tuple[torch.Tensor, ...]]]:
+    """A function giving one freshly shuffled epoch of mini-batches per call."""
+    n = len(tensors[0])
+
+    def epoch() -> list[tuple[torch.Tensor, ...]]:
+        order = torch.randperm(n, generator=generator).to(tensors[0].device)
+        return [
+            tuple(t[order[i : i + batch_size]] for t in tensors) for i in range(0, n, batch_size)
+        ]
+
+    return epoch
 
 
 def make_optimizer(cfg: CommonConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
@@ -118,7 +140,11 @@ class Checkpointer:
         self.cfg = cfg
         self.extras = extras
 
-    def save(self, model: nn.Module, tag: str) -> Path:
+    def save(self, model: nn.Module, tag: str) -> Path | None:
+        """Write ``<tag>.pt`` (rank 0 only under torchrun; other ranks return None)."""
+        if not current().is_main:
+            return None
+        model = unwrap(model)
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / f"{tag}.pt"
         payload = {
@@ -143,7 +169,7 @@ def grad_norm_and_clip(model: nn.Module, clip: float | None) -> float:
 
 def fit(
     model: nn.Module,
-    batches: Callable[[], Iterable[tuple[torch.Tensor, ...]]],
+    tensors: tuple[torch.Tensor, ...],
     loss_fn: Callable[[nn.Module, tuple[torch.Tensor, ...]], torch.Tensor],
     val_loss: Callable[[nn.Module], float],
     cfg: CommonConfig,
@@ -152,36 +178,46 @@ def fit(
     checkpointer: Checkpointer | None = None,
     desc: str = "train",
 ) -> History:
-    """Train `model` in place with early stopping; the best weights are restored.
+    """Train `model` in place on `tensors` (aligned, on the model's device) with early
+    stopping; the best weights are restored.
 
-    `batches()` yields a fresh shuffled epoch of mini-batches; `loss_fn(model, batch)`
-    returns the scalar loss of one batch (forward propagation); `val_loss(model)` is
-    evaluated in eval mode after each epoch.
+    Each epoch shuffles `tensors` into mini-batches of ``cfg.batch_size``;
+    `loss_fn(model, batch)` returns the scalar loss of one batch (forward propagation);
+    `val_loss(model)` is evaluated in eval mode after each epoch. Under torchrun the
+    model is wrapped in DistributedDataParallel, each rank trains on its shard of every
+    epoch, the validation loss is averaged over the ranks (so early stopping agrees) and
+    only rank 0 writes checkpoints and shows progress.
     """
-    opt = make_optimizer(cfg, model.parameters())
+    ctx = current()
+    if ctx.enabled:
+        batches = sharded_batches(tensors, cfg.batch_size, ctx, cfg.seed)
+    else:
+        batches = shuffled_batches(tensors, cfg.batch_size, torch.Generator().manual_seed(cfg.seed))
+    net = wrap_model(model, ctx)
+    opt = make_optimizer(cfg, net.parameters())
     hist = History()
     best = math.inf
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     bad_epochs = 0
-    bar = progress(range(cfg.epochs), enabled=cfg.progress, desc=desc)
+    bar = progress(range(cfg.epochs), enabled=cfg.progress and ctx.is_main, desc=desc)
     for epoch in bar:
-        model.train()
+        net.train()
         losses: list[float] = []
         for batch in batches():
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model, batch)
+            loss = loss_fn(net, batch)
             if not torch.isfinite(loss):
                 raise ConfigError(
                     f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower lr, "
                     "turn on gradient clipping or pick another optimizer"
                 )
             loss.backward()
-            hist.grad_norm.append(grad_norm_and_clip(model, clip_norm))
+            hist.grad_norm.append(grad_norm_and_clip(net, clip_norm))
             opt.step()
             losses.append(float(loss.detach()))
-        model.eval()
+        net.eval()
         with torch.no_grad():
-            v = val_loss(model)
+            v = mean_across_ranks(val_loss(model), ctx)
         hist.train_loss.append(float(np.mean(losses)))
         hist.steps_per_epoch.append(len(losses))
         hist.val_loss.append(v)

@@ -20,7 +20,8 @@ from torch import nn
 from training import report
 from training.data.images import ImageData, load_images
 from training.data.split import stratified_split
-from training.engine import Checkpointer, History, fit, pick_device, seed_everything
+from training.distributed import current
+from training.engine import Checkpointer, History, fit, seed_everything, train_device
 from training.errors import ConfigError, DataError
 from training.export import spec
 from training.models.classifier import (
@@ -30,7 +31,7 @@ from training.models.classifier import (
     build_classifier,
 )
 from training.onnx_model import OnnxModel, generate
-from training.pipelines.common import ExportPlan, report_dir, save_final, shuffled_batches
+from training.pipelines.common import ExportPlan, report_dir, run_dir, save_final
 
 CONFIG = ClassifierConfig
 
@@ -57,7 +58,7 @@ def train_once(
 ) -> Trained:
     """Train one classifier; `extra` (``x [M, C, H, W]``, ``y [M]``) joins the training set."""
     seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
+    device = train_device(cfg)
     tr, va, te = _split(data, cfg)
     x_tr, y_tr = data.x[tr], data.y[tr]
     if extra is not None:
@@ -82,10 +83,9 @@ def train_once(
             return 0.0
         return float(ce(m(xv)[0], yv))
 
-    gen = torch.Generator().manual_seed(cfg.seed)
     hist = fit(
         model,
-        shuffled_batches((t(x_tr), t(y_tr)), cfg.batch_size, gen),
+        (t(x_tr), t(y_tr)),
         loss_fn,
         val_loss,
         cfg,
@@ -138,6 +138,8 @@ def train(cfg: ClassifierConfig, models_dir: Path) -> Path:
         baseline = train_once(cfg, data, checkpoint=False)
         metrics["accuracy_without_augmentation"] = baseline.accuracy
     result = train_once(cfg, data, extra)
+    if not current().is_main:  # under torchrun only rank 0 reports and writes final.pt
+        return run_dir(cfg) / "final.pt"
     metrics["accuracy"] = result.accuracy
     if extra is not None:
         metrics["accuracy_with_augmentation"] = result.accuracy

@@ -123,18 +123,3 @@ def publish(
             report if report.is_dir() else None,
             version,
         )
-
-
-def shuffled_batches(
-    tensors: tuple[torch.Tensor, ...], batch_size: int, generator: torch.Generator
-) -> Callable[[], list[tuple[torch.Tensor, ...]]]:
-    """A function giving one freshly shuffled epoch of mini-batches per call."""
-    n = len(tensors[0])
-
-    def epoch() -> list[tuple[torch.Tensor, ...]]:
-        order = torch.randperm(n, generator=generator)
-        return [
-            tuple(t[order[i : i + batch_size]] for t in tensors) for i in range(0, n, batch_size)
-        ]
-
-    return epoch

@@ -22,7 +22,8 @@ from torch import nn
 
 from training import report
 from training.data.series import Series, load_series, make_windows
-from training.engine import Checkpointer, History, fit, pick_device, seed_everything
+from training.distributed import current
+from training.engine import Checkpointer, History, fit, seed_everything, train_device
 from training.errors import ConfigError, DataError
 from training.export import spec
 from training.models.forecaster import (
@@ -32,7 +33,7 @@ from training.models.forecaster import (
     build_forecaster,
     loss_function,
 )
-from training.pipelines.common import ExportPlan, report_dir, save_final, shuffled_batches
+from training.pipelines.common import ExportPlan, report_dir, run_dir, save_final
 
 CONFIG = ForecasterConfig
 
@@ -104,7 +105,7 @@ class Trained:
 def train_once(cfg: ForecasterConfig, series: Series, checkpoint: bool = True) -> Trained:
     """Train one forecaster and evaluate it on the test tail."""
     seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
+    device = train_device(cfg)
     sp = split_series(series.values, cfg)
     train_points = series.values[: sp.val_start]
     mean, std = float(train_points.mean()), float(train_points.std() or 1.0)
@@ -126,10 +127,9 @@ def train_once(cfg: ForecasterConfig, series: Series, checkpoint: bool = True) -
             return 0.0
         return float(lossf(m(xv) / std, yv / std))
 
-    gen = torch.Generator().manual_seed(cfg.seed)
     hist = fit(
         model,
-        shuffled_batches((t(sp.x[sp.train]), t(sp.y[sp.train])), cfg.batch_size, gen),
+        (t(sp.x[sp.train]), t(sp.y[sp.train])),
         loss_fn,
         val_loss,
         cfg,
@@ -161,6 +161,8 @@ def train(cfg: ForecasterConfig, models_dir: Path) -> Path:
     """Run the whole pipeline; returns the final checkpoint's path."""
     series = load_series(cfg.data, cfg.column or None)
     result = train_once(cfg, series)
+    if not current().is_main:  # under torchrun only rank 0 reports and writes final.pt
+        return run_dir(cfg) / "final.pt"
     sp = split_series(series.values, cfg)
     arima = arima_forecasts(series.values, sp, cfg)
     truth = sp.y[sp.test]

@@ -21,6 +21,7 @@ from torch import nn
 from training import report
 from training.data.images import ImageData, load_images
 from training.data.split import stratified_split
+from training.distributed import current
 from training.engine import make_optimizer, pick_device, progress, seed_everything
 from training.errors import ConfigError
 from training.export import spec
@@ -191,6 +192,11 @@ def load_scorer(cfg: GanConfig, models_dir: Path, data: ImageData) -> tuple[Scor
 
 def train(cfg: GanConfig, models_dir: Path) -> Path:
     """Run the whole pipeline; returns the final checkpoint's path."""
+    if current().enabled:
+        raise ConfigError(
+            "gan: distributed (torchrun) training is supported for the classifier and the "
+            "forecaster; train the GAN with one process (--nproc-per-node=1 or plain axon train)"
+        )
     if len(cfg.image_size) != 2:
         raise ConfigError(f"image_size: give H,W (two numbers); got {cfg.image_size}")
     data = load_images(cfg.data, (cfg.image_size[0], cfg.image_size[1]), cfg.channels)

@@ -234,3 +234,41 @@ def test_image_folder_classifier_and_gan(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     meta = json.loads((tmp_path / "repo/folder-gan/1/metadata.json").read_text())
     assert meta["outputs"][0]["shape"] == [-1, 3, 8, 8] and meta["num_classes"] == 2
+
+
+def test_torchrun_ddp_trains_once_and_exports_once(tmp_path: Path) -> None:
+    torchrun = Path(sys.executable).with_name("torchrun")
+    r = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc-per-node=2",
+            "-m",
+            "training",
+            "train",
+            "forecaster",
+            "--device",
+            "cpu",
+            "--hidden-size",
+            "4",
+            "--layers",
+            "1",
+            "--window",
+            "8",
+            "--name",
+            "ddp-lstm",
+            "--models-dir",
+            "repo",
+            *TINY,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "repo/ddp-lstm").iterdir()) == ["1"]
+    assert r.stdout.count("exported ") == 1  # rank 0 only
+    meta = json.loads((tmp_path / "repo/ddp-lstm/1/metadata.json").read_text())
+    assert meta["parity"]["max_abs_diff"] <= 1e-4

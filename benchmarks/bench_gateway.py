@@ -1,0 +1,270 @@
+"""``make bench``: Axon against two baselines, same model, same load generator, one run.
+
+Model: digits-cnn, one 8×8 image per request. Servers (each alone on the machine while
+it is measured):
+
+- **axon**: Redis + the classifier BentoML service (queue worker) + the gateway;
+  ``POST /v2/models/digits-cnn/infer`` (OIP v2 JSON tensor).
+- **bentoml**: the same ONNX model behind BentoML's own adaptive batching — the
+  classifier service's ``POST /classify`` (``batchable=True, max_batch_size=64``).
+- **starlette**: ``benchmarks/minimal_server.py``, one process, ONNX Runtime inline.
+
+Load: ``wrk -t1 -cC -dDs --latency`` with a Lua script that POSTs the JSON body, for C in
+1, 16, 64 after a short warm-up. Prints requests/s, p50, p99 and non-2xx responses and
+the ratios; writes ``benchmarks/results/gateway.json``.
+
+    python benchmarks/bench_gateway.py --models-dir exported_models [--duration 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from services.runtime.redis_server import RedisServer, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+CONCURRENCY = (1, 16, 64)
+
+
+@dataclass
+class Run:
+    server: str
+    concurrency: int
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    errors: int
+    requests: int
+
+
+def image() -> list[list[list[float]]]:
+    pixels: list[list[list[float]]] = (
+        np.random.default_rng(0).integers(0, 17, size=(1, 8, 8)).astype(float).tolist()
+    )
+    return pixels
+
+
+def bodies() -> dict[str, tuple[str, str]]:
+    """server → (path, JSON body) for one image."""
+    oip = {
+        "inputs": [{"name": "image", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [image()]}]
+    }
+    return {
+        "axon": ("/v2/models/digits-cnn/infer", json.dumps(oip)),
+        "bentoml": ("/classify", json.dumps({"images": [image()]})),
+        "starlette": ("/classify", json.dumps({"images": [image()]})),
+    }
+
+
+def wait_http(url: str, timeout_s: float, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready after {timeout_s}s")
+
+
+@contextmanager
+def spawn(argv: list[str], env: Mapping[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            argv, env=dict(env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+
+
+def wrk(url: str, body: str, concurrency: int, duration_s: int, tmp: Path) -> Run:
+    script = tmp / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = {json.dumps(body)}\n"
+    )
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{concurrency}",
+            f"-d{duration_s}s",
+            "--latency",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return Run(
+        server="",
+        concurrency=concurrency,
+        requests_per_s=float(_find(r"Requests/sec:\s+([\d.]+)", out)),
+        p50_ms=_ms(_find(r"50%\s+([\d.]+\w+)", out)),
+        p99_ms=_ms(_find(r"99%\s+([\d.]+\w+)", out)),
+        non_2xx=int(_find(r"Non-2xx or 3xx responses:\s+(\d+)", out, "0")),
+        errors=sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out)),
+        requests=int(_find(r"(\d+) requests in", out)),
+    )
+
+
+def _find(pattern: str, text: str, default: str | None = None) -> str:
+    match = re.search(pattern, text)
+    if match:
+        return match.group(1)
+    if default is not None:
+        return default
+    raise RuntimeError(f"unexpected wrk output (no {pattern!r}):\n{text}")
+
+
+def _ms(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(\w+)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def measure(name: str, base_url: str, duration_s: int, tmp: Path) -> list[Run]:
+    path, body = bodies()[name]
+    wrk(base_url + path, body, 16, 2, tmp)  # warm-up
+    runs = []
+    for concurrency in CONCURRENCY:
+        run = wrk(base_url + path, body, concurrency, duration_s, tmp)
+        run.server = name
+        runs.append(run)
+        print(
+            f"  {name:<9} c={concurrency:<3} {run.requests_per_s:8.0f} req/s  "
+            f"p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:7.2f} ms  non-2xx {run.non_2xx}",
+            flush=True,
+        )
+    return runs
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--models-dir", type=Path, default=Path("exported_models"))
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/gateway.json")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("bench: needs wrk (apt-get install -y wrk)", file=sys.stderr)
+        return 2
+    models_dir = args.models_dir.resolve()
+    onnx = models_dir / "digits-cnn" / "1" / "model.onnx"
+    if not onnx.is_file():
+        print(f"bench: {onnx} missing; run `make models`", file=sys.stderr)
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="axon-bench-"))
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    runs: list[Run] = []
+    # The worker settings `axon serve` uses (AXON_MAX_QUEUE_DELAY_MS=0, see docs/gateway.md).
+    quiet = {
+        "AXON_LOG_LEVEL": "WARNING",
+        "AXON_PROVIDER": "cpu",
+        "BENTOML_HOME": str(tmp),
+        "AXON_MAX_QUEUE_DELAY_MS": os.environ.get("AXON_MAX_QUEUE_DELAY_MS", "0"),
+    }
+    with RedisServer() as redis:
+        env = {
+            **os.environ,
+            **quiet,
+            "AXON_REDIS_URL": redis.url,
+            "AXON_MODELS_DIR": str(models_dir),
+        }
+        service_port, gateway_port = free_port(), free_port()
+        print(f"bench: logs in {tmp}", flush=True)
+        with spawn(
+            [
+                bentoml,
+                "serve",
+                "services.classifier.service:ClassifierService",
+                "--port",
+                str(service_port),
+            ],
+            env,
+            tmp / "classifier.log",
+        ) as service:
+            wait_http(f"http://127.0.0.1:{service_port}/readyz", 180, service)
+            gateway_argv = [sys.executable, "-m", "services.gateway", "--port", str(gateway_port)]
+            with spawn(gateway_argv, env, tmp / "gateway.log") as gateway:
+                wait_http(
+                    f"http://127.0.0.1:{gateway_port}/v2/models/digits-cnn/ready", 60, gateway
+                )
+                runs += measure("axon", f"http://127.0.0.1:{gateway_port}", args.duration, tmp)
+            runs += measure("bentoml", f"http://127.0.0.1:{service_port}", args.duration, tmp)
+    port = free_port()
+    with spawn(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks/minimal_server.py"),
+            str(onnx),
+            "--port",
+            str(port),
+        ],
+        os.environ,
+        tmp / "starlette.log",
+    ) as minimal:
+        wait_http(f"http://127.0.0.1:{port}/ready", 60, minimal)
+        runs += measure("starlette", f"http://127.0.0.1:{port}", args.duration, tmp)
+    report(runs)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps([asdict(r) for r in runs], indent=2))
+    print(f"\nwritten {args.out}")
+    return 0
+
+
+def report(runs: list[Run]) -> None:
+    by = {(r.server, r.concurrency): r for r in runs}
+    print("\n| c | server | req/s | p50 ms | p99 ms | non-2xx |")
+    print("|---|---|---|---|---|---|")
+    for c in CONCURRENCY:
+        for server in ("axon", "bentoml", "starlette"):
+            r = by[(server, c)]
+            print(
+                f"| {c} | {server} | {r.requests_per_s:,.0f} | {r.p50_ms:.2f} | "
+                f"{r.p99_ms:.2f} | {r.non_2xx + r.errors} |"
+            )
+    print("\n| c | axon / bentoml (req/s) | axon / starlette (req/s) | axon p50 − starlette p50 |")
+    print("|---|---|---|---|")
+    for c in CONCURRENCY:
+        a, b, s = by[("axon", c)], by[("bentoml", c)], by[("starlette", c)]
+        print(
+            f"| {c} | {a.requests_per_s / b.requests_per_s:.2f}× | "
+            f"{a.requests_per_s / s.requests_per_s:.2f}× | {a.p50_ms - s.p50_ms:+.2f} ms |"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

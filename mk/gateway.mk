@@ -1,0 +1,15 @@
+# Gateway targets; included by the main Makefile, which defines PY and MODELS_DIR.
+PY ?= .venv/bin/python
+MODELS_DIR ?= exported_models
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: serve bench
+
+serve: install ## serve everything locally: Redis, the model services, the gateway on :8000
+	$(PY) -m training models --models-dir $(MODELS_DIR)
+	$(PY) -m services.cli serve --host $(HOST) --port $(PORT) --models-dir $(MODELS_DIR)
+
+bench: install ## gateway benchmark: Axon vs BentoML adaptive batching vs Starlette+ORT (c=1/16/64)
+	@test -f $(MODELS_DIR)/digits-cnn/1/model.onnx || $(PY) -m training models --models-dir $(MODELS_DIR)
+	$(PY) benchmarks/bench_gateway.py --models-dir $(MODELS_DIR)

@@ -1,0 +1,13 @@
+# Model services targets; included by the main Makefile, which defines PY and MODELS_DIR.
+PY ?= .venv/bin/python
+MODELS_DIR ?= exported_models
+
+.PHONY: bench-worker gpu-check
+
+## bench-worker: requests/s through Redis to one worker, max batch 1 vs 64, per model family
+bench-worker:
+	$(PY) benchmarks/bench_worker.py --models-dir $(MODELS_DIR)
+
+## gpu-check: on an NVIDIA GPU machine, CUDA provider used, CUDA vs CPU diffs, throughput
+gpu-check:
+	PYTHON=$(PY) bash scripts/gpu_check.sh $(MODELS_DIR)

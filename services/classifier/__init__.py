@@ -1,0 +1,1 @@
+"""Image classifier service (task ``classify``)."""

@@ -1,0 +1,58 @@
+"""The ``axon`` command: ``axon serve`` here; ``axon train | export | models`` are
+handed to ``python -m training`` with ``os.execv`` (services never imports training
+or torch)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+TRAINING_COMMANDS = ("train", "export", "models")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="axon",
+        description="Axon: train, export and serve models. "
+        "Training commands: axon train | export | models (see `axon train --help`).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="start Redis, the model services and the gateway")
+    serve.add_argument("--host", default="127.0.0.1", help="gateway host (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="gateway port (default 8000)")
+    serve.add_argument(
+        "--models-dir",
+        type=Path,
+        default=Path(os.environ.get("AXON_MODELS_DIR") or "exported_models"),
+        help="model repository (default $AXON_MODELS_DIR or exported_models)",
+    )
+    serve.add_argument("--log-dir", type=Path, help="where child logs go (default: a temp dir)")
+    serve.add_argument(
+        "--ready-timeout", type=float, default=180.0, help="seconds to wait for readiness"
+    )
+    for command in TRAINING_COMMANDS:
+        sub.add_parser(command, help=f"training side: python -m training {command} …")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in TRAINING_COMMANDS:
+        os.execv(sys.executable, [sys.executable, "-m", "training", *args])
+    options = _parser().parse_args(args)
+    from services.serve import serve
+
+    return serve(
+        host=options.host,
+        port=options.port,
+        models_dir=options.models_dir,
+        log_dir=options.log_dir,
+        ready_timeout_s=options.ready_timeout,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

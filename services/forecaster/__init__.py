@@ -1,0 +1,1 @@
+"""Time-series forecaster service (task ``forecast``)."""

@@ -1,0 +1,46 @@
+"""``python -m services.gateway [--host H] [--port P]``: serve the gateway with uvicorn.
+
+Settings come from ``AXON_*`` variables (docs/gateway.md); a bad value stops it at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+import uvicorn
+
+from services.gateway.app import create_app
+from services.gateway.settings import GatewaySettings
+from services.runtime.errors import SettingsError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.gateway")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+    level = os.environ.get("AXON_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if os.environ.get("AXON_ACCESS_LOG", "false").lower() not in ("1", "true", "yes", "on"):
+        logging.getLogger("services.gateway.access").setLevel(logging.WARNING)
+    try:
+        settings = GatewaySettings.from_env(os.environ)
+    except SettingsError as exc:
+        print(f"axon gateway: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=level.lower(),
+        access_log=False,
+        lifespan="on",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The gateway application factory: routes, middlewares, error handling and the lifespan
+that opens the Redis pool, the reply listener and the registry refresher."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from services.gateway import oip, openapi, tasks
+from services.gateway.dispatcher import Dispatcher
+from services.gateway.errors import BacklogFullError, GatewayError, client_message, status_for
+from services.gateway.listener import ReplyListener
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.middleware.auth import ApiKeyMiddleware
+from services.gateway.middleware.body_limit import BodyLimitMiddleware
+from services.gateway.middleware.metrics import MetricsMiddleware
+from services.gateway.middleware.request_id import RequestIdMiddleware
+from services.gateway.registry import Registry
+from services.gateway.responses import error_response
+from services.gateway.settings import GatewaySettings
+from services.gateway.state import GatewayState, tag
+from services.runtime import protocol
+from services.runtime.errors import AxonError
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: GatewaySettings) -> Starlette:
+    """A gateway app for ``settings``; connections open when the app starts (lifespan)."""
+    metrics = GatewayMetrics.create()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        redis: Redis[bytes] = Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.redis_timeout_s + settings.reply_block_s,
+            socket_connect_timeout=settings.redis_timeout_s,
+            # One immediate retry on a fresh connection: after a Redis restart, pooled
+            # connections are stale and fail once each; that must not look like an outage.
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError],
+        )
+        registry = Registry(redis, refresh_ms=settings.registry_refresh_ms)
+        if settings.models_dir is not None:
+            registry.add_repository(settings.models_dir)
+        listener = ReplyListener(
+            redis,
+            protocol.reply_key(settings.instance),
+            block_s=settings.reply_block_s,
+            on_redis_error=registry.mark_down,
+        )
+        app.state.gateway = GatewayState(
+            settings=settings,
+            redis=redis,
+            registry=registry,
+            listener=listener,
+            dispatcher=Dispatcher(redis, listener, settings, metrics, registry),
+            metrics=metrics,
+        )
+        background = [
+            asyncio.create_task(registry.run(), name="axon-registry"),
+            asyncio.create_task(listener.run(), name="axon-reply-listener"),
+        ]
+        with contextlib.suppress(TimeoutError):  # start even when Redis is down
+            await asyncio.wait_for(registry.refreshed.wait(), timeout=settings.redis_timeout_s)
+        log.info("gateway %s serving; replies on %s", settings.instance, listener.reply_to)
+        try:
+            yield
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await redis.aclose()  # type: ignore[attr-defined]  # stale types-redis stubs
+
+    async def metrics_endpoint(request: Request) -> Response:
+        tag(request, "metrics")
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app = Starlette(
+        routes=[
+            *oip.routes,
+            *tasks.routes,
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            *openapi.routes,
+        ],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(MetricsMiddleware, metrics=metrics),
+            Middleware(ApiKeyMiddleware, keys=settings.api_keys),
+            Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+        ],
+        exception_handlers={
+            HTTPException: _http_error,
+            GatewayError: _error,
+            AxonError: _error,
+            Exception: _error,  # last resort: logged with its traceback, client gets 500
+        },
+        lifespan=lifespan,
+    )
+    return app
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = "no such route; see /docs" if exc.status_code == 404 else str(exc.detail)
+    return error_response(exc.status_code, message, headers=exc.headers)
+
+
+async def _error(request: Request, exc: Exception) -> Response:
+    status = status_for(exc)
+    if status >= 500 and status not in (503, 504):
+        log.error("request %s failed", getattr(request.state, "request_id", "?"), exc_info=exc)
+    headers = {}
+    if isinstance(exc, BacklogFullError):
+        headers["Retry-After"] = str(exc.retry_after_s)
+    return error_response(status, client_message(exc), headers=headers)

@@ -1,0 +1,93 @@
+"""The reply listener: ONE task per gateway process BLPOPs the process's reply list
+(``axon:r:{instance}``) and completes the future of each waiting request. Nothing polls
+per request; a request that gives up (deadline) simply forgets its future and a late
+reply for it is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from redis.exceptions import RedisError
+
+from services.gateway.errors import UnavailableError
+from services.runtime import protocol
+from services.runtime.codec import Reply, decode_reply
+from services.runtime.errors import BadEntryError
+from services.runtime.protocol import RedisClient
+
+log = logging.getLogger(__name__)
+
+
+class ReplyListener:
+    """Routes replies to waiting requests by the id their stream entry carried."""
+
+    def __init__(
+        self,
+        redis: RedisClient,
+        reply_to: str,
+        *,
+        block_s: float,
+        on_redis_error: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.reply_to = reply_to
+        self._on_redis_error = on_redis_error
+        self._redis = redis
+        self._block_s = block_s
+        self._waiting: dict[str, asyncio.Future[Reply]] = {}
+        self.healthy = False
+
+    def expect(self, entry_id: str) -> asyncio.Future[Reply]:
+        """A future completed when the reply for ``entry_id`` arrives."""
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._waiting[entry_id] = future
+        return future
+
+    def forget(self, entry_id: str) -> None:
+        self._waiting.pop(entry_id, None)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def deliver(self, payload: bytes) -> None:
+        """Complete the future a raw reply belongs to (unknown ids are dropped)."""
+        try:
+            reply = decode_reply(payload)
+        except BadEntryError as exc:
+            log.error("dropping an undecodable reply on %s: %s", self.reply_to, exc)
+            return
+        future = self._waiting.pop(reply.id, None)
+        if future is not None and not future.done():
+            future.set_result(reply)
+
+    async def run(self) -> None:
+        """Listen forever. When Redis fails, waiting requests get 503 (their entries may
+        be gone with the server) and the listener retries until Redis answers again."""
+        backoff = 0.05
+        while True:
+            try:
+                payloads = await protocol.pop_replies(
+                    self._redis, self.reply_to, timeout_s=self._block_s
+                )
+                self.healthy = True
+                backoff = 0.05
+            except (RedisError, OSError) as exc:
+                if self.healthy:
+                    log.error("reply listener lost Redis: %s", exc)
+                self.healthy = False
+                self._on_redis_error()
+                self._fail_all("lost the connection to Redis while waiting for the reply")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+                continue
+            for payload in payloads:
+                self.deliver(payload)
+
+    def _fail_all(self, message: str) -> None:
+        waiting, self._waiting = self._waiting, {}
+        for future in waiting.values():
+            if not future.done():
+                future.set_exception(UnavailableError(message))

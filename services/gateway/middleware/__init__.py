@@ -1,0 +1,1 @@
+"""Pure ASGI middlewares of the gateway, one per file."""

@@ -1,0 +1,144 @@
+"""Open Inference Protocol v2 REST routes (KServe v2) and Triton's statistics extension."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from services.gateway.errors import UnavailableError
+from services.gateway.registry import ModelVersion
+from services.gateway.responses import JSON
+from services.gateway.state import deadline_ms, gateway, read_json, request_id, tag
+from services.gateway.validation import outputs_json, parse_infer
+
+EXTENSIONS = ["statistics"]
+
+try:
+    __version__ = version("axon")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+
+async def server_metadata(request: Request) -> Response:
+    tag(request, "server_metadata")
+    return JSON({"name": "axon", "version": __version__, "extensions": EXTENSIONS})
+
+
+async def live(request: Request) -> Response:
+    tag(request, "live")
+    return JSON({"live": True})
+
+
+async def ready(request: Request) -> Response:
+    """Ready while Redis answers (model readiness is per model)."""
+    tag(request, "ready")
+    state = gateway(request)
+    ok = state.registry.redis_ok and state.listener.healthy
+    return JSON({"ready": ok}, status_code=200 if ok else 503)
+
+
+def _version(request: Request) -> str | None:
+    version: str | None = request.path_params.get("version")
+    return version
+
+
+def _metadata_json(mv: ModelVersion, versions: list[str]) -> dict[str, Any]:
+    meta = mv.metadata
+    return {
+        "name": meta.name,
+        "versions": versions,
+        "platform": "onnxruntime_onnx",
+        "inputs": [spec.as_dict() for spec in meta.inputs],
+        "outputs": [spec.as_dict() for spec in meta.outputs],
+        "parameters": {
+            "task": meta.task,
+            "version": meta.version,
+            "ready": mv.ready,
+            **{k: meta.raw[k] for k in ("labels", "image", "window", "horizon",
+                                        "latent_size", "conditional", "num_classes")
+               if k in meta.raw},
+        },
+    }  # fmt: skip
+
+
+async def model_metadata(request: Request) -> Response:
+    state = gateway(request)
+    model = request.path_params["model"]
+    tag(request, "model_metadata")
+    mv = state.registry.lookup(model, _version(request))
+    tag(request, "model_metadata", mv)
+    versions = [str(v.version) for v in state.registry.models()[model]]
+    return JSON(_metadata_json(mv, versions if _version(request) is None else [str(mv.version)]))
+
+
+async def model_ready(request: Request) -> Response:
+    state = gateway(request)
+    tag(request, "model_ready")
+    mv = state.registry.lookup(request.path_params["model"], _version(request))
+    tag(request, "model_ready", mv)
+    ok = mv.ready and state.registry.redis_ok
+    body = {"name": mv.name, "version": str(mv.version), "ready": ok}
+    return JSON(body, status_code=200 if ok else 503)
+
+
+async def infer(request: Request) -> Response:
+    state = gateway(request)
+    tag(request, "infer")
+    mv = state.registry.lookup(request.path_params["model"], _version(request))
+    tag(request, "infer", mv)
+    if not mv.ready or not state.registry.redis_ok:
+        mv = state.registry.ready(mv.name, mv.version)  # raises the right 503
+    doc = await read_json(request)
+    parsed = parse_infer(doc, mv.metadata, max_rows=state.settings.max_rows)
+    outputs = await state.dispatcher.infer(
+        mv,
+        parsed.inputs,
+        parsed.parameters,
+        request_id=request_id(request),
+        timeout_ms=deadline_ms(request, mv, parsed.parameters),
+    )
+    body: dict[str, Any] = {"model_name": mv.name, "model_version": str(mv.version)}
+    if parsed.id is not None:
+        body["id"] = parsed.id
+    body["outputs"] = outputs_json(outputs, mv.metadata, parsed.outputs)
+    return JSON(body)
+
+
+async def model_stats(request: Request) -> Response:
+    """Triton statistics extension: per version, summed over live workers."""
+    state = gateway(request)
+    tag(request, "stats")
+    model = request.path_params.get("model")
+    version = _version(request)
+    if not state.registry.redis_ok:
+        raise UnavailableError("Redis is unreachable; statistics come from worker heartbeats")
+    if model is None:
+        selected = [mv for versions in state.registry.models().values() for mv in versions]
+    elif version is None:
+        state.registry.lookup(model)  # 404 for an unknown model
+        selected = state.registry.models()[model]
+    else:
+        selected = [state.registry.lookup(model, version)]
+    if model is not None:
+        tag(request, "stats", selected[-1])
+    return JSON({"model_stats": [state.registry.stats(mv) for mv in selected]})
+
+
+routes = [
+    Route("/v2", server_metadata, methods=["GET"]),
+    Route("/v2/health/live", live, methods=["GET"]),
+    Route("/v2/health/ready", ready, methods=["GET"]),
+    Route("/v2/models/stats", model_stats, methods=["GET"]),
+    Route("/v2/models/{model}", model_metadata, methods=["GET"]),
+    Route("/v2/models/{model}/versions/{version}", model_metadata, methods=["GET"]),
+    Route("/v2/models/{model}/ready", model_ready, methods=["GET"]),
+    Route("/v2/models/{model}/versions/{version}/ready", model_ready, methods=["GET"]),
+    Route("/v2/models/{model}/infer", infer, methods=["POST"]),
+    Route("/v2/models/{model}/versions/{version}/infer", infer, methods=["POST"]),
+    Route("/v2/models/{model}/stats", model_stats, methods=["GET"]),
+    Route("/v2/models/{model}/versions/{version}/stats", model_stats, methods=["GET"]),
+]

@@ -1,0 +1,132 @@
+"""OpenAPI 3.1 description of the gateway (``/openapi.json``) and a Swagger UI (``/docs``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from services.gateway.responses import JSON
+from services.gateway.state import tag
+
+_ERROR = {
+    "description": "error",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {"error": {"type": "string"}},
+                "required": ["error"],
+            }
+        }
+    },
+}
+_TENSOR = {
+    "type": "object",
+    "required": ["name", "shape", "datatype", "data"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "datatype": {"type": "string", "enum": ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64",
+                     "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"]},
+        "data": {"type": "array", "description": "flat or nested (row-major)"},
+    },
+}  # fmt: skip
+_ERRORS = {str(code): _ERROR for code in (400, 401, 404, 413, 429, 503, 504)}
+
+
+def _op(summary: str, body: dict[str, Any] | None = None, ok: str = "success") -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "responses": {"200": {"description": ok}, **_ERRORS},
+    }
+    if body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": body}},
+        }
+    return operation  # fmt: skip
+
+
+def _obj(**props: Any) -> dict[str, Any]:
+    return {"type": "object", "properties": props}
+
+
+_INT = {"type": "integer"}
+_NUM_LIST = {"type": "array", "items": {"type": "number"}}
+_MODEL = {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
+_VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+_INFER = _obj(
+    id={"type": "string"},
+    parameters=_obj(timeout_ms=_INT, seed=_INT, count=_INT, label=_INT),
+    inputs={"type": "array", "items": _TENSOR},
+    outputs={"type": "array", "items": _obj(name={"type": "string"})},
+)
+
+
+def spec() -> dict[str, Any]:
+    paths: dict[str, Any] = {
+        "/v2": {"get": _op("Server metadata")},
+        "/v2/health/live": {"get": _op("Liveness")},
+        "/v2/health/ready": {"get": _op("Readiness (Redis reachable)")},
+        "/v2/models/stats": {"get": _op("Statistics of every model version")},
+        "/v1/models": {"get": _op("Models, versions, task and readiness")},
+        "/v1/models/{model}/classify": {"post": _op("Classify images (top-k labels)", _obj(
+            images={"type": "array", "description": "[N][C][H][W] or [N][H][W] pixel values"},
+            png={"type": "array", "items": {"type": "string"}, "description": "base64 images"},
+            top_k=_INT, version=_INT))},
+        "/v1/models/{model}/forecast": {"post": _op("Forecast a series", _obj(
+            history=_NUM_LIST, histories={"type": "array", "items": _NUM_LIST},
+            horizon=_INT, version=_INT))},
+        "/v1/models/{model}/generate": {"post": _op("Generate images", _obj(
+            count=_INT, seed=_INT, label=_INT, version=_INT,
+            format={"type": "string", "enum": ["png", "array"]}))},
+        "/metrics": {"get": _op("Prometheus metrics")},
+    }  # fmt: skip
+    for suffix, params in (("", [_MODEL]), ("/versions/{version}", [_MODEL, _VERSION])):
+        base = "/v2/models/{model}" + suffix
+        paths[base] = {"get": _op("Model metadata"), "parameters": params}
+        paths[base + "/ready"] = {"get": _op("Model readiness"), "parameters": params}
+        paths[base + "/infer"] = {"post": _op("Inference (OIP v2)", _INFER), "parameters": params}
+        paths[base + "/stats"] = {"get": _op("Statistics (Triton extension)"),
+                                  "parameters": params}  # fmt: skip
+    for path in (
+        "/v1/models/{model}/classify",
+        "/v1/models/{model}/forecast",
+        "/v1/models/{model}/generate",
+    ):
+        paths[path]["parameters"] = [_MODEL]  # fmt: skip
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Axon gateway", "version": "1",
+                 "description": "Open Inference Protocol v2 and task endpoints. Optional "
+                 "header X-Axon-Timeout-Ms sets the deadline; X-Request-ID is echoed."},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "paths": paths,
+    }  # fmt: skip
+
+
+async def openapi_json(request: Request) -> Response:
+    tag(request, "docs")
+    return JSON(spec())
+
+
+DOCS_HTML = """<!doctype html><html><head><title>Axon gateway</title>
+<link rel="stylesheet" href="https://unpkg.com/swagger-ui-dist@5/swagger-ui.css"></head>
+<body><div id="ui"></div><script src="https://unpkg.com/swagger-ui-dist@5/swagger-ui-bundle.js">
+</script><script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script>
+<noscript>The API description is at <a href="/openapi.json">/openapi.json</a>.</noscript>
+</body></html>"""
+
+
+async def docs(request: Request) -> Response:
+    tag(request, "docs")
+    return HTMLResponse(DOCS_HTML)
+
+
+routes = [
+    Route("/openapi.json", openapi_json, methods=["GET"]),
+    Route("/docs", docs, methods=["GET"]),
+]

@@ -1,0 +1,210 @@
+"""What the gateway knows about models: live workers (from their Redis heartbeats) and
+the metadata they publish, refreshed by one background task; plus models seen earlier
+or found in the local model repository, so a model whose workers are all gone answers
+503 (known, not ready) instead of 404 (unknown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from services.gateway.errors import NotFoundError, UnavailableError
+from services.runtime import protocol
+from services.runtime.errors import ModelRepositoryError
+from services.runtime.protocol import RedisClient, WorkerInfo
+from services.runtime.repository import MODEL_NAME, VERSION, ModelMetadata, parse_metadata
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One model version: its metadata and the live workers serving it (maybe none)."""
+
+    metadata: ModelMetadata
+    workers: tuple[WorkerInfo, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def version(self) -> int:
+        return self.metadata.version
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.workers)
+
+
+class Registry:
+    """A snapshot of model versions, refreshed every ``refresh_ms`` by ``run``."""
+
+    def __init__(self, redis: RedisClient, *, refresh_ms: int) -> None:
+        self._redis = redis
+        self._refresh_s = refresh_ms / 1000
+        self._known: dict[tuple[str, int], ModelMetadata] = {}
+        self._versions: dict[tuple[str, int], ModelVersion] = {}
+        self.redis_ok = False
+        self.refreshed = asyncio.Event()
+
+    def add_repository(self, root: Path) -> None:
+        """Know every valid ``{model}/{version}/metadata.json`` under ``root`` (no ONNX read)."""
+        if not root.is_dir():
+            log.warning("AXON_MODELS_DIR %s is not a folder; only live workers are known", root)
+            return
+        for path in sorted(root.glob("*/*/metadata.json")):
+            if not (MODEL_NAME.match(path.parent.parent.name) and VERSION.match(path.parent.name)):
+                continue
+            try:
+                metadata = parse_metadata(json.loads(path.read_text(encoding="utf-8")), path)
+            except (OSError, ValueError, ModelRepositoryError) as exc:
+                log.warning("ignoring %s: %s", path, exc)
+                continue
+            self._known[(metadata.name, metadata.version)] = metadata
+        self._rebuild([])
+
+    async def refresh(self) -> None:
+        """Read live workers from Redis and rebuild the snapshot."""
+        workers = await protocol.live_workers(self._redis)
+        for info in workers:
+            key = (info.model, info.version)
+            if key not in self._known or self._known[key].raw != info.metadata:
+                try:
+                    self._known[key] = parse_metadata(
+                        dict(info.metadata), Path(f"heartbeat of worker {info.instance}")
+                    )
+                except ModelRepositoryError as exc:
+                    log.warning("ignoring worker %s: %s", info.instance, exc)
+        self._rebuild([w for w in workers if (w.model, w.version) in self._known])
+
+    def _rebuild(self, workers: list[WorkerInfo]) -> None:
+        by_key: dict[tuple[str, int], list[WorkerInfo]] = {}
+        for info in workers:
+            by_key.setdefault((info.model, info.version), []).append(info)
+        self._versions = {
+            key: ModelVersion(metadata, tuple(by_key.get(key, ())))
+            for key, metadata in sorted(self._known.items())
+        }
+
+    def mark_down(self) -> None:
+        """Another part of the gateway saw Redis fail: not ready until a refresh works."""
+        self.redis_ok = False
+        self._rebuild([])
+
+    async def run(self) -> None:
+        """Refresh forever; Redis errors mark Redis down (not ready) until it answers."""
+        while True:
+            try:
+                await self.refresh()
+                if not self.redis_ok:
+                    log.info("Redis reachable; %d model versions known", len(self._versions))
+                self.redis_ok = True
+            except (RedisError, OSError) as exc:
+                if self.redis_ok:
+                    log.error("Redis unreachable: %s", exc)
+                self.redis_ok = False
+                self._rebuild([])
+            self.refreshed.set()
+            await asyncio.sleep(self._refresh_s)
+
+    # ----------------------------------------------------------------- queries
+
+    def models(self) -> dict[str, list[ModelVersion]]:
+        """Known models → their versions, ascending."""
+        result: dict[str, list[ModelVersion]] = {}
+        for (name, _version), mv in self._versions.items():
+            result.setdefault(name, []).append(mv)
+        return result
+
+    def known(self, model: str) -> bool:
+        return any(name == model for name, _ in self._versions)
+
+    def lookup(self, model: str, version: str | int | None = None) -> ModelVersion:
+        """A known model version (``None`` = the highest ready one, else the highest);
+        404 for an unknown model or version. Readiness is not checked."""
+        versions = self.models().get(model)
+        if not versions:
+            raise NotFoundError(f"model {model!r} is not served here (see GET /v1/models)")
+        if version is None or version == "":
+            ready = [mv for mv in versions if mv.ready]
+            return (ready or versions)[-1]
+        number = _version_number(version)
+        for mv in versions:
+            if mv.version == number:
+                return mv
+        raise NotFoundError(
+            f"model {model!r} has no version {version!r} "
+            f"(versions: {[mv.version for mv in versions]})"
+        )
+
+    def ready(self, model: str, version: str | int | None = None) -> ModelVersion:
+        """``lookup`` plus 503 when Redis is down or no live worker serves the version."""
+        mv = self.lookup(model, version)
+        if not self.redis_ok:
+            raise UnavailableError("Redis is unreachable; try again shortly")
+        if not mv.ready:
+            raise UnavailableError(
+                f"model {model!r} version {mv.version} has no live worker; try again shortly"
+            )
+        return mv
+
+    def stats(self, mv: ModelVersion) -> dict[str, Any]:
+        """Triton statistics-extension entry for one model version, summed over workers."""
+        total: dict[str, Any] = {}
+        for info in mv.workers:
+            _add(total, info.stats)
+        durations = {
+            key: {"count": int(total.get(key, {}).get("count", 0)),
+                  "ns": int(total.get(key, {}).get("ns", 0))}
+            for key in ("success", "fail", "queue", "compute_infer")
+        }  # fmt: skip
+        zero = {"count": 0, "ns": 0}
+        return {
+            "name": mv.name,
+            "version": str(mv.version),
+            "last_inference": max((int(w.stats.get("last_inference_ms", 0)) for w in mv.workers),
+                                  default=0),
+            "inference_count": int(total.get("inference_count", 0)),
+            "execution_count": int(total.get("execution_count", 0)),
+            "inference_stats": {
+                **durations,
+                "compute_input": zero,
+                "compute_output": zero,
+                "cache_hit": zero,
+                "cache_miss": zero,
+            },
+            "batch_stats": [],
+            "axon": {
+                "workers": len(mv.workers),
+                "expired": int(total.get("expired", 0)),
+                "redeliveries": int(total.get("redeliveries", 0)),
+                "dead_letters": int(total.get("dead_letters", 0)),
+            },
+        }  # fmt: skip
+
+
+def _add(total: dict[str, Any], stats: Mapping[str, Any]) -> None:
+    """Sum ``stats`` (nested counters) into ``total``; ``last_*`` fields are skipped."""
+    for key, value in stats.items():
+        if key.startswith("last_"):
+            continue
+        if isinstance(value, Mapping):
+            _add(total.setdefault(key, {}), value)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            total[key] = total.get(key, 0) + value
+
+
+def _version_number(version: str | int) -> int:
+    text = str(version)
+    if not VERSION.match(text):
+        raise NotFoundError(f"version {text!r}: must be a positive integer such as 1")
+    return int(text)

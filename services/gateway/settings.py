@@ -1,0 +1,136 @@
+"""Gateway settings: one frozen object built from ``AXON_*`` variables at start-up.
+
+A bad value raises ``SettingsError`` naming the variable; nothing reads the environment
+while serving a request. The table is in docs/gateway.md.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from services.runtime.errors import SettingsError
+from services.runtime.repository import MODEL_NAME
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Everything the gateway needs (see docs/gateway.md for the variables)."""
+
+    redis_url: str
+    instance: str
+    models_dir: Path | None = None
+    api_keys: tuple[str, ...] = ()
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_rows: int = 256
+    timeout_ms: int = 30_000
+    model_timeouts_ms: Mapping[str, int] = field(default_factory=dict)
+    max_timeout_ms: int = 300_000
+    backlog_limit: int = 1_000
+    model_backlog_limits: Mapping[str, int] = field(default_factory=dict)
+    retry_after_s: int = 1
+    registry_refresh_ms: int = 500
+    reply_block_s: float = 1.0
+    redis_timeout_s: float = 5.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> GatewaySettings:
+        """Build settings from ``env`` (``os.environ`` in production, a dict in tests)."""
+        read = _Reader(env)
+        redis_url = read("AXON_REDIS_URL", str, "")
+        if not redis_url:
+            raise SettingsError(
+                "AXON_REDIS_URL: is required (for example redis://127.0.0.1:6379/0)"
+            )
+        models_dir = read("AXON_MODELS_DIR", str, "")
+        settings = cls(
+            redis_url=redis_url,
+            instance=read(
+                "AXON_GATEWAY_INSTANCE",
+                str,
+                f"gw-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+            ),
+            models_dir=Path(models_dir) if models_dir else None,
+            api_keys=read("AXON_API_KEYS", _keys, ()),
+            max_body_bytes=read("AXON_MAX_BODY_BYTES", _positive_int, 8 * 1024 * 1024),
+            max_rows=read("AXON_MAX_ROWS", _positive_int, 256),
+            timeout_ms=read("AXON_TIMEOUT_MS", _positive_int, 30_000),
+            model_timeouts_ms=read("AXON_MODEL_TIMEOUTS_MS", _model_map, {}),
+            max_timeout_ms=read("AXON_MAX_TIMEOUT_MS", _positive_int, 300_000),
+            backlog_limit=read("AXON_BACKLOG_LIMIT", _positive_int, 1_000),
+            model_backlog_limits=read("AXON_MODEL_BACKLOG_LIMITS", _model_map, {}),
+            retry_after_s=read("AXON_RETRY_AFTER_S", _positive_int, 1),
+            registry_refresh_ms=read("AXON_REGISTRY_REFRESH_MS", _positive_int, 500),
+            reply_block_s=read("AXON_REPLY_BLOCK_S", _positive_float, 1.0),
+            redis_timeout_s=read("AXON_REDIS_TIMEOUT_S", _positive_float, 5.0),
+        )
+        if settings.timeout_ms > settings.max_timeout_ms:
+            raise SettingsError(
+                f"AXON_TIMEOUT_MS={settings.timeout_ms}: must not exceed "
+                f"AXON_MAX_TIMEOUT_MS ({settings.max_timeout_ms})"
+            )
+        return settings
+
+    def timeout_for(self, model: str) -> int:
+        """Default deadline (ms from arrival) of a request for ``model``."""
+        return self.model_timeouts_ms.get(model, self.timeout_ms)
+
+    def backlog_limit_for(self, model: str) -> int:
+        """Entries allowed in a model version's stream before new work gets 429."""
+        return self.model_backlog_limits.get(model, self.backlog_limit)
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def __call__(self, name: str, parse: Callable[[str], T], default: T) -> T:
+        raw = self._env.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            return parse(raw.strip())
+        except ValueError as exc:
+            raise SettingsError(f"{name}={raw!r}: {exc}") from None
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not 0.0 < value < float("inf"):
+        raise ValueError("must be a finite number > 0")
+    return value
+
+
+def _keys(raw: str) -> tuple[str, ...]:
+    keys = tuple(key.strip() for key in raw.split(",") if key.strip())
+    if any(len(key) < 8 for key in keys):
+        raise ValueError("every API key must have at least 8 characters")
+    return keys
+
+
+def _model_map(raw: str) -> dict[str, int]:
+    """``model=value,model=value`` → dict (values positive integers)."""
+    result: dict[str, int] = {}
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not MODEL_NAME.match(name):
+            raise ValueError(f"expected model=value pairs separated by commas, got {item!r}")
+        result[name] = _positive_int(value.strip())
+    return result

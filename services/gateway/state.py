@@ -1,0 +1,68 @@
+"""The gateway's per-process state (built in the lifespan) and small request helpers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+
+from services.gateway.dispatcher import Dispatcher
+from services.gateway.errors import BadRequestError
+from services.gateway.listener import ReplyListener
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.registry import ModelVersion, Registry
+from services.gateway.settings import GatewaySettings
+from services.gateway.validation import timeout_ms
+from services.runtime.codec import Scalar
+from services.runtime.protocol import RedisClient
+
+
+@dataclass
+class GatewayState:
+    settings: GatewaySettings
+    redis: RedisClient
+    registry: Registry
+    listener: ReplyListener
+    dispatcher: Dispatcher
+    metrics: GatewayMetrics
+
+
+def gateway(request: Request) -> GatewayState:
+    state: GatewayState = request.app.state.gateway
+    return state
+
+
+def tag(request: Request, endpoint: str, mv: ModelVersion | None = None) -> None:
+    """Labels for the metrics middleware: endpoint, and model/version once known."""
+    request.state.endpoint = endpoint
+    if mv is not None:
+        request.state.model = mv.name
+        request.state.version = str(mv.version)
+
+
+def request_id(request: Request) -> str:
+    rid: str = request.state.request_id
+    return rid
+
+
+async def read_json(request: Request) -> Any:
+    """The body as JSON; 400 saying where it is malformed (413 comes from the limit)."""
+    body = await request.body()
+    if not body:
+        raise BadRequestError("body: empty; expected a JSON object")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequestError(f"body: not valid JSON ({exc})") from None
+
+
+def deadline_ms(request: Request, mv: ModelVersion, parameters: dict[str, Scalar]) -> int:
+    settings = gateway(request).settings
+    return timeout_ms(
+        request.headers.get("x-axon-timeout-ms"),
+        parameters,
+        default=settings.timeout_for(mv.name),
+        maximum=settings.max_timeout_ms,
+    )

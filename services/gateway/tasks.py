@@ -1,0 +1,207 @@
+"""Task endpoints for people who do not want to think in tensors, plus the model list.
+
+- ``POST /v1/models/{model}/classify``: ``images`` (nested [N][C][H][W] or [N][H][W]) or
+  ``png`` (base64 strings) → top-k labels with probabilities.
+- ``POST /v1/models/{model}/forecast``: ``history`` (one series) or ``histories``
+  (several, same length) and ``horizon`` (≤ the model's) → forecasts.
+- ``POST /v1/models/{model}/generate``: ``count``, ``seed``, ``label`` (conditional
+  models), ``format`` ``png`` | ``array`` → images.
+- ``GET /v1/models``: models, versions, task and readiness.
+
+Each accepts an optional ``version`` field (default: latest ready).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from services.gateway.errors import BadRequestError
+from services.gateway.images import pixels_to_png, png_to_pixels
+from services.gateway.registry import ModelVersion
+from services.gateway.responses import JSON
+from services.gateway.state import deadline_ms, gateway, read_json, request_id, tag
+from services.gateway.validation import (
+    check_generate_parameters,
+    check_inputs,
+    int_parameter,
+    to_array,
+)
+from services.runtime.codec import Scalar
+
+
+async def list_models(request: Request) -> Response:
+    tag(request, "models")
+    registry = gateway(request).registry
+    models = []
+    for name, versions in sorted(registry.models().items()):
+        models.append(
+            {
+                "name": name,
+                "task": versions[-1].metadata.task,
+                "versions": [
+                    {"version": mv.version, "ready": mv.ready and registry.redis_ok,
+                     "workers": len(mv.workers)}
+                    for mv in versions
+                ],
+            }
+        )  # fmt: skip
+    return JSON({"models": models})
+
+
+async def _prepare(request: Request, task: str) -> tuple[ModelVersion, Mapping[str, Any]]:
+    """Resolve the model (must do ``task`` and be ready) and read the JSON body."""
+    state = gateway(request)
+    tag(request, task)
+    model = request.path_params["model"]
+    state.registry.lookup(model)  # 404 before reading the body
+    doc = await read_json(request)
+    if not isinstance(doc, Mapping):
+        raise BadRequestError("body: expected a JSON object")
+    version = doc.get("version")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int | str)):
+        raise BadRequestError("version: must be an integer such as 1")
+    mv = state.registry.lookup(model, version)
+    tag(request, task, mv)
+    if mv.metadata.task != task:
+        raise BadRequestError(
+            f"model {model!r} does a {mv.metadata.task} task; "
+            f"use POST /v1/models/{model}/{mv.metadata.task}"
+        )
+    return state.registry.ready(model, mv.version), doc
+
+
+async def _run(
+    request: Request, mv: ModelVersion, inputs: dict[str, Any], parameters: dict[str, Scalar]
+) -> dict[str, np.ndarray[Any, Any]]:
+    return await gateway(request).dispatcher.infer(
+        mv,
+        inputs,
+        parameters,
+        request_id=request_id(request),
+        timeout_ms=deadline_ms(request, mv, {}),
+    )
+
+
+async def classify(request: Request) -> Response:
+    mv, doc = await _prepare(request, "classify")
+    meta = mv.metadata
+    image = meta.raw.get("image", {})
+    channels, height, width = (int(image.get(k, 0)) for k in ("channels", "height", "width"))
+    labels = meta.labels
+    top_k = int_parameter(doc, "top_k", 1, max(len(labels), 1), default=min(3, len(labels)))
+    max_rows = gateway(request).settings.max_rows
+    if "png" in doc and "images" in doc:
+        raise BadRequestError("body: send either 'images' or 'png', not both")
+    if "png" in doc:
+        pngs = doc["png"]
+        if not isinstance(pngs, list) or not pngs or not all(isinstance(p, str) for p in pngs):
+            raise BadRequestError("png: must be a non-empty list of base64 strings")
+        if len(pngs) > max_rows:
+            raise BadRequestError(f"png: {len(pngs)} images, at most {max_rows} per request")
+        value_range = image.get("value_range", [0, 255])
+        pixels = np.stack(
+            [
+                png_to_pixels(p, channels=channels, height=height, width=width,
+                              value_range=value_range, where=f"png[{i}]")
+                for i, p in enumerate(pngs)
+            ]
+        )  # fmt: skip
+    elif "images" in doc:
+        if not isinstance(doc["images"], list) or not doc["images"]:
+            raise BadRequestError("images: must be a non-empty nested list [N][C][H][W]")
+        pixels = to_array(doc["images"], "FP32", "images")
+        if pixels.ndim == 3 and channels == 1:
+            pixels = pixels[:, None, :, :]
+    else:
+        raise BadRequestError("body: 'images' ([N][C][H][W] pixel values) or 'png' is required")
+    check_inputs(meta, {"image": pixels}, max_rows=max_rows)
+    outputs = await _run(request, mv, {"image": pixels}, {})
+    probabilities = outputs["probabilities"]
+    predictions = []
+    for row in probabilities:
+        order = np.argsort(-row, kind="stable")[:top_k]
+        top = [
+            {"label": labels[i] if i < len(labels) else str(i), "index": int(i),
+             "probability": float(row[i])}
+            for i in order
+        ]  # fmt: skip
+        predictions.append({**top[0], "top_k": top})
+    return JSON({"model": mv.name, "version": mv.version, "predictions": predictions})
+
+
+async def forecast(request: Request) -> Response:
+    mv, doc = await _prepare(request, "forecast")
+    meta = mv.metadata
+    model_horizon = meta.horizon or 1
+    horizon = int_parameter(doc, "horizon", 1, model_horizon, default=model_horizon)
+    if ("history" in doc) == ("histories" in doc):
+        raise BadRequestError("body: send exactly one of 'history' (a list) or 'histories'")
+    if "history" in doc:
+        series = doc["history"]
+        if not isinstance(series, list) or not series:
+            raise BadRequestError("history: must be a non-empty list of numbers")
+        histories = to_array(series, "FP32", "history")[None, :]
+    else:
+        series = doc["histories"]
+        if not isinstance(series, list) or not series:
+            raise BadRequestError("histories: must be a non-empty list of lists of numbers")
+        histories = to_array(series, "FP32", "histories")
+    if histories.ndim != 2:
+        raise BadRequestError(
+            "history: must be a flat list of numbers (histories: a list of equal-length lists)"
+        )
+    check_inputs(meta, {"history": histories}, max_rows=gateway(request).settings.max_rows)
+    outputs = await _run(request, mv, {"history": histories}, {})
+    values = outputs["forecast"][:, :horizon]
+    return JSON(
+        {
+            "model": mv.name,
+            "version": mv.version,
+            "horizon": horizon,
+            "window": meta.window,
+            "forecasts": values.tolist(),
+        }
+    )
+
+
+async def generate(request: Request) -> Response:
+    mv, doc = await _prepare(request, "generate")
+    meta = mv.metadata
+    fmt = doc.get("format", "png")
+    if fmt not in ("png", "array"):
+        raise BadRequestError(f"format: {fmt!r} must be 'png' or 'array'")
+    seed = doc.get("seed")
+    parameters: dict[str, Scalar] = {
+        "count": doc.get("count", 1),
+        "seed": secrets.randbelow(2**63) if seed is None else seed,
+    }
+    if doc.get("label") is not None:
+        parameters["label"] = doc["label"]
+    check_generate_parameters(meta, parameters, max_rows=gateway(request).settings.max_rows)
+    outputs = await _run(request, mv, {}, parameters)
+    images = outputs["image"]
+    value_range = meta.raw.get("image", {}).get("value_range", [0, 1])
+    body: dict[str, Any] = {"model": mv.name, "version": mv.version, "seed": parameters["seed"]}
+    if meta.conditional:
+        body["label"] = parameters.get("label")
+    body["format"] = fmt
+    if fmt == "png":
+        body["images"] = [pixels_to_png(image, value_range) for image in images]
+    else:
+        body["images"] = images.tolist()
+    return JSON(body)
+
+
+routes = [
+    Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/models/{model}/classify", classify, methods=["POST"]),
+    Route("/v1/models/{model}/forecast", forecast, methods=["POST"]),
+    Route("/v1/models/{model}/generate", generate, methods=["POST"]),
+]

@@ -1,0 +1,248 @@
+"""Pure request parsing and validation (no I/O): OIP v2 JSON tensors → numpy arrays,
+checked against the metadata the workers publish. Every error names the field and why.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from services.gateway.errors import BadRequestError
+from services.runtime.codec import DATATYPES, Scalar
+from services.runtime.errors import InvalidInputError
+from services.runtime.repository import ModelMetadata
+from services.runtime.tasks import MAX_GENERATE_COUNT, validate_inputs
+
+Tensors = dict[str, np.ndarray[Any, Any]]
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+"""Accepted client request ids (header ``X-Request-ID`` or OIP ``id``)."""
+
+TIMEOUT_PARAMETER = "timeout_ms"
+"""OIP request parameter that overrides the model's default deadline (ms from arrival)."""
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """A parsed OIP infer request."""
+
+    inputs: Tensors
+    parameters: dict[str, Scalar] = field(default_factory=dict)
+    outputs: tuple[str, ...] | None = None
+    id: str | None = None
+
+
+def parse_infer(doc: object, metadata: ModelMetadata, *, max_rows: int) -> InferRequest:
+    """OIP v2 inference request JSON → validated tensors for ``metadata``'s model."""
+    if not isinstance(doc, Mapping):
+        raise BadRequestError("body: expected a JSON object with 'inputs'")
+    request_id = doc.get("id")
+    if request_id is not None and (not isinstance(request_id, str) or not request_id):
+        raise BadRequestError("id: must be a non-empty string")
+    parameters = parse_parameters(doc.get("parameters"), "parameters")
+    raw_inputs = doc.get("inputs", [])
+    if not isinstance(raw_inputs, list):
+        raise BadRequestError("inputs: must be a list of tensors")
+    inputs: Tensors = {}
+    for index, tensor in enumerate(raw_inputs):
+        name, array = parse_tensor(tensor, f"inputs[{index}]")
+        if name in inputs:
+            raise BadRequestError(f"inputs[{index}].name: {name!r} appears twice")
+        inputs[name] = array
+    outputs = parse_output_selection(doc.get("outputs"), metadata)
+    if not inputs and metadata.task == "generate":
+        check_generate_parameters(metadata, parameters, max_rows=max_rows)
+    else:
+        check_inputs(metadata, inputs, max_rows=max_rows)
+    return InferRequest(inputs=inputs, parameters=parameters, outputs=outputs, id=request_id)
+
+
+def parse_tensor(obj: object, where: str) -> tuple[str, np.ndarray[Any, Any]]:
+    """One OIP JSON tensor ``{name, shape, datatype, data}`` (data nested or flat)."""
+    if not isinstance(obj, Mapping):
+        raise BadRequestError(f"{where}: expected an object with name, shape, datatype, data")
+    name = obj.get("name")
+    if not isinstance(name, str) or not name:
+        raise BadRequestError(f"{where}.name: required, a non-empty string")
+    where = f"{where} ({name})"
+    datatype = obj.get("datatype")
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
+        raise BadRequestError(
+            f"{where}.datatype: {datatype!r} is not one of {', '.join(DATATYPES)}"
+        )
+    shape = obj.get("shape")
+    if (
+        not isinstance(shape, list)
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        or len(shape) > 8
+    ):
+        raise BadRequestError(f"{where}.shape: must be a list of non-negative integers")
+    data = obj.get("data")
+    if not isinstance(data, list):
+        raise BadRequestError(f"{where}.data: required, a (nested or flat) list of numbers")
+    array = to_array(data, datatype, where)
+    if array.size != math.prod(shape):
+        raise BadRequestError(
+            f"{where}.data: {array.size} values, shape {shape} needs {math.prod(shape)}"
+        )
+    if array.ndim > 1 and list(array.shape) != shape:
+        raise BadRequestError(f"{where}.data: nested as {list(array.shape)}, shape says {shape}")
+    return name, array.reshape(shape)
+
+
+def to_array(data: Sequence[Any], datatype: str, where: str) -> np.ndarray[Any, Any]:
+    """JSON numbers → array of ``datatype``; refuses strings, ragged lists, lossy casts."""
+    dtype = DATATYPES[datatype]
+    try:
+        if dtype.kind == "f":
+            with np.errstate(over="ignore"):
+                return np.asarray(data, dtype=np.float64).astype(dtype)
+        array = np.asarray(data)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise BadRequestError(f"{where}.data: not a rectangular list of numbers ({exc})") from None
+    if array.dtype == object and all(isinstance(v, int) for v in array.ravel()):
+        raise BadRequestError(f"{where}.data: values outside the {datatype} range")
+    if array.size and array.dtype.kind not in ("b" if dtype.kind == "b" else "iub"):
+        raise BadRequestError(f"{where}.data: {datatype} needs {_kind_name(dtype)} values")
+    if dtype.kind in "iu" and array.size:
+        info = np.iinfo(dtype)
+        if array.min() < info.min or array.max() > info.max:
+            raise BadRequestError(f"{where}.data: values outside the {datatype} range")
+    return array.astype(dtype)
+
+
+def _kind_name(dtype: np.dtype[Any]) -> str:
+    return "true/false" if dtype.kind == "b" else "integer"
+
+
+def parse_parameters(obj: object, where: str) -> dict[str, Scalar]:
+    """An OIP ``parameters`` object: string keys, scalar values."""
+    if obj is None:
+        return {}
+    if not isinstance(obj, Mapping):
+        raise BadRequestError(f"{where}: must be an object of scalar values")
+    for key, value in obj.items():
+        if not isinstance(value, bool | int | float | str | type(None)):
+            raise BadRequestError(f"{where}.{key}: must be a scalar (number, string, bool)")
+    return dict(obj)
+
+
+def parse_output_selection(obj: object, metadata: ModelMetadata) -> tuple[str, ...] | None:
+    """OIP ``outputs`` ([{name}, …]) → names, each a declared output; None = all."""
+    if obj is None:
+        return None
+    declared = [spec.name for spec in metadata.outputs]
+    if not isinstance(obj, list) or not obj:
+        raise BadRequestError("outputs: must be a non-empty list of {name}")
+    names = []
+    for index, item in enumerate(obj):
+        name = item.get("name") if isinstance(item, Mapping) else None
+        if not isinstance(name, str) or name not in declared:
+            raise BadRequestError(
+                f"outputs[{index}].name: {name!r} is not an output of {metadata.name} "
+                f"(outputs: {declared})"
+            )
+        names.append(name)
+    return tuple(names)
+
+
+def check_inputs(metadata: ModelMetadata, inputs: Mapping[str, Any], *, max_rows: int) -> int:
+    """Names, datatypes, shapes, finite values (runtime rules) and the row limit."""
+    declared = [spec.name for spec in metadata.inputs]
+    unknown = sorted(set(inputs) - set(declared))
+    if unknown:
+        raise BadRequestError(
+            f"inputs: unknown input(s) {unknown}; model {metadata.name} takes {declared}"
+        )
+    try:
+        rows = validate_inputs(metadata, inputs)
+    except InvalidInputError as exc:
+        raise BadRequestError(str(exc)) from None
+    if rows > max_rows:
+        raise BadRequestError(
+            f"inputs: {rows} rows, at most {max_rows} per request (AXON_MAX_ROWS)"
+        )
+    return rows
+
+
+def check_generate_parameters(
+    metadata: ModelMetadata, parameters: Mapping[str, Scalar], *, max_rows: int
+) -> int:
+    """A generate request without tensors: ``seed``, ``count``, optional ``label``."""
+    limit = min(max_rows, MAX_GENERATE_COUNT)
+    count = int_parameter(parameters, "count", 1, limit, default=1)
+    int_parameter(parameters, "seed", 0, 2**63 - 1, default=None)
+    if parameters.get("label") is not None:
+        if not metadata.conditional:
+            raise BadRequestError(
+                f"parameters.label: model {metadata.name} is not conditional, leave it out"
+            )
+        int_parameter(parameters, "label", 0, metadata.num_classes - 1, default=None)
+    return count
+
+
+def int_parameter(
+    parameters: Mapping[str, Any], name: str, low: int, high: int, *, default: int | None
+) -> int:
+    """An integer field in ``low..high``; ``default`` None = required."""
+    value = parameters.get(name, default)
+    if value is None:
+        raise BadRequestError(f"{name}: required, an integer {low}..{high}")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequestError(f"{name}: must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise BadRequestError(f"{name}: {value} is outside {low}..{high}")
+    return value
+
+
+def timeout_ms(
+    header: str | None, parameters: Mapping[str, Scalar], *, default: int, maximum: int
+) -> int:
+    """The request's deadline in ms from arrival: OIP parameter, else header, else default."""
+    value: object = parameters.get(TIMEOUT_PARAMETER)
+    where = f"parameters.{TIMEOUT_PARAMETER}"
+    if value is None and header is not None:
+        where = "header X-Axon-Timeout-Ms"
+        try:
+            value = int(header)
+        except ValueError:
+            raise BadRequestError(f"{where}: must be an integer (ms), got {header!r}") from None
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise BadRequestError(f"{where}: must be an integer 1..{maximum} (ms), got {value!r}")
+    return value
+
+
+def request_id(header: str | None) -> str | None:
+    """A client's X-Request-ID if acceptable (else None: the gateway makes one)."""
+    if header is not None and REQUEST_ID.match(header):
+        return header
+    return None
+
+
+def outputs_json(
+    outputs: Mapping[str, np.ndarray[Any, Any]],
+    metadata: ModelMetadata,
+    selection: Sequence[str] | None,
+) -> list[dict[str, Any]]:
+    """Reply tensors → OIP JSON output tensors (flat data), in declared order."""
+    names = selection or [spec.name for spec in metadata.outputs if spec.name in outputs]
+    result = []
+    for name in names:
+        array = outputs[name]
+        datatype = next(s.datatype for s in metadata.outputs if s.name == name)
+        result.append(
+            {
+                "name": name,
+                "datatype": datatype,
+                "shape": [int(d) for d in array.shape],
+                "data": array.ravel().tolist(),
+            }
+        )
+    return result

@@ -1,0 +1,1 @@
+"""Image generator service (task ``generate``)."""

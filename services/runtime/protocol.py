@@ -1,0 +1,370 @@
+"""The Redis protocol between the gateway and the model workers (DESIGN.md).
+
+Keys:
+
+- ``axon:q:{model}:{version}``: request stream, consumer group ``workers``. Entry fields
+  ``id`` (request id), ``reply`` (reply list key), ``deadline`` (unix ms, ``0`` = none),
+  ``body`` (msgpack request, see ``codec``). The entry id's millisecond part is the
+  enqueue time (Redis clock).
+- ``axon:r:{gateway_instance}``: reply list; workers RPUSH msgpack replies and set a TTL.
+- ``axon:dlq:{model}``: dead-letter stream; the original fields plus ``stream``,
+  ``entry``, ``deliveries``, ``reason``, ``consumer``, ``at`` (unix ms).
+- ``axon:w:{model}:{version}:{instance}``: worker heartbeat (JSON, expires after the
+  heartbeat TTL) with the model's metadata and the worker's counters.
+
+Gateway side: ``enqueue``, ``backlog``, ``live_workers``, ``pop_replies``.
+Worker side: ``ensure_group``, ``read_entries``, ``claim_stale``, ``complete``,
+``dead_letter``, ``publish_heartbeat``, ``deregister``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import ResponseError
+
+from services.runtime.codec import Reply, encode_reply
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    RedisClient = Redis[bytes]
+else:
+    RedisClient = Any
+
+GROUP = "workers"
+PREFIX = "axon"
+FIELD_ID = b"id"
+FIELD_REPLY = b"reply"
+FIELD_DEADLINE = b"deadline"
+FIELD_BODY = b"body"
+
+
+def stream_key(model: str, version: int) -> str:
+    """Request stream of one model version."""
+    return f"{PREFIX}:q:{model}:{version}"
+
+
+def reply_key(gateway_instance: str) -> str:
+    """Reply list of one gateway process."""
+    return f"{PREFIX}:r:{gateway_instance}"
+
+
+def dlq_key(model: str) -> str:
+    """Dead-letter stream of a model (all versions)."""
+    return f"{PREFIX}:dlq:{model}"
+
+
+def worker_key(model: str, version: int, instance: str) -> str:
+    """Heartbeat key of one worker instance serving one model version."""
+    return f"{PREFIX}:w:{model}:{version}:{instance}"
+
+
+def entry_time_ms(entry_id: str) -> int:
+    """Enqueue time (Redis clock, unix ms) encoded in a stream entry id ``<ms>-<seq>``."""
+    return int(entry_id.split("-", 1)[0])
+
+
+@dataclass(frozen=True)
+class StreamEntry:
+    """One raw stream entry as read from Redis; ``deliveries`` is known after a claim."""
+
+    entry_id: str
+    fields: Mapping[bytes, bytes]
+    deliveries: int = 1
+
+    @property
+    def request_id(self) -> str | None:
+        value = self.fields.get(FIELD_ID)
+        return value.decode("utf-8", "replace") if value is not None else None
+
+    @property
+    def reply_to(self) -> str | None:
+        value = self.fields.get(FIELD_REPLY)
+        return value.decode("utf-8", "replace") if value is not None else None
+
+    @property
+    def deadline_ms(self) -> int | None:
+        """Unix ms, or None when absent, zero or unparsable (no deadline)."""
+        value = self.fields.get(FIELD_DEADLINE)
+        try:
+            deadline = int(value) if value is not None else 0
+        except ValueError:
+            return None
+        return deadline if deadline > 0 else None
+
+    @property
+    def body(self) -> bytes | None:
+        return self.fields.get(FIELD_BODY)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A reply to deliver: ``reply_to`` is the list key, ``reply`` the message."""
+
+    reply_to: str
+    reply: Reply
+
+
+# --------------------------------------------------------------------------- gateway
+
+
+async def enqueue(
+    redis: RedisClient,
+    model: str,
+    version: int,
+    *,
+    request_id: str,
+    reply_to: str,
+    deadline_ms: int,
+    body: bytes,
+    maxlen: int | None = None,
+) -> str:
+    """XADD a request to ``axon:q:{model}:{version}``; returns the entry id.
+
+    ``maxlen`` (approximate trimming) is a safety net only: the gateway refuses work
+    when ``backlog`` is over its limit, so trimming should never drop live entries.
+    """
+    fields: dict[bytes, bytes] = {
+        FIELD_ID: request_id.encode(),
+        FIELD_REPLY: reply_to.encode(),
+        FIELD_DEADLINE: str(int(deadline_ms)).encode(),
+        FIELD_BODY: body,
+    }
+    entry_id = await redis.xadd(
+        stream_key(model, version),
+        fields,  # type: ignore[arg-type]
+        maxlen=maxlen,
+        approximate=True,
+    )
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+async def backlog(redis: RedisClient, model: str, version: int) -> int:
+    """Entries in the stream: not yet read plus read but not yet acknowledged.
+
+    Workers XDEL what they acknowledge, so XLEN is exactly the outstanding work.
+    """
+    return int(await redis.xlen(stream_key(model, version)))
+
+
+async def pop_replies(
+    redis: RedisClient, reply_to: str, *, timeout_s: float, max_count: int = 256
+) -> list[bytes]:
+    """Block up to ``timeout_s`` for replies on ``reply_to``, then take up to
+    ``max_count`` more without blocking. Returns raw payloads (``codec.decode_reply``)."""
+    first = await redis.blpop([reply_to], timeout=timeout_s)
+    if first is None:
+        return []
+    payloads = [first[1]]
+    more = await redis.lpop(reply_to, max_count - 1) if max_count > 1 else None
+    if more:
+        payloads.extend(more if isinstance(more, list) else [more])
+    return payloads
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """What a worker publishes in its heartbeat."""
+
+    instance: str
+    model: str
+    version: int
+    provider: str
+    max_batch_rows: int
+    metadata: Mapping[str, Any]
+    stats: Mapping[str, Any]
+    started_at_ms: int
+    updated_at_ms: int
+    pid: int = 0
+    host: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "instance": self.instance,
+                "model": self.model,
+                "version": self.version,
+                "provider": self.provider,
+                "max_batch_rows": self.max_batch_rows,
+                "metadata": self.metadata,
+                "stats": self.stats,
+                "started_at_ms": self.started_at_ms,
+                "updated_at_ms": self.updated_at_ms,
+                "pid": self.pid,
+                "host": self.host,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> WorkerInfo:
+        data = json.loads(raw)
+        return cls(
+            instance=str(data["instance"]),
+            model=str(data["model"]),
+            version=int(data["version"]),
+            provider=str(data["provider"]),
+            max_batch_rows=int(data["max_batch_rows"]),
+            metadata=data["metadata"],
+            stats=data["stats"],
+            started_at_ms=int(data["started_at_ms"]),
+            updated_at_ms=int(data["updated_at_ms"]),
+            pid=int(data.get("pid", 0)),
+            host=str(data.get("host", "")),
+        )
+
+
+async def live_workers(
+    redis: RedisClient, model: str | None = None, version: int | None = None
+) -> list[WorkerInfo]:
+    """Workers whose heartbeat has not expired, optionally for one model (version).
+
+    A model version is ready at the gateway when this returns at least one worker.
+    """
+    pattern = f"{PREFIX}:w:{model or '*'}:{version if version is not None else '*'}:*"
+    keys = [key async for key in redis.scan_iter(match=pattern, count=500)]
+    if not keys:
+        return []
+    values = await redis.mget(keys)
+    workers = []
+    for value in values:
+        if value is None:  # expired between SCAN and MGET
+            continue
+        info = WorkerInfo.from_json(value)
+        if (model is None or info.model == model) and (version is None or info.version == version):
+            workers.append(info)
+    return sorted(workers, key=lambda w: (w.model, w.version, w.instance))
+
+
+# --------------------------------------------------------------------------- worker
+
+
+async def ensure_group(redis: RedisClient, stream: str) -> None:
+    """Create the stream and its ``workers`` group if missing (idempotent).
+
+    A new group starts at ``0``: entries queued before any worker existed are served.
+    """
+    try:
+        await redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+async def read_entries(
+    redis: RedisClient, stream: str, consumer: str, *, count: int, block_ms: int | None
+) -> list[StreamEntry]:
+    """XREADGROUP up to ``count`` new entries; ``block_ms`` None = do not block."""
+    response = await redis.xreadgroup(GROUP, consumer, {stream: ">"}, count=count, block=block_ms)
+    entries: list[StreamEntry] = []
+    for _stream, items in response or []:
+        for entry_id, fields in items:
+            if fields is None:  # deleted while pending; nothing to serve
+                continue
+            entries.append(StreamEntry(_text(entry_id), dict(fields)))
+    return entries
+
+
+async def claim_stale(
+    redis: RedisClient, stream: str, consumer: str, *, min_idle_ms: int, count: int
+) -> list[StreamEntry]:
+    """XAUTOCLAIM entries pending longer than ``min_idle_ms`` (their worker is gone or
+    stuck) for ``consumer``, with their delivery counts (this claim included).
+
+    Only one claimer wins an entry: XAUTOCLAIM resets its idle time atomically.
+    """
+    result = await redis.xautoclaim(
+        stream, GROUP, consumer, min_idle_time=min_idle_ms, start_id="0-0", count=count
+    )
+    items = result[1] if len(result) > 1 else []
+    claimed = [(_text(entry_id), dict(fields)) for entry_id, fields in items if fields]
+    if not claimed:
+        return []
+    pipe = redis.pipeline(transaction=False)
+    for entry_id, _fields in claimed:
+        pipe.xpending_range(stream, GROUP, min=entry_id, max=entry_id, count=1)
+    pending = await pipe.execute()
+    entries = []
+    for (entry_id, fields), info in zip(claimed, pending, strict=True):
+        deliveries = int(info[0]["times_delivered"]) if info else 1
+        entries.append(StreamEntry(entry_id, fields, deliveries=deliveries))
+    return entries
+
+
+async def complete(
+    redis: RedisClient,
+    stream: str,
+    replies: Sequence[Outgoing],
+    entry_ids: Sequence[str],
+    *,
+    reply_ttl_s: int,
+) -> None:
+    """One pipeline per batch: RPUSH every reply (+ EXPIRE its list), XACK, XDEL.
+
+    Wrapped in MULTI/EXEC so replies and acknowledgement happen together: an entry is
+    never acknowledged without its reply, nor answered and left pending.
+    """
+    pipe = redis.pipeline(transaction=True)
+    by_list: dict[str, list[bytes]] = {}
+    for outgoing in replies:
+        by_list.setdefault(outgoing.reply_to, []).append(encode_reply(outgoing.reply))
+    for reply_to, payloads in by_list.items():
+        pipe.rpush(reply_to, *payloads)
+        pipe.expire(reply_to, reply_ttl_s)
+    if entry_ids:
+        pipe.xack(stream, GROUP, *entry_ids)
+        pipe.xdel(stream, *entry_ids)
+    await pipe.execute()
+
+
+async def dead_letter(
+    redis: RedisClient,
+    model: str,
+    stream: str,
+    entry: StreamEntry,
+    *,
+    reason: str,
+    consumer: str,
+    reply: Outgoing | None,
+    reply_ttl_s: int,
+    maxlen: int,
+) -> None:
+    """Move ``entry`` to ``axon:dlq:{model}``, answer its caller, XACK and XDEL it."""
+    fields: dict[bytes, bytes] = dict(entry.fields)
+    fields.update(
+        {
+            b"stream": stream.encode(),
+            b"entry": entry.entry_id.encode(),
+            b"deliveries": str(entry.deliveries).encode(),
+            b"reason": reason.encode(),
+            b"consumer": consumer.encode(),
+            b"at": str(int(time.time() * 1000)).encode(),
+        }
+    )
+    pipe = redis.pipeline(transaction=True)
+    pipe.xadd(dlq_key(model), fields, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+    if reply is not None:
+        pipe.rpush(reply.reply_to, encode_reply(reply.reply))
+        pipe.expire(reply.reply_to, reply_ttl_s)
+    pipe.xack(stream, GROUP, entry.entry_id)
+    pipe.xdel(stream, entry.entry_id)
+    await pipe.execute()
+
+
+async def publish_heartbeat(redis: RedisClient, info: WorkerInfo, *, ttl_ms: int) -> None:
+    """SET ``axon:w:{model}:{version}:{instance}`` to the worker's info with a TTL."""
+    await redis.set(worker_key(info.model, info.version, info.instance), info.to_json(), px=ttl_ms)
+
+
+async def deregister(redis: RedisClient, model: str, version: int, instance: str) -> None:
+    """Remove a worker's heartbeat key (graceful stop)."""
+    await redis.delete(worker_key(model, version, instance))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,287 @@
+"""Model repository reader: finds models and versions, validates ``metadata.json`` and
+the sha256 of ``model.onnx`` (contract: docs/model-repository.md, schema_version 1).
+
+Layout: ``{root}/{model}/{version}/model.onnx`` and ``metadata.json``. Every refusal
+raises ``ModelRepositoryError`` with a message that names the file and the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from services.runtime.codec import DATATYPES
+from services.runtime.errors import ModelRepositoryError
+
+MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+VERSION = re.compile(r"^[1-9][0-9]*$")
+TASKS = ("classify", "forecast", "generate")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+REQUIRED_TENSORS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "classify": (("image",), ("logits", "probabilities")),
+    "forecast": (("history",), ("forecast",)),
+    "generate": (("latent",), ("image",)),
+}
+"""Per task: the input and output names the metadata must declare."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output: OIP datatype and shape (-1 = variable; axis 0 = batch)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """The parsed, validated ``metadata.json``; ``raw`` is the whole document as read."""
+
+    name: str
+    version: int
+    task: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    sha256: str
+    raw: Mapping[str, Any]
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.raw.get("labels", []))
+
+    @property
+    def window(self) -> int | None:
+        value = self.raw.get("window")
+        return int(value) if value is not None else None
+
+    @property
+    def horizon(self) -> int | None:
+        value = self.raw.get("horizon")
+        return int(value) if value is not None else None
+
+    @property
+    def latent_size(self) -> int | None:
+        value = self.raw.get("latent_size")
+        return int(value) if value is not None else None
+
+    @property
+    def conditional(self) -> bool:
+        return bool(self.raw.get("conditional", False))
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.raw.get("num_classes", 0))
+
+    def input(self, name: str) -> TensorSpec:
+        return next(spec for spec in self.inputs if spec.name == name)
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """A validated model version: its metadata and the bytes of its ONNX file."""
+
+    metadata: ModelMetadata
+    directory: Path
+    onnx_path: Path
+    onnx_bytes: bytes
+
+
+class ModelRepository:
+    """Read-only view of a model repository folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def models(self) -> list[str]:
+        """Model names present (folders with a valid name), sorted."""
+        if not self.root.is_dir():
+            raise ModelRepositoryError(f"{self.root}: model repository folder does not exist")
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and MODEL_NAME.match(p.name)
+        )
+
+    def versions(self, model: str) -> list[int]:
+        """Versions of ``model`` present, ascending."""
+        folder = self.root / model
+        if not MODEL_NAME.match(model) or not folder.is_dir():
+            raise ModelRepositoryError(f"{folder}: no such model in the repository")
+        return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and VERSION.match(p.name))
+
+    def resolve(self, model: str, version: int | None = None) -> Path:
+        """Folder of ``model`` at ``version`` (None = latest, the highest present)."""
+        versions = self.versions(model)
+        if version is None:
+            if not versions:
+                raise ModelRepositoryError(f"{self.root / model}: model has no versions")
+            version = versions[-1]
+        folder = self.root / model / str(version)
+        if version not in versions:
+            raise ModelRepositoryError(f"{folder}: no such model version")
+        return folder
+
+    def load(self, model: str, version: int | None = None) -> ModelFiles:
+        """Resolve, read and validate a model version (metadata + sha256)."""
+        return load_model_dir(self.resolve(model, version))
+
+
+def load_model_dir(directory: Path) -> ModelFiles:
+    """Read ``directory``'s metadata.json and model.onnx and check them against each other."""
+    metadata_path = directory / "metadata.json"
+    onnx_path = directory / "model.onnx"
+    if not metadata_path.is_file():
+        raise ModelRepositoryError(f"{metadata_path}: missing (every model version needs one)")
+    if not onnx_path.is_file():
+        raise ModelRepositoryError(f"{onnx_path}: missing (every model version needs one)")
+    try:
+        document = json.loads(metadata_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelRepositoryError(f"{metadata_path}: not readable JSON ({exc})") from None
+    metadata = parse_metadata(document, metadata_path)
+    if metadata.name != directory.parent.name:
+        raise ModelRepositoryError(
+            f"{metadata_path}: name {metadata.name!r} differs from its folder "
+            f"{directory.parent.name!r}"
+        )
+    if str(metadata.version) != directory.name:
+        raise ModelRepositoryError(
+            f"{metadata_path}: version {metadata.version} differs from its folder "
+            f"{directory.name!r}"
+        )
+    onnx_bytes = onnx_path.read_bytes()
+    digest = hashlib.sha256(onnx_bytes).hexdigest()
+    if digest != metadata.sha256:
+        raise ModelRepositoryError(
+            f"{onnx_path}: sha256 mismatch: file is {digest}, {metadata_path.name} says "
+            f"{metadata.sha256}; refusing to load a model that differs from its metadata"
+        )
+    return ModelFiles(
+        metadata=metadata, directory=directory, onnx_path=onnx_path, onnx_bytes=onnx_bytes
+    )
+
+
+def parse_metadata(document: object, source: Path) -> ModelMetadata:
+    """Validate a metadata.json document (schema_version 1); ``source`` names it in errors."""
+
+    def fail(problem: str) -> ModelRepositoryError:
+        return ModelRepositoryError(f"{source}: {problem}")
+
+    if not isinstance(document, dict):
+        raise fail("top level must be a JSON object")
+    if document.get("schema_version") != 1:
+        raise fail(f"schema_version must be 1, got {document.get('schema_version')!r}")
+    name = document.get("name")
+    if not isinstance(name, str) or not MODEL_NAME.match(name):
+        raise fail(f"name {name!r} must match {MODEL_NAME.pattern}")
+    version = document.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise fail(f"version {version!r} must be a positive integer")
+    task = document.get("task")
+    if task not in TASKS:
+        raise fail(f"task {task!r} must be one of {', '.join(TASKS)}")
+    sha = document.get("sha256")
+    if not isinstance(sha, str) or not SHA256.match(sha):
+        raise fail("sha256 must be 64 lowercase hex digits")
+    inputs = _specs(document.get("inputs"), "inputs", fail)
+    outputs = _specs(document.get("outputs"), "outputs", fail)
+    needed_in, needed_out = REQUIRED_TENSORS[task]
+    for needed, specs, where in ((needed_in, inputs, "inputs"), (needed_out, outputs, "outputs")):
+        names = {spec.name for spec in specs}
+        for tensor in needed:
+            if tensor not in names:
+                raise fail(f"{where} must declare {tensor!r} for task {task!r}")
+    _check_task_fields(task, document, inputs, outputs, fail)
+    return ModelMetadata(
+        name=name,
+        version=version,
+        task=task,
+        inputs=inputs,
+        outputs=outputs,
+        sha256=sha,
+        raw=document,
+    )
+
+
+def _specs(value: object, where: str, fail: Any) -> tuple[TensorSpec, ...]:
+    if not isinstance(value, list) or not value:
+        raise fail(f"{where} must be a non-empty list of tensor specs")
+    specs = []
+    for index, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise fail(f"{where}[{index}] must be an object with name, datatype, shape")
+        name, datatype, shape = item.get("name"), item.get("datatype"), item.get("shape")
+        if not isinstance(name, str) or not name:
+            raise fail(f"{where}[{index}].name must be a non-empty string")
+        if datatype not in DATATYPES:
+            raise fail(f"{where}[{index}] ({name}): datatype {datatype!r} is not supported")
+        if (
+            not isinstance(shape, list)
+            or not shape
+            or not all(isinstance(d, int) and (d == -1 or d > 0) for d in shape)
+        ):
+            raise fail(f"{where}[{index}] ({name}): shape must list dimensions > 0 or -1")
+        if shape[0] != -1:
+            raise fail(f"{where}[{index}] ({name}): the first axis is the batch axis, must be -1")
+        specs.append(TensorSpec(name=name, datatype=datatype, shape=tuple(shape)))
+    if len({spec.name for spec in specs}) != len(specs):
+        raise fail(f"{where}: tensor names must be unique")
+    return tuple(specs)
+
+
+def _check_task_fields(
+    task: str,
+    document: dict[str, Any],
+    inputs: tuple[TensorSpec, ...],
+    outputs: tuple[TensorSpec, ...],
+    fail: Any,
+) -> None:
+    def positive(key: str) -> int:
+        value = document.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise fail(f"{key} must be a positive integer for task {task!r}, got {value!r}")
+        return value
+
+    if task == "classify":
+        labels = document.get("labels")
+        if (
+            not isinstance(labels, list)
+            or not labels
+            or not all(isinstance(x, str) for x in labels)
+        ):
+            raise fail("labels must be a non-empty list of strings for task 'classify'")
+        probabilities = next(spec for spec in outputs if spec.name == "probabilities")
+        if probabilities.shape[-1] not in (-1, len(labels)):
+            raise fail(
+                f"outputs 'probabilities' has {probabilities.shape[-1]} classes, "
+                f"labels has {len(labels)}"
+            )
+    elif task == "forecast":
+        positive("window")
+        horizon = positive("horizon")
+        forecast = next(spec for spec in outputs if spec.name == "forecast")
+        if forecast.shape[-1] not in (-1, horizon):
+            raise fail(f"outputs 'forecast' has {forecast.shape[-1]} steps, horizon is {horizon}")
+    else:
+        latent_size = positive("latent_size")
+        latent = next(spec for spec in inputs if spec.name == "latent")
+        if latent.shape != (-1, latent_size):
+            raise fail(
+                f"inputs 'latent' shape must be [-1, {latent_size}], got {list(latent.shape)}"
+            )
+        conditional = document.get("conditional", False)
+        if not isinstance(conditional, bool):
+            raise fail("conditional must be true or false")
+        if conditional:
+            num_classes = positive("num_classes")
+            del num_classes
+            if "label" not in {spec.name for spec in inputs}:
+                raise fail("inputs must declare 'label' for a conditional generator")

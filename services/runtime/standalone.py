@@ -1,0 +1,51 @@
+"""Run one queue worker without BentoML: ``python -m services.runtime.standalone [family]``.
+
+Settings come from ``AXON_*`` variables (``AXON_MODEL`` is required without a family).
+SIGTERM or SIGINT stops it gracefully (drain, acknowledge, deregister). Used by the
+worker benchmark and the crash-recovery tests; production runs the BentoML services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+import prometheus_client
+from redis.asyncio import Redis
+
+from services.runtime.metrics import WorkerMetrics, prometheus_backend
+from services.runtime.settings import WorkerSettings
+from services.runtime.worker import Worker, load_model
+
+
+async def serve(settings: WorkerSettings) -> None:
+    """Serve until SIGTERM/SIGINT."""
+    redis: Redis[bytes] = Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.read_block_ms / 1000 + 10.0,
+        socket_connect_timeout=10.0,
+    )
+    metrics = WorkerMetrics.create(prometheus_backend(prometheus_client.CollectorRegistry()))
+    worker = Worker(redis, load_model(settings), settings, metrics=metrics)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, worker.stop)
+    try:
+        await worker.run()
+    finally:
+        await redis.aclose()  # type: ignore[attr-defined]  # stale types-redis stubs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    family = args[0] if args else None
+    logging.basicConfig(level=os.environ.get("AXON_LOG_LEVEL", "INFO"))
+    asyncio.run(serve(WorkerSettings.from_env(os.environ, family)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

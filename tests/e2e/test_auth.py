@@ -1,0 +1,45 @@
+"""API keys on (a gateway started with AXON_API_KEYS) and off (the ``axon serve`` stack)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Stack
+from tests.e2e.payloads import infer_image
+
+pytestmark = pytest.mark.e2e
+
+KEYS = "first-key-0123,second-key-4567"
+
+
+def test_keys_required_when_configured(
+    stack: Stack, start_gateway: Callable[[Mapping[str, str]], str]
+) -> None:
+    url = start_gateway({"AXON_API_KEYS": KEYS})
+    with httpx.Client(base_url=url, timeout=60) as http:
+        missing = http.post("/v2/models/digits-cnn/infer", json=infer_image(1))
+        wrong = http.get("/v1/models", headers={"Authorization": "Bearer first-key-0124"})
+        bearer = http.post(
+            "/v2/models/digits-cnn/infer",
+            json=infer_image(1),
+            headers={"Authorization": "Bearer second-key-4567"},
+        )
+        header = http.get("/v2/models/digits-cnn", headers={"X-API-Key": "first-key-0123"})
+        open_paths = [
+            http.get(p).status_code for p in ("/v2/health/live", "/v2/health/ready", "/metrics")
+        ]
+    assert missing.status_code == 401
+    assert "API key" in missing.json()["error"]
+    assert missing.headers["www-authenticate"] == "Bearer"
+    assert wrong.status_code == 401
+    assert bearer.status_code == 200, bearer.text
+    assert header.status_code == 200
+    assert open_paths == [200, 200, 200]
+
+
+def test_no_keys_needed_when_not_configured(stack: Stack) -> None:
+    with stack.client() as http:
+        assert http.post("/v2/models/digits-cnn/infer", json=infer_image(1)).status_code == 200

@@ -1,0 +1,111 @@
+"""The protocol's gateway-side helpers and malformed entries, against real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from redis.asyncio import Redis
+
+from services.runtime import protocol
+from services.runtime.codec import decode_reply, encode_request
+from services.runtime.errors import ErrorCode
+from tests.support.redis import RedisServer, wait_for_async
+from tests.support.workers import Client, running_worker, worker_settings
+
+pytestmark = pytest.mark.integration
+
+
+def test_backlog_counts_outstanding_entries(redis_server: RedisServer) -> None:
+    async def scenario() -> None:
+        redis: Redis[bytes] = Redis.from_url(redis_server.url)
+        model = "backlog-model"
+        assert await protocol.backlog(redis, model, 1) == 0
+        body = encode_request({"x": np.zeros((1, 2), np.float32)})
+        for i in range(3):
+            entry_id = await protocol.enqueue(
+                redis, model, 1, request_id=f"r{i}", reply_to="axon:r:gw", deadline_ms=0, body=body
+            )
+            assert abs(protocol.entry_time_ms(entry_id) - time.time() * 1000) < 60_000
+        assert await protocol.backlog(redis, model, 1) == 3
+        fields = (await redis.xrange(protocol.stream_key(model, 1)))[0][1]
+        assert set(fields) == {b"id", b"reply", b"deadline", b"body"}
+        await redis.delete(protocol.stream_key(model, 1))
+        await redis.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_malformed_entries_are_answered_or_dead_lettered(
+    redis_server: RedisServer, model_repo: Path
+) -> None:
+    async def scenario() -> None:
+        redis: Redis[bytes] = Redis.from_url(redis_server.url)
+        client = Client(redis, "digits-cnn")
+        stream = protocol.stream_key("digits-cnn", 1)
+        await redis.xadd(stream, {"id": "garbage", "reply": client.reply_to, "body": b"\xc1"})
+        await redis.xadd(stream, {"id": "no-reply", "body": b""})
+        wrong = await client.send({"pixels": np.zeros((1, 1, 8, 8), np.float32)})
+        settings = worker_settings(redis_server.url, model_repo, "digits-cnn")
+        async with running_worker(settings):
+            replies = {r.id: r for r in await client.replies(2)}
+
+            async def dead_lettered() -> int:
+                return int(await redis.xlen(protocol.dlq_key("digits-cnn")))
+
+            await wait_for_async(dead_lettered, what="the unanswerable entry in the DLQ")
+        garbage = replies["garbage"]
+        assert garbage.error is not None and garbage.error.code == ErrorCode.BAD_ENTRY
+        assert "not valid msgpack" in garbage.error.message
+        unknown = replies[wrong]
+        assert unknown.error is not None and unknown.error.code == ErrorCode.INVALID_INPUT
+        assert "missing input(s) ['image']" in unknown.error.message
+        dead = await redis.xrange(protocol.dlq_key("digits-cnn"))
+        assert [fields[b"id"] for _, fields in dead] == [b"no-reply"]
+        assert b"malformed entry" in dead[0][1][b"reason"]
+        assert await redis.xlen(stream) == 0
+        await redis.delete(protocol.dlq_key("digits-cnn"))
+        await redis.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_worker_survives_a_redis_restart(model_repo: Path) -> None:
+    server = RedisServer().start()
+    port = server.port
+
+    async def scenario() -> None:
+        nonlocal server
+        settings = worker_settings(server.url, model_repo, "digits-cnn")
+        async with running_worker(settings) as worker:
+            redis: Redis[bytes] = Redis.from_url(server.url)
+            client = Client(redis, "digits-cnn")
+            await client.send({"image": np.ones((1, 1, 8, 8), np.float32)})
+            assert (await client.replies(1))[0].ok
+            await redis.aclose()
+
+            server.stop()  # Redis goes away; nothing persisted, the group is gone too
+            server = RedisServer(port=port).start()
+
+            redis = Redis.from_url(server.url)
+            client = Client(redis, "digits-cnn")
+
+            # Queued while the group does not exist yet: the worker recreates the group
+            # from id 0, so this entry is served too.
+            request_id = await client.send({"image": np.ones((1, 1, 8, 8), np.float32)})
+
+            async def served() -> bool:
+                payload = await redis.lpop(client.reply_to)
+                return payload is not None and decode_reply(payload).id == request_id
+
+            await wait_for_async(served, timeout_s=60, what="the worker to serve after the restart")
+            assert worker.ready
+            await redis.aclose()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        server.stop()

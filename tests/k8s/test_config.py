@@ -1,0 +1,179 @@
+"""The ConfigMap and the environment of each container against what the code reads:
+every key the ConfigMap holds is read by the code, every setting the code reads is
+given to the pods that read it, the values parse, and the KEDA triggers and Redis URLs
+point at the streams and the Redis the code uses."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+import pytest
+
+from services.gateway.settings import GatewaySettings
+from services.runtime import protocol
+from services.runtime.settings import WorkerSettings
+from tests.k8s.code_facts import gateway_names, service_class, worker_names
+from tests.k8s.manifests import (
+    SERVING_OVERLAYS,
+    Container,
+    Obj,
+    config_data,
+    containers,
+    find,
+    of_kind,
+    pod_labels,
+    render,
+)
+
+PER_PROCESS = {
+    "AXON_INSTANCE": "default hostname-pid is unique per worker process; one value per "
+    "pod would be shared by BentoML's worker processes",
+    "AXON_GATEWAY_INSTANCE": "default hostname-pid-random names each gateway process's "
+    "reply list; it must not be shared",
+}
+"""Settings the code reads that the deployment deliberately leaves to their defaults."""
+
+
+def component(c: Container) -> str | None:
+    return pod_labels(c.workload).get("app.kubernetes.io/component")
+
+
+def family(c: Container) -> str:
+    return str(service_class(c.spec["args"][0]).family)
+
+
+def model_services(objs: tuple[Obj, ...]) -> list[Container]:
+    found = [c for c in containers(objs) if component(c) == "model-service"]
+    assert found, "no model-service containers"
+    return found
+
+
+def gateway(objs: tuple[Obj, ...]) -> Container:
+    (found,) = [c for c in containers(objs) if component(c) == "gateway"]
+    return found
+
+
+def provided(c: Container, objs: tuple[Obj, ...]) -> dict[str, str]:
+    """The container's environment as Kubernetes builds it (secrets as placeholders)."""
+    env: dict[str, str] = {}
+    for source in c.spec.get("envFrom", []):
+        env.update(find(objs, "ConfigMap", source["configMapRef"]["name"]).get("data", {}))
+    for item in c.spec.get("env", []):
+        value = item.get("value")
+        if value is None:
+            value = f"<{item['valueFrom']}>" if "valueFrom" in item else ""
+        env[item["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m[1], m[0]), value)
+    return env
+
+
+def all_families() -> list[str]:
+    return sorted({family(c) for c in model_services(render("overlays/cpu"))})
+
+
+def names_read() -> set[str]:
+    return gateway_names().union(*(worker_names(f) for f in all_families()))
+
+
+@pytest.mark.parametrize("overlay", SERVING_OVERLAYS)
+def test_every_configmap_key_is_read_by_the_code(overlay: str) -> None:
+    unread = set(config_data(render(overlay))) - names_read()
+    assert not unread, f"ConfigMap keys no code reads: {sorted(unread)}"
+
+
+@pytest.mark.parametrize("overlay", SERVING_OVERLAYS)
+def test_every_setting_the_code_reads_is_given(overlay: str) -> None:
+    objs = render(overlay)
+    for c in model_services(objs):
+        given = set(provided(c, objs))
+        fam = family(c)
+        prefix = f"AXON_{fam.upper()}_"
+        for wanted in worker_names(fam) - set(PER_PROCESS):
+            if wanted.startswith(prefix):
+                continue  # a per-family override: optional
+            override = prefix + wanted.removeprefix("AXON_")
+            assert wanted in given or override in given, f"{c.where}: {wanted} not set"
+    gw = gateway(objs)
+    missing = gateway_names() - set(PER_PROCESS) - set(provided(gw, objs))
+    assert not missing, f"{gw.where}: not set: {sorted(missing)}"
+
+
+def test_the_name_scan_sees_real_reads() -> None:
+    """The scan must find names that are certainly read, or the tests above prove nothing."""
+    assert {"AXON_REDIS_URL", "AXON_MAX_BATCH_ROWS", "AXON_CLASSIFIER_MAX_BATCH_ROWS"} <= (
+        worker_names("classifier")
+    )
+    assert {"AXON_TIMEOUT_MS", "AXON_API_KEYS", "AXON_LOG_LEVEL"} <= gateway_names()
+    assert "AXON_NOT_A_SETTING" not in names_read()
+
+
+def _settings_env(c: Container, objs: tuple[Obj, ...]) -> dict[str, str]:
+    env = provided(c, objs)
+    return {k: v.replace("<", "").replace(">", "") for k, v in env.items()}
+
+
+@pytest.mark.parametrize("overlay", SERVING_OVERLAYS)
+def test_settings_build_from_the_deployed_values(overlay: str) -> None:
+    objs = render(overlay)
+    for c in model_services(objs):
+        settings = WorkerSettings.from_env(_settings_env(c, objs), family(c))
+        assert settings.model_version is not None, f"{c.where}: pin the version (KEDA)"
+        assert str(settings.models_dir) == next(
+            m["mountPath"] for m in c.spec["volumeMounts"] if m["name"] == "models"
+        )
+    GatewaySettings.from_env(_settings_env(gateway(objs), objs))
+
+
+def _redis(objs: tuple[Obj, ...]) -> tuple[Obj, Obj]:
+    return find(objs, "Service", "axon-redis"), find(objs, "StatefulSet", "axon-redis")
+
+
+def _secret_key(c: Container, env_name: str) -> tuple[str, str]:
+    ref = c.env()[env_name]["valueFrom"]["secretKeyRef"]
+    return ref["name"], ref["key"]
+
+
+@pytest.mark.parametrize("overlay", SERVING_OVERLAYS)
+def test_redis_urls_reach_the_redis_service_with_its_password(overlay: str) -> None:
+    objs = render(overlay)
+    service, statefulset = _redis(objs)
+    (redis,) = containers((statefulset,))
+    password_ref = _secret_key(redis, "REDIS_PASSWORD")
+    assert "$(REDIS_PASSWORD)" in redis.argv, "Redis must require the password"
+    for c in [*model_services(objs), gateway(objs)]:
+        names = [e["name"] for e in c.spec["env"]]
+        assert names.index("REDIS_PASSWORD") < names.index("AXON_REDIS_URL"), c.where
+        url = urlsplit(c.env()["AXON_REDIS_URL"]["value"])
+        assert (
+            url.password == "$(REDIS_PASSWORD)" and _secret_key(c, "REDIS_PASSWORD") == password_ref
+        )
+        assert url.hostname == service["metadata"]["name"], c.where
+        assert url.port in {p["port"] for p in service["spec"]["ports"]}, c.where
+
+
+@pytest.mark.parametrize("overlay", SERVING_OVERLAYS)
+def test_keda_scales_each_service_on_its_own_stream(overlay: str) -> None:
+    objs = render(overlay)
+    service, _ = _redis(objs)
+    namespace = service["metadata"]["namespace"]
+    for c in model_services(objs):
+        settings = WorkerSettings.from_env(_settings_env(c, objs), family(c))
+        deployment = c.workload["metadata"]["name"]
+        (scaled,) = [
+            s
+            for s in of_kind(objs, "ScaledObject")
+            if s["spec"]["scaleTargetRef"]["name"] == deployment
+        ]
+        (trigger,) = scaled["spec"]["triggers"]
+        meta = trigger["metadata"]
+        assert trigger["type"] == "redis-streams"
+        assert settings.model_version is not None
+        assert meta["stream"] == protocol.stream_key(settings.model, settings.model_version)
+        assert meta["consumerGroup"] == protocol.GROUP
+        assert "lagCount" in meta, "scale on lag (entries not yet delivered to a worker)"
+        host, _, port = meta["address"].partition(":")
+        assert host == f"{service['metadata']['name']}.{namespace}.svc.cluster.local"
+        assert int(port) in {p["port"] for p in service["spec"]["ports"]}
+        assert meta["databaseIndex"] == urlsplit(settings.redis_url).path.strip("/")
+        assert _secret_key(c, meta["passwordFromEnv"]) == _secret_key(c, "REDIS_PASSWORD")
+        assert scaled["spec"]["minReplicaCount"] >= 1

@@ -1,0 +1,1 @@
+"""Helpers shared by the test suites (real Redis servers, real ONNX files)."""

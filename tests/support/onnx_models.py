@@ -1,0 +1,85 @@
+"""Write real ONNX model versions for tests that need a model with a specific behaviour.
+
+``write_poison_classifier`` builds a tiny classifier (``image`` FP32 [-1, 1, 2, 2] →
+``logits`` / ``probabilities`` FP32 [-1, 3]) whose graph really fails in ONNX Runtime
+when pixel (0, 0) of a row is 17 or more: that pixel indexes a Gather over a 17-entry
+table. Valid pixels (0..16) work. So a request carrying such a pixel is a genuine
+"poison" input: it passes schema validation and always fails in the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def write_version(
+    root: Path, name: str, version: int, model: onnx.ModelProto, meta: dict[str, Any]
+) -> Path:
+    """Save ``model`` and a metadata.json (sha256 filled in) under root/name/version."""
+    folder = root / name / str(version)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = model.SerializeToString()
+    (folder / "model.onnx").write_bytes(data)
+    document = {
+        "schema_version": 1,
+        "name": name,
+        "version": version,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "opset": 17,
+        "created_at": "2026-11-28T00:00:00Z",
+        **meta,
+    }
+    (folder / "metadata.json").write_text(json.dumps(document, indent=2))
+    return folder
+
+
+def write_poison_classifier(root: Path, name: str = "poison-cnn", version: int = 1) -> Path:
+    """A classifier whose run fails for rows with image[:, 0, 0, 0] >= 17 (see module doc)."""
+    rng = np.random.default_rng(0)
+    weights = numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "w")
+    table = numpy_helper.from_array(np.ones(17, dtype=np.float32), "table")
+    flat_shape = numpy_helper.from_array(np.array([-1, 4], dtype=np.int64), "flat_shape")
+    starts = numpy_helper.from_array(np.array([0], dtype=np.int64), "starts")
+    ends = numpy_helper.from_array(np.array([1], dtype=np.int64), "ends")
+    axes = numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")
+    nodes = [
+        helper.make_node("Reshape", ["image", "flat_shape"], ["flat"]),  # [N, 4]
+        helper.make_node("Slice", ["flat", "starts", "ends", "axes"], ["first"]),  # [N, 1]
+        helper.make_node("Cast", ["first"], ["index"], to=TensorProto.INT64),  # [N, 1]
+        helper.make_node("Gather", ["table", "index"], ["scale"], axis=0),  # [N, 1]
+        helper.make_node("MatMul", ["flat", "w"], ["raw"]),  # [N, 3]
+        helper.make_node("Mul", ["raw", "scale"], ["logits"]),  # [N, 3]
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),  # [N, 3]
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "poison",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, 2, 2])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3]),
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 3]),
+        ],
+        initializer=[weights, table, flat_shape, starts, ends, axes],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    meta = {
+        "task": "classify",
+        "architecture": "mlp",
+        "inputs": [{"name": "image", "datatype": "FP32", "shape": [-1, 1, 2, 2]}],
+        "outputs": [
+            {"name": "logits", "datatype": "FP32", "shape": [-1, 3]},
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]},
+        ],
+        "labels": ["a", "b", "c"],
+        "image": {"channels": 1, "height": 2, "width": 2, "value_range": [0, 16]},
+    }
+    return write_version(root, name, version, model, meta)

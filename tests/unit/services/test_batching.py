@@ -1,0 +1,91 @@
+"""Pure batch collation with an injected clock: no sleeps, back-dated timestamps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from services.runtime.batching import collate
+
+pytestmark = pytest.mark.unit
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    rows: int = 1
+    arrived_ms: float = 1000.0
+    deadline_ms: float | None = None
+
+
+def names(entries: list[Entry]) -> list[str]:
+    return [e.name for e in entries]
+
+
+def test_waits_for_more_until_queue_delay_passes() -> None:
+    pending = [Entry("a", arrived_ms=1000.0)]
+    early = collate(pending, max_batch_rows=8, max_queue_delay_ms=5, now_ms=1002.0)
+    assert early.batch == [] and names(early.remaining) == ["a"]
+    assert early.wait_ms == pytest.approx(3.0)
+    due = collate(pending, max_batch_rows=8, max_queue_delay_ms=5, now_ms=1005.0)
+    assert names(due.batch) == ["a"] and due.remaining == [] and due.wait_ms == 0.0
+
+
+def test_full_batch_is_ready_at_once_and_counts_rows_not_requests() -> None:
+    pending = [Entry("a", rows=3), Entry("b", rows=3), Entry("c", rows=3)]
+    plan = collate(pending, max_batch_rows=6, max_queue_delay_ms=100, now_ms=1000.0)
+    assert names(plan.batch) == ["a", "b"] and plan.rows == 6
+    assert names(plan.remaining) == ["c"]
+
+
+def test_entry_that_does_not_fit_makes_the_batch_full() -> None:
+    pending = [Entry("a", rows=3), Entry("b", rows=5)]
+    plan = collate(pending, max_batch_rows=6, max_queue_delay_ms=100, now_ms=1000.0)
+    assert names(plan.batch) == ["a"] and names(plan.remaining) == ["b"]
+
+
+def test_oversized_request_runs_alone() -> None:
+    plan = collate(
+        [Entry("big", rows=100)], max_batch_rows=8, max_queue_delay_ms=100, now_ms=1000.0
+    )
+    assert names(plan.batch) == ["big"]
+
+
+def test_expired_entries_are_split_off_and_never_batched() -> None:
+    pending = [
+        Entry("late", deadline_ms=999.0),
+        Entry("edge", deadline_ms=1000.0),
+        Entry("ok", deadline_ms=5000.0),
+    ]
+    plan = collate(pending, max_batch_rows=8, max_queue_delay_ms=0, now_ms=1000.0)
+    assert names(plan.expired) == ["late", "edge"]
+    assert names(plan.batch) == ["ok"]
+
+
+def test_earliest_deadline_caps_the_wait() -> None:
+    pending = [Entry("a", arrived_ms=1000.0, deadline_ms=1003.0)]
+    plan = collate(pending, max_batch_rows=8, max_queue_delay_ms=50, now_ms=1001.0)
+    assert plan.batch == [] and plan.wait_ms == pytest.approx(2.0)
+
+
+def test_oldest_arrival_sets_the_due_time() -> None:
+    pending = [Entry("old", arrived_ms=990.0), Entry("new", arrived_ms=1000.0)]
+    plan = collate(pending, max_batch_rows=8, max_queue_delay_ms=10, now_ms=1000.0)
+    assert names(plan.batch) == ["old", "new"]
+
+
+def test_flush_runs_a_partial_batch_immediately() -> None:
+    pending = [Entry("a"), Entry("b")]
+    plan = collate(pending, max_batch_rows=8, max_queue_delay_ms=1000, now_ms=1000.0, flush=True)
+    assert names(plan.batch) == ["a", "b"]
+
+
+def test_empty_pending() -> None:
+    plan = collate([], max_batch_rows=8, max_queue_delay_ms=1, now_ms=0.0)
+    assert (plan.batch, plan.expired, plan.remaining) == ([], [], [])
+
+
+def test_zero_rows_limit_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_batch_rows"):
+        collate([Entry("a")], max_batch_rows=0, max_queue_delay_ms=1, now_ms=0.0)

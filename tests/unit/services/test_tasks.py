@@ -1,0 +1,114 @@
+"""Request validation against metadata and the generator's seeded latents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from services.runtime.errors import InvalidInputError
+from services.runtime.repository import ModelMetadata, parse_metadata
+from services.runtime.tasks import generator_inputs, prepare_inputs, validate_inputs
+
+pytestmark = pytest.mark.unit
+
+
+def metadata(**fields: Any) -> ModelMetadata:
+    document = {"schema_version": 1, "name": "m", "version": 1, "sha256": "0" * 64, **fields}
+    return parse_metadata(document, Path("m/1/metadata.json"))
+
+
+CLASSIFIER = metadata(
+    task="classify",
+    inputs=[{"name": "image", "datatype": "FP32", "shape": [-1, 1, 8, 8]}],
+    outputs=[
+        {"name": "logits", "datatype": "FP32", "shape": [-1, 10]},
+        {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
+    ],
+    labels=[str(i) for i in range(10)],
+    image={"channels": 1, "height": 8, "width": 8, "value_range": [0, 16]},
+)
+FORECASTER = metadata(
+    task="forecast",
+    inputs=[{"name": "history", "datatype": "FP32", "shape": [-1, -1]}],
+    outputs=[{"name": "forecast", "datatype": "FP32", "shape": [-1, 4]}],
+    window=12,
+    horizon=4,
+)
+GENERATOR = metadata(
+    task="generate",
+    inputs=[
+        {"name": "latent", "datatype": "FP32", "shape": [-1, 16]},
+        {"name": "label", "datatype": "INT64", "shape": [-1]},
+    ],
+    outputs=[{"name": "image", "datatype": "FP32", "shape": [-1, 1, 8, 8]}],
+    latent_size=16,
+    conditional=True,
+    num_classes=10,
+)
+
+
+def test_valid_inputs_return_their_row_count() -> None:
+    assert validate_inputs(CLASSIFIER, {"image": np.zeros((5, 1, 8, 8), np.float32)}) == 5
+    assert validate_inputs(FORECASTER, {"history": np.zeros((2, 30), np.float32)}) == 2
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ({}, r"missing input\(s\) \['image'\]"),
+        (
+            {"image": np.zeros((1, 1, 8, 8), np.float32), "x": np.zeros(1, np.float32)},
+            r"unknown input\(s\) \['x'\]",
+        ),
+        ({"image": np.zeros((1, 1, 8, 8), np.float64)}, "datatype FP64, expected FP32"),
+        ({"image": np.zeros((1, 8, 8), np.float32)}, "has rank 3"),
+        ({"image": np.zeros((1, 1, 8, 7), np.float32)}, "axis 3 must be 8"),
+        ({"image": np.zeros((0, 1, 8, 8), np.float32)}, "axis 0 has length 0"),
+        ({"image": np.full((1, 1, 8, 8), np.nan, np.float32)}, "NaN or infinite"),
+    ],
+)
+def test_invalid_inputs_say_what_is_wrong(inputs: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        validate_inputs(CLASSIFIER, inputs)
+
+
+def test_rows_must_agree_across_inputs() -> None:
+    inputs = {"latent": np.zeros((2, 16), np.float32), "label": np.zeros(3, np.int64)}
+    with pytest.raises(InvalidInputError, match="3 rows, other inputs have 2"):
+        validate_inputs(GENERATOR, inputs)
+
+
+def test_generator_latents_follow_the_documented_recipe() -> None:
+    tensors = generator_inputs(GENERATOR, {"seed": 42, "count": 3, "label": 7})
+    expected = np.random.default_rng(42).standard_normal((3, 16), dtype=np.float32)
+    np.testing.assert_array_equal(tensors["latent"], expected)
+    np.testing.assert_array_equal(tensors["label"], np.array([7, 7, 7], np.int64))
+    assert validate_inputs(GENERATOR, tensors) == 3
+
+
+def test_generator_without_label_cycles_through_classes() -> None:
+    tensors = prepare_inputs(GENERATOR, {}, {"seed": 0, "count": 12})
+    np.testing.assert_array_equal(tensors["label"], np.arange(12) % 10)
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"count": 1}, "parameter 'seed': required"),
+        ({"seed": 1, "count": 0}, "parameter 'count': 0 is outside"),
+        ({"seed": 1, "count": 1, "label": 10}, "parameter 'label': 10 is outside 0..9"),
+        ({"seed": "1", "count": 1}, "must be an integer"),
+        ({"seed": True, "count": 1}, "must be an integer"),
+    ],
+)
+def test_bad_generator_parameters(parameters: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        prepare_inputs(GENERATOR, {}, parameters)
+
+
+def test_tensors_pass_through_for_other_tasks() -> None:
+    image = np.zeros((1, 1, 8, 8), np.float32)
+    assert prepare_inputs(CLASSIFIER, {"image": image}, {"seed": 1})["image"] is image

@@ -1,0 +1,80 @@
+"""One process of the 2-process DDP test (tests/unit/training/test_distributed.py).
+
+Started by ``torchrun --standalone --nproc-per-node=2 ddp_worker.py OUT``. Each rank seeds
+its network differently (DDP must broadcast rank 0's weights), trains two epochs on its
+shard, and writes its final weights and what it saw into OUT for the test to compare.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from training.distributed import (
+    current,
+    init_distributed,
+    mean_across_ranks,
+    on_main,
+    shard_indices,
+    sharded_batches,
+    shutdown,
+    unwrap,
+    wrap_model,
+)
+
+EPOCHS = 2
+BATCH = 3
+LR = 0.1
+
+
+def data() -> tuple[torch.Tensor, torch.Tensor]:
+    """10 samples (not a multiple of 2 × BATCH: shards are padded and batches ragged)."""
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(10, 3, generator=gen)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5]]) + 0.3
+    return x, y
+
+
+def network(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Linear(3, 1)
+
+
+def main(out: Path) -> None:
+    ctx = init_distributed("cpu")
+    model = wrap_model(network(100 + ctx.rank), ctx)
+    x, y = data()
+    batches = sharded_batches((x, y), BATCH, ctx, seed=0)
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    steps = 0
+    for _ in range(EPOCHS):
+        for xb, yb in batches():
+            opt.zero_grad()
+            loss = nn.functional.mse_loss(model(xb), yb)
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+            steps += 1
+    plain = unwrap(model)
+    torch.save(plain.state_dict(), out / f"params-{ctx.rank}.pt")
+    on_main(ctx, lambda: (out / f"main-{ctx.rank}").write_text("written by rank 0\n"))
+    seen = {
+        "rank": ctx.rank,
+        "world_size": ctx.world_size,
+        "backend": ctx.backend,
+        "steps": steps,
+        "mean_rank": mean_across_ranks(float(ctx.rank), ctx),
+        "shard_epoch0": shard_indices(len(x), ctx, seed=0, epoch=0).tolist(),
+        "keys": sorted(plain.state_dict()),
+        "wrapped": type(model).__name__,
+        "current_is_ctx": current() is ctx,
+    }
+    (out / f"seen-{ctx.rank}.json").write_text(json.dumps(seen))
+    shutdown(ctx)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
