@@ -78,6 +78,9 @@ class CommonConfig:
     )
     checkpoint_dir: str = opt("runs", "where checkpoints are written (<dir>/<name>/)")
     progress: bool = opt(True, "show progress bars with the live loss")
+    threads: int = opt(
+        1, "CPU threads for torch (0 = torch's default); tiny models train fastest on one", min=0
+    )
 
 
 def validate(cfg: CommonConfig) -> None:

@@ -47,7 +47,14 @@ def pick_device(name: str) -> torch.device:
 
 
 def train_device(cfg: CommonConfig) -> torch.device:
-    """The device to train on: this rank's GPU under torchrun, else `pick_device`."""
+    """The device to train on: this rank's GPU under torchrun, else `pick_device`.
+
+    Also applies ``cfg.threads``: measured here, the GAN trained 2.5x faster on one
+    thread than on two when the machine's two cores were busy with other work (OpenMP
+    threads spin while they wait for each other).
+    """
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     ctx = current()
     return ctx.device if ctx.enabled else pick_device(cfg.device)
 

@@ -22,7 +22,7 @@ from training import report
 from training.data.images import ImageData, load_images
 from training.data.split import stratified_split
 from training.distributed import current
-from training.engine import make_optimizer, pick_device, progress, seed_everything
+from training.engine import make_optimizer, progress, seed_everything, train_device
 from training.errors import ConfigError
 from training.export import spec
 from training.models.gan import (
@@ -57,7 +57,7 @@ def train_gan(
 ) -> tuple[Generator, GanHistory]:
     """Adversarial training on ``x [N, C, H, W]`` (pixel units) with labels ``y [N]``."""
     seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
+    device = train_device(cfg)
     gen = Generator(cfg, shape, n_classes).to(device)
     disc = Discriminator(cfg, shape, n_classes).to(device)
     opt_g = make_optimizer(cfg, gen.parameters())

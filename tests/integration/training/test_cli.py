@@ -23,6 +23,19 @@ def axon(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+# one conv block (4 filters 3x3, stride 1, padding 1, then pooling): seconds to train
+ONE_CONV_BLOCK = [
+    "--conv-channels",
+    "4",
+    "--kernel-size",
+    "3",
+    "--stride",
+    "1",
+    "--padding",
+    "1",
+    "--pool-every",
+    "1",
+]
 TINY = ["--epochs", "1", "--progress", "false", "--checkpoint-dir", "runs"]
 
 
@@ -106,16 +119,7 @@ def test_augmentation_reports_both_accuracies(tmp_path: Path, model_repo: Path) 
         "classifier",
         "--name",
         "aug",
-        "--conv-channels",
-        "4",
-        "--kernel-size",
-        "3",
-        "--stride",
-        "1",
-        "--padding",
-        "1",
-        "--pool-every",
-        "1",
+        *ONE_CONV_BLOCK,
         "--hidden",
         "8",
         "--augment-generator",
@@ -179,16 +183,7 @@ def test_image_folder_classifier_and_gan(tmp_path: Path) -> None:
         "3",
         "--name",
         "folder-cnn",
-        "--conv-channels",
-        "4",
-        "--kernel-size",
-        "3",
-        "--stride",
-        "1",
-        "--padding",
-        "1",
-        "--pool-every",
-        "1",
+        *ONE_CONV_BLOCK,
         "--hidden",
         "4",
         "--val-fraction",

@@ -155,3 +155,16 @@ def test_gradient_clipping_reports_norm_before_clipping() -> None:
     after = torch.sqrt(sum((p.grad**2).sum() for p in lin.parameters() if p.grad is not None))
     assert before > 1.0
     assert float(after) == pytest.approx(1.0, rel=1e-4)
+
+
+def test_threads_option_sets_torch_threads() -> None:
+    from training.engine import train_device
+
+    before = torch.get_num_threads()
+    try:
+        assert train_device(replace(ClassifierConfig(), threads=1, device="cpu")).type == "cpu"
+        assert torch.get_num_threads() == 1
+        train_device(replace(ClassifierConfig(), threads=2, device="cpu"))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
