@@ -13,7 +13,12 @@ Load: ``wrk -t1 -cC -dDs --latency`` with a Lua script that POSTs the JSON body,
 1, 16, 64 after a short warm-up. Prints requests/s, p50, p99 and non-2xx responses and
 the ratios; writes ``benchmarks/results/gateway.json``.
 
+``--compare-tree DIR`` also measures Axon from another source tree (say the last commit:
+``git archive HEAD | tar -x -C DIR``) as ``axon-before``, in the same run, so that a
+change is judged by ratios measured minutes apart on the same (shared) machine.
+
     python benchmarks/bench_gateway.py --models-dir exported_models [--duration 10]
+        [--compare-tree DIR]
 """
 
 from __future__ import annotations
@@ -89,10 +94,17 @@ def wait_http(url: str, timeout_s: float, process: subprocess.Popen[bytes]) -> N
 
 
 @contextmanager
-def spawn(argv: list[str], env: Mapping[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def spawn(
+    argv: list[str], env: Mapping[str, str], log: Path, cwd: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
         process = subprocess.Popen(
-            argv, env=dict(env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            env=dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=cwd,
         )
         try:
             yield process
@@ -156,8 +168,10 @@ def _ms(value: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def measure(name: str, base_url: str, duration_s: int, tmp: Path) -> list[Run]:
-    path, body = bodies()[name]
+def measure(
+    name: str, base_url: str, duration_s: int, tmp: Path, path_of: str | None = None
+) -> list[Run]:
+    path, body = bodies()[path_of or name]
     wrk(base_url + path, body, 16, 2, tmp)  # warm-up
     runs = []
     for concurrency in CONCURRENCY:
@@ -166,9 +180,65 @@ def measure(name: str, base_url: str, duration_s: int, tmp: Path) -> list[Run]:
         runs.append(run)
         print(
             f"  {name:<9} c={concurrency:<3} {run.requests_per_s:8.0f} req/s  "
-            f"p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:7.2f} ms  non-2xx {run.non_2xx}",
+            f"p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:7.2f} ms  non-2xx {run.non_2xx}  "
+            f"(load {_load()})",
             flush=True,
         )
+    return runs
+
+
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def measure_axon(
+    name: str,
+    source: Path,
+    models_dir: Path,
+    duration_s: int,
+    tmp: Path,
+    *,
+    with_bentoml: bool = False,
+    extra_env: Mapping[str, str] | None = None,
+) -> list[Run]:
+    """Redis + the classifier service + the gateway, all from the source tree ``source``;
+    then (``with_bentoml``) the same service's own adaptive-batching HTTP API."""
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    runs: list[Run] = []
+    quiet = {"AXON_LOG_LEVEL": "WARNING", "AXON_PROVIDER": "cpu", "BENTOML_HOME": str(tmp)}
+    with RedisServer() as redis:
+        env = {
+            **os.environ,
+            **quiet,
+            "AXON_REDIS_URL": redis.url,
+            "AXON_MODELS_DIR": str(models_dir),
+            "PYTHONPATH": os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")]),
+            **(extra_env or {}),
+        }
+        service_port, gateway_port = free_port(), free_port()
+        with spawn(
+            [
+                bentoml,
+                "serve",
+                "services.classifier.service:ClassifierService",
+                "--port",
+                str(service_port),
+            ],
+            env,
+            tmp / f"{name}-classifier.log",
+            cwd=source,
+        ) as service:
+            wait_http(f"http://127.0.0.1:{service_port}/readyz", 180, service)
+            gateway_argv = [sys.executable, "-m", "services.gateway", "--port", str(gateway_port)]
+            with spawn(gateway_argv, env, tmp / f"{name}-gateway.log", cwd=source) as gateway:
+                wait_http(
+                    f"http://127.0.0.1:{gateway_port}/v2/models/digits-cnn/ready", 60, gateway
+                )
+                runs += measure(
+                    name, f"http://127.0.0.1:{gateway_port}", duration_s, tmp, path_of="axon"
+                )
+            if with_bentoml:
+                runs += measure("bentoml", f"http://127.0.0.1:{service_port}", duration_s, tmp)
     return runs
 
 
@@ -177,6 +247,11 @@ def main() -> int:
     parser.add_argument("--models-dir", type=Path, default=Path("exported_models"))
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/gateway.json")
+    parser.add_argument(
+        "--compare-tree",
+        type=Path,
+        help="also measure Axon from this source tree, as 'axon-before' (same run)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("bench: needs wrk (apt-get install -y wrk)", file=sys.stderr)
@@ -187,43 +262,20 @@ def main() -> int:
         print(f"bench: {onnx} missing; run `make models`", file=sys.stderr)
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="axon-bench-"))
-    bentoml = str(Path(sys.executable).with_name("bentoml"))
     runs: list[Run] = []
-    # The worker settings `axon serve` uses (AXON_MAX_QUEUE_DELAY_MS=0, see docs/gateway.md).
-    quiet = {
-        "AXON_LOG_LEVEL": "WARNING",
-        "AXON_PROVIDER": "cpu",
-        "BENTOML_HOME": str(tmp),
-        "AXON_MAX_QUEUE_DELAY_MS": os.environ.get("AXON_MAX_QUEUE_DELAY_MS", "0"),
-    }
-    with RedisServer() as redis:
-        env = {
-            **os.environ,
-            **quiet,
-            "AXON_REDIS_URL": redis.url,
-            "AXON_MODELS_DIR": str(models_dir),
-        }
-        service_port, gateway_port = free_port(), free_port()
-        print(f"bench: logs in {tmp}", flush=True)
-        with spawn(
-            [
-                bentoml,
-                "serve",
-                "services.classifier.service:ClassifierService",
-                "--port",
-                str(service_port),
-            ],
-            env,
-            tmp / "classifier.log",
-        ) as service:
-            wait_http(f"http://127.0.0.1:{service_port}/readyz", 180, service)
-            gateway_argv = [sys.executable, "-m", "services.gateway", "--port", str(gateway_port)]
-            with spawn(gateway_argv, env, tmp / "gateway.log") as gateway:
-                wait_http(
-                    f"http://127.0.0.1:{gateway_port}/v2/models/digits-cnn/ready", 60, gateway
-                )
-                runs += measure("axon", f"http://127.0.0.1:{gateway_port}", args.duration, tmp)
-            runs += measure("bentoml", f"http://127.0.0.1:{service_port}", args.duration, tmp)
+    print(f"bench: logs in {tmp}; load average {_load()}", flush=True)
+    if args.compare_tree is not None:
+        # The worker setting the earlier bench forced (AXON_MAX_QUEUE_DELAY_MS=0), unless set.
+        delay = {"AXON_MAX_QUEUE_DELAY_MS": os.environ.get("AXON_MAX_QUEUE_DELAY_MS", "0")}
+        runs += measure_axon(
+            "axon-before",
+            args.compare_tree.resolve(),
+            models_dir,
+            args.duration,
+            tmp,
+            extra_env=delay,
+        )
+    runs += measure_axon("axon", ROOT, models_dir, args.duration, tmp, with_bentoml=True)
     port = free_port()
     with spawn(
         [
@@ -247,23 +299,32 @@ def main() -> int:
 
 def report(runs: list[Run]) -> None:
     by = {(r.server, r.concurrency): r for r in runs}
+    servers = [s for s in ("axon-before", "axon", "bentoml", "starlette") if (s, 1) in by]
     print("\n| c | server | req/s | p50 ms | p99 ms | non-2xx |")
     print("|---|---|---|---|---|---|")
     for c in CONCURRENCY:
-        for server in ("axon", "bentoml", "starlette"):
+        for server in servers:
             r = by[(server, c)]
             print(
                 f"| {c} | {server} | {r.requests_per_s:,.0f} | {r.p50_ms:.2f} | "
                 f"{r.p99_ms:.2f} | {r.non_2xx + r.errors} |"
             )
-    print("\n| c | axon / bentoml (req/s) | axon / starlette (req/s) | axon p50 − starlette p50 |")
-    print("|---|---|---|---|")
+    before = ("axon-before", 1) in by
+    extra = " axon / axon-before (req/s) |" if before else ""
+    print(
+        "\n| c | axon / bentoml (req/s) | axon / starlette (req/s) | axon p50 − starlette p50 |"
+        + extra
+    )
+    print("|---|---|---|---|" + ("---|" if before else ""))
     for c in CONCURRENCY:
         a, b, s = by[("axon", c)], by[("bentoml", c)], by[("starlette", c)]
-        print(
+        line = (
             f"| {c} | {a.requests_per_s / b.requests_per_s:.2f}× | "
             f"{a.requests_per_s / s.requests_per_s:.2f}× | {a.p50_ms - s.p50_ms:+.2f} ms |"
         )
+        if before:
+            line += f" {a.requests_per_s / by[('axon-before', c)].requests_per_s:.2f}× |"
+        print(line)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ PY ?= .venv/bin/python
 MODELS_DIR ?= exported_models
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# e.g. BENCH_ARGS="--compare-tree /tmp/axon-before --duration 10" (see benchmarks/bench_gateway.py)
+BENCH_ARGS ?=
 
 .PHONY: serve bench
 
@@ -12,4 +14,4 @@ serve: install ## serve everything locally: Redis, the model services, the gatew
 
 bench: install ## gateway benchmark: Axon vs BentoML adaptive batching vs Starlette+ORT (c=1/16/64)
 	@test -f $(MODELS_DIR)/digits-cnn/1/model.onnx || $(PY) -m training models --models-dir $(MODELS_DIR)
-	$(PY) benchmarks/bench_gateway.py --models-dir $(MODELS_DIR)
+	$(PY) benchmarks/bench_gateway.py --models-dir $(MODELS_DIR) $(BENCH_ARGS)

@@ -26,6 +26,7 @@ import bentoml
 import numpy as np
 from redis.asyncio import Redis
 
+from services.runtime import redis_client
 from services.runtime.errors import AxonError
 from services.runtime.executor import BatchExecutor
 from services.runtime.metrics import WorkerMetrics
@@ -92,10 +93,10 @@ class ModelServiceBase:
     @bentoml.on_startup  # type: ignore[untyped-decorator]
     async def start_queue_worker(self) -> None:
         """Start the Redis worker loop as a task beside the HTTP API."""
-        self._redis = Redis.from_url(
+        self._redis = redis_client.connect(
             self.settings.redis_url,
-            socket_timeout=self.settings.read_block_ms / 1000 + REDIS_TIMEOUT_MARGIN_S,
-            socket_connect_timeout=REDIS_TIMEOUT_MARGIN_S,
+            socket_timeout_s=self.settings.read_block_ms / 1000 + REDIS_TIMEOUT_MARGIN_S,
+            connect_timeout_s=REDIS_TIMEOUT_MARGIN_S,
         )
         self._worker = Worker(self._redis, self.session, self.settings, metrics=self.metrics)
         self._task = asyncio.create_task(self._worker.run(), name="axon-queue-worker")

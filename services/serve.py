@@ -104,10 +104,6 @@ class Stack:
             self.redis = RedisServer().start()
             self.redis_url = self.redis.url
         child_env = {
-            # Workers run a batch as soon as nothing more is queued (batches still fill
-            # under load): a positive delay waits on Redis' blocking-read timeout, whose
-            # resolution is 1/hz (100 ms by default) — see docs/gateway.md.
-            "AXON_MAX_QUEUE_DELAY_MS": "0",
             **self.env,
             "AXON_REDIS_URL": self.redis_url,
             "AXON_MODELS_DIR": str(self.models_dir),

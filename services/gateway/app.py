@@ -9,10 +9,6 @@ import logging
 from collections.abc import AsyncIterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -27,13 +23,14 @@ from services.gateway.listener import ReplyListener
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.middleware.auth import ApiKeyMiddleware
 from services.gateway.middleware.body_limit import BodyLimitMiddleware
+from services.gateway.middleware.infer_route import InferRouteMiddleware
 from services.gateway.middleware.metrics import MetricsMiddleware
 from services.gateway.middleware.request_id import RequestIdMiddleware
 from services.gateway.registry import Registry
 from services.gateway.responses import error_response
 from services.gateway.settings import GatewaySettings
 from services.gateway.state import GatewayState, tag
-from services.runtime import protocol
+from services.runtime import protocol, redis_client
 from services.runtime.errors import AxonError
 
 log = logging.getLogger(__name__)
@@ -45,14 +42,12 @@ def create_app(settings: GatewaySettings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        redis: Redis[bytes] = Redis.from_url(
+        # Retries a command once on a fresh connection (stale pooled connections after a
+        # Redis restart must not look like an outage).
+        redis = redis_client.connect(
             settings.redis_url,
-            socket_timeout=settings.redis_timeout_s + settings.reply_block_s,
-            socket_connect_timeout=settings.redis_timeout_s,
-            # One immediate retry on a fresh connection: after a Redis restart, pooled
-            # connections are stale and fail once each; that must not look like an outage.
-            retry=Retry(NoBackoff(), 1),
-            retry_on_error=[RedisConnectionError],
+            socket_timeout_s=settings.redis_timeout_s + settings.reply_block_s,
+            connect_timeout_s=settings.redis_timeout_s,
         )
         registry = Registry(redis, refresh_ms=settings.registry_refresh_ms)
         if settings.models_dir is not None:
@@ -102,6 +97,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
             Middleware(MetricsMiddleware, metrics=metrics),
             Middleware(ApiKeyMiddleware, keys=settings.api_keys),
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+            Middleware(InferRouteMiddleware, error_handler=_error),
         ],
         exception_handlers={
             HTTPException: _http_error,

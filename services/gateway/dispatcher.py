@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from prometheus_client import Gauge, Histogram
 from redis.exceptions import RedisError
 
+from services.gateway.enqueuer import Enqueuer
 from services.gateway.errors import (
     BacklogFullError,
     DeadlineError,
@@ -22,14 +24,14 @@ from services.gateway.listener import ReplyListener
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.registry import ModelVersion, Registry
 from services.gateway.settings import GatewaySettings
-from services.runtime import protocol
-from services.runtime.codec import Scalar, encode_request
-from services.runtime.protocol import RedisClient
+from services.runtime.codec import Reply, Scalar, encode_request
+from services.runtime.protocol import NewEntry, RedisClient, Refused
 
 
 @dataclass
 class Dispatcher:
-    """Backlog check → XADD → await the listener's future, bounded by the deadline."""
+    """Backlog check + XADD (coalesced per tick, see ``enqueuer``) → await the listener's
+    future, bounded by the deadline."""
 
     redis: RedisClient
     listener: ReplyListener
@@ -39,6 +41,18 @@ class Dispatcher:
 
     def __post_init__(self) -> None:
         self._counter = itertools.count(1)
+        self._enqueuer = Enqueuer(self.redis)
+        self._children: dict[str, tuple[Gauge, Histogram]] = {}
+
+    def _metrics_for(self, model: str) -> tuple[Gauge, Histogram]:
+        children = self._children.get(model)
+        if children is None:
+            children = (
+                self.metrics.inflight.labels(model),
+                self.metrics.queue_wait.labels(model),
+            )
+            self._children[model] = children
+        return children
 
     async def infer(
         self,
@@ -53,47 +67,59 @@ class Dispatcher:
         arrived = time.time()
         deadline_ms = int(arrived * 1000) + timeout_ms
         limit = self.settings.backlog_limit_for(mv.name)
-        body = encode_request(inputs, {k: v for k, v in parameters.items() if k != "timeout_ms"})
+        if "timeout_ms" in parameters:
+            parameters = {k: v for k, v in parameters.items() if k != "timeout_ms"}
+        body = encode_request(inputs, parameters)
         entry_id = f"{next(self._counter)}:{request_id}"
+        # Registered before the XADD is sent: the reply may arrive before we resume.
+        future = self.listener.expect(entry_id)
         try:
-            waiting = await protocol.backlog(self.redis, mv.name, mv.version)
-            if waiting >= limit:
-                raise BacklogFullError(
-                    f"model {mv.name!r} version {mv.version} has {waiting} requests queued "
-                    f"(limit {limit}); retry after {self.settings.retry_after_s}s",
-                    self.settings.retry_after_s,
-                )
-            future = self.listener.expect(entry_id)
-            await protocol.enqueue(
-                self.redis,
+            answer = await self._enqueuer.submit(
                 mv.name,
                 mv.version,
-                request_id=entry_id,
-                reply_to=self.listener.reply_to,
-                deadline_ms=deadline_ms,
-                body=body,
+                NewEntry(entry_id, self.listener.reply_to, deadline_ms, body),
+                limit=limit,
                 maxlen=max(limit * 4, 1000),
             )
         except (RedisError, OSError):
             self.listener.forget(entry_id)
             self.registry.mark_down()
             raise UnavailableError("Redis is unreachable; try again shortly") from None
-        inflight = self.metrics.inflight.labels(mv.name)
+        except BaseException:
+            self.listener.forget(entry_id)
+            raise
+        if isinstance(answer, Refused):
+            self.listener.forget(entry_id)
+            raise BacklogFullError(
+                f"model {mv.name!r} version {mv.version} has {answer.backlog} requests queued "
+                f"(limit {limit}); retry after {self.settings.retry_after_s}s",
+                self.settings.retry_after_s,
+            )
+        inflight, queue_wait = self._metrics_for(mv.name)
         inflight.inc()
+        # One timer on the loop instead of asyncio.wait_for (which wraps the future).
+        timer = asyncio.get_running_loop().call_later(
+            max(deadline_ms / 1000 - time.time(), 0.0), _expire, future, timeout_ms, mv.name
+        )
         try:
-            left = deadline_ms / 1000 - time.time()
-            reply = await asyncio.wait_for(future, timeout=max(left, 0.0))
-        except TimeoutError:
-            raise DeadlineError(
-                f"no reply within the deadline of {timeout_ms} ms (model {mv.name!r}); "
-                "a worker never computes a request past its deadline"
-            ) from None
+            reply = await future
         finally:
+            timer.cancel()
             inflight.dec()
             self.listener.forget(entry_id)
-        self.metrics.queue_wait.labels(mv.name).observe(time.time() - arrived)
+        queue_wait.observe(time.time() - arrived)
         if not reply.ok:
             error = reply.error
             code, message = (error.code, error.message) if error else ("internal", "unknown")
             raise WorkerReplyError(code, message)
         return reply.outputs or {}
+
+
+def _expire(future: asyncio.Future[Reply], timeout_ms: int, model: str) -> None:
+    if not future.done():
+        future.set_exception(
+            DeadlineError(
+                f"no reply within the deadline of {timeout_ms} ms (model {model!r}); "
+                "a worker never computes a request past its deadline"
+            )
+        )

@@ -11,7 +11,7 @@ from starlette.routing import Route
 
 from services.gateway.errors import UnavailableError
 from services.gateway.registry import ModelVersion
-from services.gateway.responses import JSON
+from services.gateway.responses import JSON, FastJSON
 from services.gateway.state import deadline_ms, gateway, read_json, request_id, tag
 from services.gateway.validation import outputs_json, parse_infer
 
@@ -105,7 +105,7 @@ async def infer(request: Request) -> Response:
     if parsed.id is not None:
         body["id"] = parsed.id
     body["outputs"] = outputs_json(outputs, mv.metadata, parsed.outputs)
-    return JSON(body)
+    return FastJSON(body, finite=outputs.values())
 
 
 async def model_stats(request: Request) -> Response:
@@ -129,6 +129,10 @@ async def model_stats(request: Request) -> Response:
 
 
 routes = [
+    # Inference first: the router tries routes in order and these are the hot path.
+    # (No other route's pattern matches a path ending in /infer.)
+    Route("/v2/models/{model}/infer", infer, methods=["POST"]),
+    Route("/v2/models/{model}/versions/{version}/infer", infer, methods=["POST"]),
     Route("/v2", server_metadata, methods=["GET"]),
     Route("/v2/health/live", live, methods=["GET"]),
     Route("/v2/health/ready", ready, methods=["GET"]),
@@ -137,8 +141,6 @@ routes = [
     Route("/v2/models/{model}/versions/{version}", model_metadata, methods=["GET"]),
     Route("/v2/models/{model}/ready", model_ready, methods=["GET"]),
     Route("/v2/models/{model}/versions/{version}/ready", model_ready, methods=["GET"]),
-    Route("/v2/models/{model}/infer", infer, methods=["POST"]),
-    Route("/v2/models/{model}/versions/{version}/infer", infer, methods=["POST"]),
     Route("/v2/models/{model}/stats", model_stats, methods=["GET"]),
     Route("/v2/models/{model}/versions/{version}/stats", model_stats, methods=["GET"]),
 ]

@@ -56,6 +56,8 @@ async def read_json(request: Request) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequestError(f"body: not valid JSON ({exc})") from None
+    except RecursionError:  # nesting deeper than the interpreter's recursion limit
+        raise BadRequestError("body: JSON nested too deeply") from None
 
 
 def deadline_ms(request: Request, mv: ModelVersion, parameters: dict[str, Scalar]) -> int:

@@ -92,7 +92,10 @@ def parse_tensor(obj: object, where: str) -> tuple[str, np.ndarray[Any, Any]]:
         )
     if array.ndim > 1 and list(array.shape) != shape:
         raise BadRequestError(f"{where}.data: nested as {list(array.shape)}, shape says {shape}")
-    return name, array.reshape(shape)
+    try:
+        return name, array.reshape(shape)
+    except (ValueError, OverflowError):  # e.g. [0, 2**62, 2**62]: no data, impossible shape
+        raise BadRequestError(f"{where}.shape: {shape} is too large for an array") from None
 
 
 def to_array(data: Sequence[Any], datatype: str, where: str) -> np.ndarray[Any, Any]:
@@ -111,7 +114,8 @@ def to_array(data: Sequence[Any], datatype: str, where: str) -> np.ndarray[Any, 
         raise BadRequestError(f"{where}.data: {datatype} needs {_kind_name(dtype)} values")
     if dtype.kind in "iu" and array.size:
         info = np.iinfo(dtype)
-        if array.min() < info.min or array.max() > info.max:
+        # Compare as Python ints: numpy refuses e.g. bool/int64 against 2**64 - 1.
+        if int(array.min()) < info.min or int(array.max()) > info.max:
             raise BadRequestError(f"{where}.data: values outside the {datatype} range")
     return array.astype(dtype)
 

@@ -83,7 +83,12 @@ def decode_tensor(obj: object, name: str) -> np.ndarray[Any, Any]:
             f"tensor {name!r}: {len(data)} bytes of data, shape {list(shape)} "
             f"of {datatype} needs {expected}"
         )
-    return np.frombuffer(data, dtype=dtype).reshape(shape)
+    try:
+        return np.frombuffer(data, dtype=dtype).reshape(shape)
+    except (ValueError, OverflowError):  # e.g. [0, 2**62, 2**62]: no data, impossible shape
+        raise BadEntryError(
+            f"tensor {name!r}: shape {list(shape)} is too large for an array"
+        ) from None
 
 
 @dataclass(frozen=True)

@@ -12,20 +12,23 @@ Keys:
 - ``axon:w:{model}:{version}:{instance}``: worker heartbeat (JSON, expires after the
   heartbeat TTL) with the model's metadata and the worker's counters.
 
-Gateway side: ``enqueue``, ``backlog``, ``live_workers``, ``pop_replies``.
+Gateway side: ``enqueue`` (one request), ``enqueue_many`` (the requests of one event-loop
+tick: backlog check and XADD in one server-side script, one round trip),
+``backlog``, ``live_workers``, ``pop_replies``.
 Worker side: ``ensure_group``, ``read_entries``, ``claim_stale``, ``complete``,
 ``dead_letter``, ``publish_heartbeat``, ``deregister``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from services.runtime.codec import Reply, encode_reply
 
@@ -144,6 +147,74 @@ async def enqueue(
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
 
+@dataclass(frozen=True)
+class NewEntry:
+    """A request to queue with ``enqueue_many``."""
+
+    request_id: str
+    reply_to: str
+    deadline_ms: int
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Refused:
+    """``enqueue_many``'s answer for a request not queued: the stream held ``backlog``
+    entries, at or over the limit."""
+
+    backlog: int
+
+
+# XLEN, then per request: refuse (answer the backlog) when it is at the limit, else XADD.
+# One script call per stream and tick: exactly the semantics of XLEN-then-XADD per
+# request, without a race between the check and the add, in one round trip.
+_ENQUEUE_MANY = """
+local limit = tonumber(ARGV[1])
+local maxlen = ARGV[2]
+local length = redis.call('XLEN', KEYS[1])
+local answers = {}
+for i = 3, #ARGV, 4 do
+  if length >= limit then
+    answers[#answers + 1] = length
+  else
+    answers[#answers + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*',
+      'id', ARGV[i], 'reply', ARGV[i + 1], 'deadline', ARGV[i + 2], 'body', ARGV[i + 3])
+    length = length + 1
+  end
+end
+return answers
+"""
+_ENQUEUE_MANY_SHA = hashlib.sha1(_ENQUEUE_MANY.encode()).hexdigest()
+
+
+async def enqueue_many(
+    redis: RedisClient,
+    model: str,
+    version: int,
+    entries: Sequence[NewEntry],
+    *,
+    limit: int,
+    maxlen: int,
+) -> list[str | Refused]:
+    """Queue ``entries`` on ``axon:q:{model}:{version}`` in order, each only while the
+    stream holds fewer than ``limit`` entries (the gateway's backlog check, done
+    atomically with the XADD). Returns, per entry, its stream entry id or ``Refused``.
+
+    ``maxlen`` is the same approximate-trimming safety net as in ``enqueue``.
+    """
+    args: list[bytes | str | int] = [limit, maxlen]
+    for entry in entries:
+        args += [entry.request_id, entry.reply_to, str(int(entry.deadline_ms)), entry.body]
+    key = stream_key(model, version)
+    try:
+        answers = await redis.evalsha(_ENQUEUE_MANY_SHA, 1, key, *args)  # type: ignore[no-untyped-call]
+    except NoScriptError:  # first use on this server (or it restarted): load it
+        answers = await redis.eval(_ENQUEUE_MANY, 1, key, *args)  # type: ignore[no-untyped-call]
+    return [
+        Refused(int(answer)) if isinstance(answer, int) else _text(answer) for answer in answers
+    ]
+
+
 async def backlog(redis: RedisClient, model: str, version: int) -> int:
     """Entries in the stream: not yet read plus read but not yet acknowledged.
 
@@ -153,10 +224,24 @@ async def backlog(redis: RedisClient, model: str, version: int) -> int:
 
 
 async def pop_replies(
-    redis: RedisClient, reply_to: str, *, timeout_s: float, max_count: int = 256
+    redis: RedisClient,
+    reply_to: str,
+    *,
+    timeout_s: float,
+    max_count: int = 256,
+    blmpop: bool = False,
 ) -> list[bytes]:
-    """Block up to ``timeout_s`` for replies on ``reply_to``, then take up to
-    ``max_count`` more without blocking. Returns raw payloads (``codec.decode_reply``)."""
+    """Block up to ``timeout_s`` for replies on ``reply_to`` and take up to ``max_count``.
+    Returns raw payloads (``codec.decode_reply``).
+
+    ``blmpop`` (Redis >= 7, see ``supports_blmpop``): one ``BLMPOP … COUNT`` round trip;
+    otherwise BLPOP for the first reply, then LPOP of up to ``max_count - 1`` more.
+    """
+    if blmpop:
+        answer = await redis.execute_command(  # type: ignore[no-untyped-call]
+            "BLMPOP", timeout_s, 1, reply_to, "LEFT", "COUNT", max_count
+        )
+        return list(answer[1]) if answer else []
     first = await redis.blpop([reply_to], timeout=timeout_s)
     if first is None:
         return []
@@ -165,6 +250,13 @@ async def pop_replies(
     if more:
         payloads.extend(more if isinstance(more, list) else [more])
     return payloads
+
+
+async def supports_blmpop(redis: RedisClient) -> bool:
+    """True when the server has ``BLMPOP`` (Redis >= 7.0)."""
+    info = await redis.info("server")
+    major = str(info.get("redis_version", "0")).split(".", 1)[0]
+    return major.isdigit() and int(major) >= 7
 
 
 @dataclass(frozen=True)
@@ -296,30 +388,78 @@ async def claim_stale(
     return entries
 
 
+# KEYS: the stream, then each reply list. ARGV: the lists' TTL, then per answer the index
+# of its list in KEYS, the reply, the entry id. An answer is pushed only if its entry was
+# still pending (XACK returned 1): running the script twice (a retry after the reply to
+# the first call was lost, or another worker answered a claimed copy) answers once.
+_COMPLETE = """
+local stream = KEYS[1]
+local push = {}
+local acked = {}
+for i = 2, #ARGV, 3 do
+  local id = ARGV[i + 2]
+  if redis.call('XACK', stream, 'workers', id) == 1 then
+    local l = tonumber(ARGV[i])
+    local payloads = push[l]
+    if payloads == nil then
+      payloads = {}
+      push[l] = payloads
+    end
+    payloads[#payloads + 1] = ARGV[i + 1]
+    acked[#acked + 1] = id
+  end
+end
+for l, payloads in pairs(push) do
+  redis.call('RPUSH', KEYS[l], unpack(payloads))
+  redis.call('EXPIRE', KEYS[l], ARGV[1])
+end
+if #acked > 0 then
+  redis.call('XDEL', stream, unpack(acked))
+end
+return #acked
+"""
+_COMPLETE_SHA = hashlib.sha1(_COMPLETE.encode()).hexdigest()
+_COMPLETE_MAX_ANSWERS = 1000
+"""Answers per script call (Lua's unpack has a C-stack limit); more take several calls."""
+
+
 async def complete(
     redis: RedisClient,
     stream: str,
-    replies: Sequence[Outgoing],
-    entry_ids: Sequence[str],
+    answers: Sequence[tuple[Outgoing, str]],
     *,
     reply_ttl_s: int,
-) -> None:
-    """One pipeline per batch: RPUSH every reply (+ EXPIRE its list), XACK, XDEL.
+) -> int:
+    """Answer entries: per ``(reply, entry id)`` RPUSH the reply (+ EXPIRE its list), XACK
+    and XDEL the entry — one server-side script, one round trip per batch. Returns how
+    many entries were answered.
 
-    Wrapped in MULTI/EXEC so replies and acknowledgement happen together: an entry is
-    never acknowledged without its reply, nor answered and left pending.
+    Atomic per entry: an entry is never acknowledged without its reply, nor answered and
+    left pending. Idempotent: an entry no longer pending (already answered, or gone with
+    a Redis restart without persistence) gets no reply, so retrying after a connection
+    error cannot answer a request twice. The script costs the worker ~40 % less CPU than
+    the equivalent MULTI pipeline (measured 92 vs 153 µs a batch on the bench machine).
     """
-    pipe = redis.pipeline(transaction=True)
-    by_list: dict[str, list[bytes]] = {}
-    for outgoing in replies:
-        by_list.setdefault(outgoing.reply_to, []).append(encode_reply(outgoing.reply))
-    for reply_to, payloads in by_list.items():
-        pipe.rpush(reply_to, *payloads)
-        pipe.expire(reply_to, reply_ttl_s)
-    if entry_ids:
-        pipe.xack(stream, GROUP, *entry_ids)
-        pipe.xdel(stream, *entry_ids)
-    await pipe.execute()
+    done = 0
+    for start in range(0, len(answers), _COMPLETE_MAX_ANSWERS):
+        args = _complete_args(stream, answers[start : start + _COMPLETE_MAX_ANSWERS], reply_ttl_s)
+        try:
+            done += int(await redis.evalsha(_COMPLETE_SHA, *args))  # type: ignore[no-untyped-call]
+        except NoScriptError:  # first use on this server (or it restarted): load it
+            done += int(await redis.eval(_COMPLETE, *args))  # type: ignore[no-untyped-call]
+    return done
+
+
+def _complete_args(
+    stream: str, answers: Sequence[tuple[Outgoing, str]], reply_ttl_s: int
+) -> list[Any]:
+    """``[numkeys, *keys, *args]`` of the ``_COMPLETE`` script."""
+    lists: dict[str, int] = {}
+    args: list[Any] = [reply_ttl_s]
+    for outgoing, entry_id in answers:
+        index = lists.setdefault(outgoing.reply_to, len(lists) + 2)
+        args += [index, encode_reply(outgoing.reply), entry_id]
+    return [1 + len(lists), stream, *lists, *args]
 
 
 async def dead_letter(

@@ -42,7 +42,7 @@ class WorkerSettings:
     intra_op_threads: int = 1
     inter_op_threads: int = 1
     max_batch_rows: int = 64
-    max_queue_delay_ms: float = 2.0
+    max_queue_delay_ms: float = 0.0
     read_block_ms: int = 500
     claim_timeout_ms: int = 30_000
     claim_interval_ms: int = 1_000
@@ -75,7 +75,7 @@ class WorkerSettings:
             intra_op_threads=reader.get("INTRA_OP_THREADS", _positive_int, 1),
             inter_op_threads=reader.get("INTER_OP_THREADS", _positive_int, 1),
             max_batch_rows=reader.get("MAX_BATCH_ROWS", _positive_int, 64),
-            max_queue_delay_ms=reader.get("MAX_QUEUE_DELAY_MS", _non_negative_float, 2.0),
+            max_queue_delay_ms=reader.get("MAX_QUEUE_DELAY_MS", _non_negative_float, 0.0),
             read_block_ms=reader.get("READ_BLOCK_MS", _positive_int, 500),
             claim_timeout_ms=reader.get("CLAIM_TIMEOUT_MS", _positive_int, 30_000),
             claim_interval_ms=reader.get("CLAIM_INTERVAL_MS", _positive_int, 1_000),

@@ -14,8 +14,8 @@ import signal
 import sys
 
 import prometheus_client
-from redis.asyncio import Redis
 
+from services.runtime import redis_client
 from services.runtime.metrics import WorkerMetrics, prometheus_backend
 from services.runtime.settings import WorkerSettings
 from services.runtime.worker import Worker, load_model
@@ -23,10 +23,10 @@ from services.runtime.worker import Worker, load_model
 
 async def serve(settings: WorkerSettings) -> None:
     """Serve until SIGTERM/SIGINT."""
-    redis: Redis[bytes] = Redis.from_url(
+    redis = redis_client.connect(
         settings.redis_url,
-        socket_timeout=settings.read_block_ms / 1000 + 10.0,
-        socket_connect_timeout=10.0,
+        socket_timeout_s=settings.read_block_ms / 1000 + 10.0,
+        connect_timeout_s=10.0,
     )
     metrics = WorkerMetrics.create(prometheus_backend(prometheus_client.CollectorRegistry()))
     worker = Worker(redis, load_model(settings), settings, metrics=metrics)

@@ -8,14 +8,17 @@ One loop iteration (``_step``):
    the dead-letter stream with an error reply;
 2. ``batching.collate`` the pending entries: expired ones are answered with a deadline
    error, a ready batch is run (one ONNX Runtime run per shape group) and answered with
-   one pipeline (RPUSH replies + EXPIRE + XACK + XDEL);
+   one atomic script call (RPUSH replies + EXPIRE + XACK + XDEL; ``protocol.complete``);
 3. otherwise XREADGROUP as many entries as the batch has room (rows): blocking (up to
    ``read_block_ms``) while nothing is pending; without blocking, then sleeping on the
    worker's own timer (at most 1 ms at a time), while a batch is filling.
 
 A request whose run fails even on its own is left unacknowledged so that it is retried
-(claimed) until it reaches ``max_deliveries``. ``stop()`` makes the loop stop reading,
-run and acknowledge everything already read, and delete the heartbeat key.
+(claimed) until it reaches ``max_deliveries``. Replies computed while Redis is away are
+kept and re-sent until it is back (``deadline_exceeded`` for an entry whose deadline
+passed meanwhile). ``stop()`` makes the loop stop reading, run and acknowledge
+everything already read (re-sending for at most ``STOP_DELIVERY_S``), and delete the
+heartbeat key.
 """
 
 from __future__ import annotations
@@ -57,6 +60,18 @@ Clock = Callable[[], float]
 
 PrepareFn = Callable[[ModelMetadata, Mapping[str, Any], Mapping[str, Scalar]], Tensors]
 
+DELIVERY_BACKOFF_S = (0.05, 1.0)
+"""First and longest pause between attempts to send computed replies while Redis is away."""
+
+STOP_DELIVERY_S = 5.0
+"""After ``stop()``, how long replies still unsent (Redis away) are retried before they are
+dropped; their entries stay pending in Redis and another replica claims them."""
+
+INLINE_RUN_MAX_S = 0.001
+"""A batch whose expected run time (moving average per row × rows) is at most this runs
+on the event loop itself; longer ones run in the worker's ONNX Runtime thread so that
+heartbeats (and the BentoML HTTP API) keep being served."""
+
 
 def wall_clock_ms() -> float:
     return time.time() * 1000.0
@@ -76,6 +91,15 @@ def load_model(settings: WorkerSettings) -> ModelSession:
     if settings.warmup:
         session.warm_up()
     return session
+
+
+@dataclass
+class Answer:
+    """A reply in the outbox with the entry it acknowledges (``protocol.complete``)."""
+
+    outgoing: Outgoing
+    entry_id: str
+    deadline_ms: float | None
 
 
 @dataclass
@@ -118,8 +142,15 @@ class Worker:
         self._prepare = prepare
         self._executor = BatchExecutor(session.run)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{self.model}")
+        # Moving average of run time per row; until a run was measured (inf), runs go to
+        # the thread.
+        self._seconds_per_row = math.inf
         self._pending: list[PendingEntry] = []
-        self._immediate: list[tuple[Outgoing, str]] = []
+        self._immediate: list[Answer] = []
+        # Set when sending the outbox failed (Redis away) until a send succeeds.
+        self._undelivered = False
+        # After stop(): when retrying to send replies gives up (monotonic seconds).
+        self._give_up_at: float | None = None
         self._stop = asyncio.Event()
         self._registered = asyncio.Event()
         self._closed = asyncio.Event()
@@ -245,10 +276,11 @@ class Worker:
         return True
 
     async def _drain(self) -> None:
-        """Run and answer everything already read (graceful stop)."""
+        """Run and answer everything already read (graceful stop; sending is retried for
+        at most ``STOP_DELIVERY_S`` while Redis is unavailable)."""
         while self._pending:
             await self._run_ready(flush=True)
-        await self._flush_immediate()
+        await self._deliver()
 
     # ------------------------------------------------------------------ entries
 
@@ -286,7 +318,11 @@ class Worker:
             except AxonError as exc:
                 code = exc.code if exc.code != ErrorCode.INTERNAL else ErrorCode.BAD_ENTRY
                 self._immediate.append(
-                    (Outgoing(reply_to, Reply.failure(request_id, code, str(exc))), entry.entry_id)
+                    Answer(
+                        Outgoing(reply_to, Reply.failure(request_id, code, str(exc))),
+                        entry.entry_id,
+                        entry.deadline_ms,
+                    )
                 )
                 self._count_failure(entry, code)
                 continue
@@ -304,7 +340,9 @@ class Worker:
 
     def _answer_error(self, pending: PendingEntry, code: ErrorCode, message: str) -> None:
         reply = Reply.failure(pending.request_id, code, message)
-        self._immediate.append((Outgoing(pending.reply_to, reply), pending.entry.entry_id))
+        self._immediate.append(
+            Answer(Outgoing(pending.reply_to, reply), pending.entry.entry_id, pending.deadline_ms)
+        )
         self._count_failure(pending.entry, code)
 
     def _count_failure(self, entry: StreamEntry, code: str) -> None:
@@ -335,29 +373,112 @@ class Worker:
             self._count_failure(entry, ErrorCode.DEAD_LETTER)
 
     async def _flush_immediate(self) -> None:
+        """Send the outbox (replies with the entries they acknowledge) in one round trip.
+
+        On failure the outbox is kept for the next attempt. Replies kept over a failure
+        whose entry's deadline has passed since are turned into ``deadline_exceeded``
+        (``protocol.complete`` answers each entry at most once, however often it is
+        retried)."""
         if not self._immediate:
+            self._undelivered = False
             return
+        if self._undelivered:
+            self._expire_undelivered()
         immediate, self._immediate = self._immediate, []
-        await protocol.complete(
-            self.redis,
-            self.stream,
-            [outgoing for outgoing, _ in immediate],
-            [entry_id for _, entry_id in immediate],
-            reply_ttl_s=self.settings.reply_ttl_s,
-        )
+        try:
+            await protocol.complete(
+                self.redis,
+                self.stream,
+                [(answer.outgoing, answer.entry_id) for answer in immediate],
+                reply_ttl_s=self.settings.reply_ttl_s,
+            )
+        except BaseException:
+            self._immediate = immediate + self._immediate
+            self._undelivered = True
+            raise
+        self._undelivered = False
+
+    def _expire_undelivered(self) -> None:
+        """Answer ``deadline_exceeded`` instead of results kept past their deadline."""
+        now = self._clock()
+        for answer in self._immediate:
+            reply = answer.outgoing.reply
+            if reply.ok and answer.deadline_ms is not None and answer.deadline_ms <= now:
+                answer.outgoing = Outgoing(
+                    answer.outgoing.reply_to,
+                    Reply.failure(
+                        reply.id,
+                        ErrorCode.DEADLINE_EXCEEDED,
+                        "deadline passed while Redis was unavailable to take the reply",
+                    ),
+                )
+                self.stats.expired += 1
+                if self._metrics:
+                    self._metrics.expired.labels(*self._labels).inc()
+
+    async def _deliver(self) -> None:
+        """Send the outbox; while Redis is unavailable, keep it and retry with a backoff
+        until Redis is back. After ``stop()`` the retries last at most
+        ``STOP_DELIVERY_S``; then the replies are dropped and their entries stay pending
+        in Redis for another replica to claim."""
+        backoff, longest = DELIVERY_BACKOFF_S
+        failures = 0
+        while True:
+            try:
+                await self._flush_immediate()
+                if failures:
+                    log.info("redis is back; replies sent after %d failed attempts", failures)
+                return
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                failures += 1
+                if failures == 1:
+                    log.warning(
+                        "redis unavailable (%s); keeping %d replies and retrying",
+                        exc,
+                        len(self._immediate),
+                    )
+            if self._stop.is_set():
+                now = time.monotonic()
+                if self._give_up_at is None:
+                    self._give_up_at = now + STOP_DELIVERY_S
+                if now >= self._give_up_at:
+                    log.error(
+                        "stopping with Redis unavailable: %d replies not sent; their "
+                        "entries stay pending and will be claimed by another worker",
+                        len(self._immediate),
+                    )
+                    self._immediate = []
+                    self._undelivered = False
+                    return
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, longest)
 
     # ------------------------------------------------------------------ execution
 
     async def _run_batch(self, batch: list[PendingEntry]) -> None:
+        """Run ``batch``; its replies and the outbox go out in one round trip."""
         started = self._clock()
         for pending in batch:
             self.stats.queue.add(
                 int((started - protocol.entry_time_ms(pending.entry.entry_id)) * 1e6)
             )
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(
-            self._pool, self._executor.execute, [p.inputs for p in batch]
-        )
+        requests = [p.inputs for p in batch]
+        rows = sum(p.rows for p in batch)
+        if self._seconds_per_row * rows <= INLINE_RUN_MAX_S:
+            # A tiny run costs less than the two thread switches of the executor hop
+            # (measured ~15 µs vs ~100+ µs for one 8x8 digit); the loop is blocked only
+            # that long.
+            result = self._executor.execute(requests)
+        else:
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(self._pool, self._executor.execute, requests)
+        seconds = sum(run.seconds for run in result.runs)
+        if rows and result.runs:
+            per_row = seconds / rows
+            previous = self._seconds_per_row
+            self._seconds_per_row = (
+                per_row if math.isinf(previous) else 0.8 * previous + 0.2 * per_row
+            )
         for run in result.runs:
             self.stats.execution_count += 1
             self.stats.compute_infer.add(int(run.seconds * 1e9))
@@ -367,25 +488,26 @@ class Worker:
                     *self._labels, self.session.provider
                 ).observe(run.seconds)
         self.stats.last_inference_ms = int(self._clock())
-        replies = [outgoing for outgoing, _ in self._immediate]
-        acked = [entry_id for _, entry_id in self._immediate]
-        self._immediate = []
         for pending, outcome in zip(batch, result.outcomes, strict=True):
             if outcome.outputs is None:
                 # Left unacknowledged: it will be claimed again until max_deliveries.
                 log.warning("request %s failed: %s", pending.request_id, outcome.error)
                 continue
-            replies.append(
-                Outgoing(pending.reply_to, Reply.success(pending.request_id, outcome.outputs))
+            self._immediate.append(
+                Answer(
+                    Outgoing(pending.reply_to, Reply.success(pending.request_id, outcome.outputs)),
+                    pending.entry.entry_id,
+                    pending.deadline_ms,
+                )
             )
-            acked.append(pending.entry.entry_id)
             self.stats.inference_count += pending.rows
             self.stats.success.add(self._age_ns(pending.entry))
             if self._metrics:
                 self._metrics.replies.labels(*self._labels, "ok").inc()
-        await protocol.complete(
-            self.redis, self.stream, replies, acked, reply_ttl_s=self.settings.reply_ttl_s
-        )
+        # Measured: sending the replies at once beats sending them with the next
+        # XREADGROUP in one pipeline (lone request 0.58 vs 0.85 ms queue round trip).
+        # Computed replies are never thrown away because Redis is briefly away.
+        await self._deliver()
 
     # ------------------------------------------------------------------ heartbeat
 

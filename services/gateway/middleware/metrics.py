@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway.metrics import REJECT_REASONS, GatewayMetrics
@@ -15,6 +16,10 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        # Labelled children, looked up once per label set (labels() takes a lock and
+        # builds a tuple each call). Label values are bounded: known models only.
+        self._counters: dict[tuple[str, str, str, int], Counter] = {}
+        self._durations: dict[tuple[str, str], Histogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -35,9 +40,15 @@ class MetricsMiddleware:
         finally:
             model = state.get("model", "")
             endpoint = state.get("endpoint", "other")
-            self.metrics.requests.labels(model, state.get("version", ""), endpoint, status).inc()
-            self.metrics.request_duration.labels(model, endpoint).observe(
-                time.perf_counter() - started
-            )
+            key = (model, state.get("version", ""), endpoint, status)
+            counter = self._counters.get(key)
+            if counter is None:
+                counter = self._counters[key] = self.metrics.requests.labels(*key)
+            counter.inc()
+            duration = self._durations.get((model, endpoint))
+            if duration is None:
+                duration = self.metrics.request_duration.labels(model, endpoint)
+                self._durations[(model, endpoint)] = duration
+            duration.observe(time.perf_counter() - started)
             if status in REJECT_REASONS:
                 self.metrics.rejected.labels(model, REJECT_REASONS[status]).inc()

@@ -4,8 +4,8 @@ echo it on the response, and log one line per request with it."""
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,7 +29,7 @@ class RequestIdMiddleware:
             if key == HEADER:
                 given = request_id(value.decode("latin-1"))
                 break
-        rid = given or uuid.uuid4().hex
+        rid = given or os.urandom(16).hex()  # 32 hex digits, as uuid4().hex, 2x cheaper
         state = scope.setdefault("state", {})
         state["request_id"] = rid
         state["started"] = time.perf_counter()

@@ -4,19 +4,27 @@ with real Redis, real models and (for the crash) a real worker process killed by
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from services.runtime import protocol
+from services.runtime.codec import Reply, decode_reply
 from services.runtime.errors import ErrorCode
+from services.runtime.protocol import Outgoing
+from services.runtime.settings import WorkerSettings
+from services.runtime.worker import Worker, load_model
 from tests.support.onnx_models import write_poison_classifier
 from tests.support.redis import RedisServer, wait_for_async
 from tests.support.workers import FAST, Client, running_worker, worker_settings
@@ -209,3 +217,131 @@ def test_crashed_worker_entries_are_claimed_and_answered_once(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+class FlakyScripts:
+    """A real client whose next ``failures`` script calls (``protocol.complete``) fail
+    with a connection error, as when Redis goes away while a batch runs."""
+
+    def __init__(self, redis: Redis[bytes], failures: int, on_failure: Any = None) -> None:
+        self._redis = redis
+        self.failures = failures
+        self.attempts = 0
+        self._on_failure = on_failure
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._redis, name)
+
+    async def _script(self, method: str, *args: Any) -> Any:
+        self.attempts += 1
+        if self.failures > 0:
+            self.failures -= 1
+            if self._on_failure is not None:
+                self._on_failure()
+            raise RedisConnectionError("injected: Redis went away")
+        return await getattr(self._redis, method)(*args)
+
+    async def evalsha(self, *args: Any) -> Any:
+        return await self._script("evalsha", *args)
+
+    async def eval(self, *args: Any) -> Any:
+        return await self._script("eval", *args)
+
+
+@contextlib.asynccontextmanager
+async def flaky_worker(
+    settings: WorkerSettings, redis: FlakyScripts, clock: Any = None
+) -> AsyncIterator[Worker]:
+    extra = {"clock": clock} if clock is not None else {}
+    worker = Worker(cast(Any, redis), load_model(settings), settings, **extra)
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(worker.wait_registered(), timeout=30)
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, timeout=30)
+
+
+def test_computed_replies_survive_a_failed_completion(
+    redis_server: RedisServer, model_repo: Path
+) -> None:
+    """Completion fails three times (Redis away): the replies are kept and sent once
+    Redis answers again — each request answered exactly once, nothing left pending."""
+
+    async def scenario() -> None:
+        redis: Redis[bytes] = Redis.from_url(redis_server.url)
+        client = Client(redis, "digits-cnn")
+        sent = [await client.send({"image": image(1, float(i))}) for i in range(3)]
+        flaky = FlakyScripts(redis, failures=3)
+        settings = worker_settings(redis_server.url, model_repo, "digits-cnn")
+        async with flaky_worker(settings, flaky):
+            replies = await client.replies(3)
+        assert sorted(r.id for r in replies) == sorted(sent)
+        assert all(r.ok for r in replies)
+        assert flaky.attempts > 3
+        assert await client.pending_replies() == 0  # no second reply
+        assert await redis.xlen(STREAM) == 0 and await pending_count(redis, STREAM) == 0
+        await redis.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_reply_kept_past_its_deadline_becomes_deadline_exceeded(
+    redis_server: RedisServer, model_repo: Path
+) -> None:
+    """The request is computed in time, but Redis stays away until its deadline has
+    passed (the worker's clock jumps on the failure): it is answered deadline_exceeded."""
+
+    async def scenario() -> None:
+        redis: Redis[bytes] = Redis.from_url(redis_server.url)
+        client = Client(redis, "digits-cnn")
+        now = [time.time() * 1000]
+        deadline = int(now[0]) + 60_000
+        rid = await client.send({"image": image(1)}, deadline_ms=deadline)
+
+        def redis_away_past_the_deadline() -> None:
+            now[0] = deadline + 1.0
+
+        flaky = FlakyScripts(redis, failures=1, on_failure=redis_away_past_the_deadline)
+        settings = worker_settings(redis_server.url, model_repo, "digits-cnn")
+        async with flaky_worker(settings, flaky, clock=lambda: now[0]) as worker:
+            [reply] = await client.replies(1)
+            stats = worker.stats
+        assert reply.id == rid and not reply.ok and reply.error is not None
+        assert reply.error.code == ErrorCode.DEADLINE_EXCEEDED
+        assert (stats.inference_count, stats.expired) == (1, 1)  # computed, then expired
+        assert await client.pending_replies() == 0
+        assert await redis.xlen(STREAM) == 0 and await pending_count(redis, STREAM) == 0
+        await redis.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_complete_answers_each_entry_once(redis_server: RedisServer) -> None:
+    """``protocol.complete`` is idempotent (a retry after a lost answer pushes nothing)
+    and splits a huge batch over several script calls."""
+
+    async def scenario() -> None:
+        redis: Redis[bytes] = Redis.from_url(redis_server.url)
+        stream = protocol.stream_key("complete-model", 1)
+        await protocol.ensure_group(redis, stream)
+        for i in range(2500):
+            await redis.xadd(stream, {"id": f"r{i}", "reply": "x", "deadline": "0", "body": b""})
+        entries = await protocol.read_entries(redis, stream, "c", count=3000, block_ms=None)
+        lists = ("axon:r:complete-a", "axon:r:complete-b")
+        answers = [
+            (Outgoing(lists[i % 2], Reply.failure(f"r{i}", "internal", "x")), e.entry_id)
+            for i, e in enumerate(entries)
+        ]
+        assert await protocol.complete(redis, stream, answers, reply_ttl_s=60) == 2500
+        assert await protocol.complete(redis, stream, answers, reply_ttl_s=60) == 0
+        assert [await redis.llen(key) for key in lists] == [1250, 1250]
+        first = decode_reply((await redis.lrange(lists[1], 0, 0))[0])
+        assert first.id == "r1"
+        assert 0 < await redis.ttl(lists[0]) <= 60
+        assert await redis.xlen(stream) == 0 and await pending_count(redis, stream) == 0
+        await redis.delete(stream, *lists)
+        await redis.aclose()
+
+    asyncio.run(scenario())

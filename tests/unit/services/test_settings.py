@@ -21,7 +21,7 @@ def test_defaults_for_a_family() -> None:
     assert settings.models_dir == Path("exported_models")
     assert (settings.max_batch_rows, settings.max_queue_delay_ms, settings.provider) == (
         64,
-        2.0,
+        0.0,
         "auto",
     )
     assert settings.instance == "w1"
