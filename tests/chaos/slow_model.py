@@ -14,10 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.support.onnx_models import write_version
+from tests.support.onnx_models import write_classifier
 
 NAME = "chaos-cnn"
 
@@ -68,28 +67,4 @@ def write_slow_classifier(root: Path, *, hidden: int = 512, steps: int = 1500) -
         helper.make_node("MatMul", ["h", "w_out"], ["logits"]),  # [N, 10]
         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "slow",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, 8, 8])],
-        [
-            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10]),
-            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 10]),
-        ],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    meta = {
-        "task": "classify",
-        "architecture": "mlp",
-        "inputs": [{"name": "image", "datatype": "FP32", "shape": [-1, 1, 8, 8]}],
-        "outputs": [
-            {"name": "logits", "datatype": "FP32", "shape": [-1, 10]},
-            {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
-        ],
-        "labels": [str(i) for i in range(10)],
-        "image": {"channels": 1, "height": 8, "width": 8, "value_range": [0, 16]},
-    }
-    return write_version(root, NAME, 1, model, meta)
+    return write_classifier(root, NAME, 1, nodes, inits, side=8, labels=[str(i) for i in range(10)])

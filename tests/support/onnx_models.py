@@ -40,6 +40,47 @@ def write_version(
     return folder
 
 
+def write_classifier(
+    root: Path,
+    name: str,
+    version: int,
+    nodes: list[onnx.NodeProto],
+    initializers: list[onnx.TensorProto],
+    *,
+    side: int,
+    labels: list[str],
+) -> Path:
+    """Wrap ``nodes`` (``image`` FP32 [N, 1, side, side] → ``logits`` and
+    ``probabilities`` FP32 [N, K], K = len(labels)) into a checked opset-17 model with
+    classify metadata, written as root/name/version."""
+    k = len(labels)
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, side, side])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", k]),
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", k]),
+        ],
+        initializer=initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    meta = {
+        "task": "classify",
+        "architecture": "mlp",
+        "inputs": [{"name": "image", "datatype": "FP32", "shape": [-1, 1, side, side]}],
+        "outputs": [
+            {"name": "logits", "datatype": "FP32", "shape": [-1, k]},
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, k]},
+        ],
+        "labels": labels,
+        "image": {"channels": 1, "height": side, "width": side, "value_range": [0, 16]},
+    }
+    return write_version(root, name, version, model, meta)
+
+
 def write_poison_classifier(root: Path, name: str = "poison-cnn", version: int = 1) -> Path:
     """A classifier whose run fails for rows with image[:, 0, 0, 0] >= 17 (see module doc)."""
     rng = np.random.default_rng(0)
@@ -58,28 +99,12 @@ def write_poison_classifier(root: Path, name: str = "poison-cnn", version: int =
         helper.make_node("Mul", ["raw", "scale"], ["logits"]),  # [N, 3]
         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),  # [N, 3]
     ]
-    graph = helper.make_graph(
+    return write_classifier(
+        root,
+        name,
+        version,
         nodes,
-        "poison",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, 2, 2])],
-        [
-            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3]),
-            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 3]),
-        ],
-        initializer=[weights, table, flat_shape, starts, ends, axes],
+        [weights, table, flat_shape, starts, ends, axes],
+        side=2,
+        labels=["a", "b", "c"],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    meta = {
-        "task": "classify",
-        "architecture": "mlp",
-        "inputs": [{"name": "image", "datatype": "FP32", "shape": [-1, 1, 2, 2]}],
-        "outputs": [
-            {"name": "logits", "datatype": "FP32", "shape": [-1, 3]},
-            {"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]},
-        ],
-        "labels": ["a", "b", "c"],
-        "image": {"channels": 1, "height": 2, "width": 2, "value_range": [0, 16]},
-    }
-    return write_version(root, name, version, model, meta)
