@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 MODELS_DIR ?= exported_models
+HOST ?= 127.0.0.1
+PORT ?= 8000
 export AXON_MODELS_DIR ?= $(MODELS_DIR)
 
 .DEFAULT_GOAL := help
@@ -26,6 +28,9 @@ install: $(VENV)/.installed ## create .venv with everything to train, serve and 
 
 models: install ## build the default model repository (digits-cnn, sunspots-lstm, digits-gan)
 	$(PY) -m training models --models-dir $(MODELS_DIR)
+
+serve: models ## serve everything locally: Redis, the model services, the gateway on :8000
+	$(PY) -m services.cli serve --host $(HOST) --port $(PORT) --models-dir $(MODELS_DIR)
 
 lint: install ## ruff (lint + format check)
 	$(VENV)/bin/ruff check training services tests scripts benchmarks

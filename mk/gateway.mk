@@ -1,16 +1,10 @@
-# Gateway targets; included by the main Makefile, which defines PY and MODELS_DIR.
+# Gateway benchmark (`make serve` is in the main Makefile); included by the main Makefile, which defines PY and MODELS_DIR.
 PY ?= .venv/bin/python
 MODELS_DIR ?= exported_models
-HOST ?= 127.0.0.1
-PORT ?= 8000
 # e.g. BENCH_ARGS="--compare-tree /tmp/axon-before --duration 10" (see benchmarks/bench_gateway.py)
 BENCH_ARGS ?=
 
-.PHONY: serve bench
-
-serve: install ## serve everything locally: Redis, the model services, the gateway on :8000
-	$(PY) -m training models --models-dir $(MODELS_DIR)
-	$(PY) -m services.cli serve --host $(HOST) --port $(PORT) --models-dir $(MODELS_DIR)
+.PHONY: bench
 
 bench: install ## gateway benchmark: Axon vs BentoML adaptive batching vs Starlette+ORT (c=1/16/64)
 	@test -f $(MODELS_DIR)/digits-cnn/1/model.onnx || $(PY) -m training models --models-dir $(MODELS_DIR)

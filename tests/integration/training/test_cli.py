@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,6 +40,15 @@ ONE_CONV_BLOCK = [
 TINY = ["--epochs", "1", "--progress", "false", "--checkpoint-dir", "runs"]
 
 
+def train_tiny(tmp_path: Path, family: str, name: str, *args: str) -> dict[str, Any]:
+    """`axon train <family> --name <name> … --models-dir repo` with TINY settings; asserts
+    success and returns the written version 1's metadata.json."""
+    r = axon("train", family, "--name", name, *args, "--models-dir", "repo", *TINY, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    meta: dict[str, Any] = json.loads((tmp_path / f"repo/{name}/1/metadata.json").read_text())
+    return meta
+
+
 def test_train_classifier_writes_a_version_and_export_makes_the_next(tmp_path: Path) -> None:
     r = axon(
         "train",
@@ -68,22 +78,7 @@ def test_train_classifier_writes_a_version_and_export_makes_the_next(tmp_path: P
 def test_train_gru_and_rnn_forecasters_with_config_file(tmp_path: Path) -> None:
     (tmp_path / "f.yaml").write_text("hidden_size: 6\nlayers: 1\nwindow: 10\nhorizon: 2\n")
     for cell in ("gru", "rnn"):
-        r = axon(
-            "train",
-            "forecaster",
-            "--config",
-            "f.yaml",
-            "--cell",
-            cell,
-            "--name",
-            f"s-{cell}",
-            "--models-dir",
-            "repo",
-            *TINY,
-            cwd=tmp_path,
-        )
-        assert r.returncode == 0, r.stderr
-        meta = json.loads((tmp_path / f"repo/s-{cell}/1/metadata.json").read_text())
+        meta = train_tiny(tmp_path, "forecaster", f"s-{cell}", "--config", "f.yaml", "--cell", cell)
         assert meta["architecture"] == cell and meta["horizon"] == 2
         assert meta["parity"]["max_abs_diff"] <= 1e-4
         log = (tmp_path / f"repo/s-{cell}/1/report/grad_norm.csv").read_text().splitlines()
@@ -114,25 +109,11 @@ def test_compare_cells_tabulates(tmp_path: Path) -> None:
 
 
 def test_augmentation_reports_both_accuracies(tmp_path: Path, model_repo: Path) -> None:
-    r = axon(
-        "train",
-        "classifier",
-        "--name",
-        "aug",
-        *ONE_CONV_BLOCK,
-        "--hidden",
-        "8",
-        "--augment-generator",
-        str(model_repo / "digits-gan"),
-        "--augment-samples",
-        "50",
-        "--models-dir",
-        "repo",
-        *TINY,
-        cwd=tmp_path,
-    )
-    assert r.returncode == 0, r.stderr
-    metrics = json.loads((tmp_path / "repo/aug/1/metadata.json").read_text())["metrics"]
+    generator = str(model_repo / "digits-gan")
+    metrics = train_tiny(
+        tmp_path, "classifier", "aug", *ONE_CONV_BLOCK, "--hidden", "8",
+        "--augment-generator", generator, "--augment-samples", "50",
+    )["metrics"]  # fmt: skip
     assert {"accuracy_without_augmentation", "accuracy_with_augmentation"} <= set(metrics)
     assert metrics["augmented_samples"] == 50
 
@@ -172,62 +153,18 @@ def test_image_folder_classifier_and_gan(tmp_path: Path) -> None:
         for i in range(12):
             pixels = rng.integers(0, 80, (10, 10, 3)) + 150 * (1 - k)
             Image.fromarray(pixels.astype("uint8")).save(tmp_path / "imgs" / name / f"{i}.png")
-    r = axon(
-        "train",
-        "classifier",
-        "--data",
-        "imgs",
-        "--image-size",
-        "8,8",
-        "--channels",
-        "3",
-        "--name",
-        "folder-cnn",
-        *ONE_CONV_BLOCK,
-        "--hidden",
-        "4",
-        "--val-fraction",
-        "0.2",
-        "--test-fraction",
-        "0.2",
-        "--models-dir",
-        "repo",
-        *TINY,
-        cwd=tmp_path,
-    )
-    assert r.returncode == 0, r.stderr
-    meta = json.loads((tmp_path / "repo/folder-cnn/1/metadata.json").read_text())
+    folder = ["--data", "imgs", "--image-size", "8,8", "--channels", "3"]
+    meta = train_tiny(
+        tmp_path, "classifier", "folder-cnn", *folder, *ONE_CONV_BLOCK, "--hidden", "4",
+        "--val-fraction", "0.2", "--test-fraction", "0.2",
+    )  # fmt: skip
     assert meta["labels"] == ["bright", "dark"]
     assert meta["inputs"][0]["shape"] == [-1, 3, 8, 8]
     assert meta["image"]["value_range"] == [0.0, 255.0]
-    r = axon(
-        "train",
-        "gan",
-        "--data",
-        "imgs",
-        "--image-size",
-        "8,8",
-        "--channels",
-        "3",
-        "--name",
-        "folder-gan",
-        "--gen-features",
-        "4",
-        "--disc-features",
-        "4",
-        "--batch-size",
-        "8",
-        "--eval-samples",
-        "10",
-        "--scorer",
-        "repo/folder-cnn",
-        "--models-dir",
-        "repo",
-        *TINY,
-        cwd=tmp_path,
-    )
-    assert r.returncode == 0, r.stderr
-    meta = json.loads((tmp_path / "repo/folder-gan/1/metadata.json").read_text())
+    meta = train_tiny(
+        tmp_path, "gan", "folder-gan", *folder, "--gen-features", "4", "--disc-features", "4",
+        "--batch-size", "8", "--eval-samples", "10", "--scorer", "repo/folder-cnn",
+    )  # fmt: skip
     assert meta["outputs"][0]["shape"] == [-1, 3, 8, 8] and meta["num_classes"] == 2
 
 
