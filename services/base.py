@@ -11,6 +11,8 @@ its batchable HTTP API. Lifecycle:
 - ``stop_queue_worker`` (``@bentoml.on_shutdown``): stop reading, run and acknowledge
   what was already read, delete the heartbeat key, close Redis.
 - ``__is_ready__``: ``/readyz`` answers 200 only while the worker is registered.
+- ``__is_alive__``: ``/livez`` answers 503 once the worker loop or its heartbeat ended
+  unasked (they survive every error, so only a bug ends them): Kubernetes restarts it.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ class ModelServiceBase:
         self._redis: Redis[bytes] | None = None
         self._worker: Worker | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         log.info(
             "%s service: %s version %d on %s",
             self.family,
@@ -105,6 +108,7 @@ class ModelServiceBase:
     @bentoml.on_shutdown  # type: ignore[untyped-decorator]
     async def stop_queue_worker(self) -> None:
         """Graceful stop: no more reads; finish, answer and acknowledge; deregister."""
+        self._stopping = True
         if self._worker is not None and self._task is not None:
             self._worker.stop()
             try:
@@ -125,6 +129,15 @@ class ModelServiceBase:
 
     def __is_ready__(self) -> bool:
         return self._worker is not None and self._worker.ready
+
+    def __is_alive__(self) -> bool:
+        """``/livez``: false once the queue worker's loop or heartbeat has ended without
+        a stop being asked. They survive every error (logged, retried), so this means a
+        bug; Kubernetes' liveness probe then restarts the pod instead of leaving a
+        process that serves nothing while its HTTP API looks healthy."""
+        if self._stopping or self._worker is None or self._task is None:
+            return True
+        return not self._task.done() and self._worker.alive
 
     def run_requests(self, requests: list[Tensors]) -> list[Tensors]:
         """Validate each request's inputs and run them all with the batch executor

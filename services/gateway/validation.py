@@ -16,7 +16,12 @@ from services.gateway.errors import BadRequestError
 from services.runtime.codec import DATATYPES, Scalar
 from services.runtime.errors import InvalidInputError
 from services.runtime.repository import ModelMetadata
-from services.runtime.tasks import MAX_GENERATE_COUNT, validate_inputs
+from services.runtime.tasks import (
+    MAX_GENERATE_COUNT,
+    check_shape,
+    generate_parameters,
+    validate_inputs,
+)
 
 Tensors = dict[str, np.ndarray[Any, Any]]
 
@@ -50,7 +55,7 @@ def parse_infer(doc: object, metadata: ModelMetadata, *, max_rows: int) -> Infer
         raise BadRequestError("inputs: must be a list of tensors")
     inputs: Tensors = {}
     for index, tensor in enumerate(raw_inputs):
-        name, array = parse_tensor(tensor, f"inputs[{index}]")
+        name, array = parse_tensor(tensor, f"inputs[{index}]", metadata)
         if name in inputs:
             raise BadRequestError(f"inputs[{index}].name: {name!r} appears twice")
         inputs[name] = array
@@ -62,8 +67,14 @@ def parse_infer(doc: object, metadata: ModelMetadata, *, max_rows: int) -> Infer
     return InferRequest(inputs=inputs, parameters=parameters, outputs=outputs, id=request_id)
 
 
-def parse_tensor(obj: object, where: str) -> tuple[str, np.ndarray[Any, Any]]:
-    """One OIP JSON tensor ``{name, shape, datatype, data}`` (data nested or flat)."""
+def parse_tensor(
+    obj: object, where: str, metadata: ModelMetadata | None = None
+) -> tuple[str, np.ndarray[Any, Any]]:
+    """One OIP JSON tensor ``{name, shape, datatype, data}`` (data nested or flat).
+
+    With ``metadata``, a declared input's ``shape`` is checked against its spec (fixed
+    axes, ``max_shape``) before any data is converted: an oversized tensor costs no
+    array."""
     if not isinstance(obj, Mapping):
         raise BadRequestError(f"{where}: expected an object with name, shape, datatype, data")
     name = obj.get("name")
@@ -82,6 +93,12 @@ def parse_tensor(obj: object, where: str) -> tuple[str, np.ndarray[Any, Any]]:
         or len(shape) > 8
     ):
         raise BadRequestError(f"{where}.shape: must be a list of non-negative integers")
+    spec = next((s for s in metadata.inputs if s.name == name), None) if metadata else None
+    if spec is not None and len(shape) == len(spec.shape):
+        try:
+            check_shape(spec, shape)
+        except InvalidInputError as exc:
+            raise BadRequestError(f"{where}.shape: {exc}") from None
     data = obj.get("data")
     if not isinstance(data, list):
         raise BadRequestError(f"{where}.data: required, a (nested or flat) list of numbers")
@@ -101,6 +118,14 @@ def parse_tensor(obj: object, where: str) -> tuple[str, np.ndarray[Any, Any]]:
 def to_array(data: Sequence[Any], datatype: str, where: str) -> np.ndarray[Any, Any]:
     """JSON numbers → array of ``datatype``; refuses strings, ragged lists, lossy casts."""
     dtype = DATATYPES[datatype]
+    wrong = _foreign_types(data, bool if dtype.kind == "b" else (int, float))
+    if wrong:
+        raise BadRequestError(
+            f"{where}.data: {datatype} needs {_kind_name(dtype)} values, got {wrong} "
+            "(send JSON numbers, not strings or true/false)"
+            if dtype.kind != "b"
+            else f"{where}.data: BOOL needs true/false values, got {wrong}"
+        )
     try:
         if dtype.kind == "f":
             with np.errstate(over="ignore"):
@@ -121,7 +146,27 @@ def to_array(data: Sequence[Any], datatype: str, where: str) -> np.ndarray[Any, 
 
 
 def _kind_name(dtype: np.dtype[Any]) -> str:
-    return "true/false" if dtype.kind == "b" else "integer"
+    return {"b": "true/false", "f": "number"}.get(dtype.kind, "integer")
+
+
+def _foreign_types(data: Sequence[Any], allowed: type | tuple[type, ...]) -> str:
+    """Names of the leaf value types in (nested) ``data`` that are not ``allowed``
+    ("" when all are). ``bool`` counts as foreign to numbers: JSON true is not 1.0.
+    One C-level ``set(map(type, …))`` per innermost list keeps it cheap."""
+    kinds: set[type] = set()
+    level: list[Any] = [data]
+    while level:
+        nested: list[Any] = []
+        for sequence in level:
+            types = set(map(type, sequence))
+            if list in types:
+                nested.extend(v for v in sequence if type(v) is list)
+                types.discard(list)
+            kinds |= types
+        level = nested
+    allowed_types = allowed if isinstance(allowed, tuple) else (allowed,)
+    foreign = sorted(k.__name__ for k in kinds if k not in allowed_types)
+    return ", ".join(foreign)
 
 
 def parse_parameters(obj: object, where: str) -> dict[str, Scalar]:
@@ -177,17 +222,15 @@ def check_inputs(metadata: ModelMetadata, inputs: Mapping[str, Any], *, max_rows
 def check_generate_parameters(
     metadata: ModelMetadata, parameters: Mapping[str, Scalar], *, max_rows: int
 ) -> int:
-    """A generate request without tensors: ``seed``, ``count``, optional ``label``."""
-    limit = min(max_rows, MAX_GENERATE_COUNT)
-    count = int_parameter(parameters, "count", 1, limit, default=1)
-    int_parameter(parameters, "seed", 0, 2**63 - 1, default=None)
-    if parameters.get("label") is not None:
-        if not metadata.conditional:
-            raise BadRequestError(
-                f"parameters.label: model {metadata.name} is not conditional, leave it out"
-            )
-        int_parameter(parameters, "label", 0, metadata.num_classes - 1, default=None)
-    return count
+    """A generate request without tensors: ``seed``, ``count``, optional ``label``
+    (``tasks.generate_parameters``, the check the worker makes too). Returns ``count``."""
+    try:
+        chosen = generate_parameters(
+            metadata, parameters, max_count=min(max_rows, MAX_GENERATE_COUNT)
+        )
+    except InvalidInputError as exc:
+        raise BadRequestError(str(exc)) from None
+    return chosen.count
 
 
 def int_parameter(

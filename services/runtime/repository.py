@@ -31,13 +31,26 @@ REQUIRED_TENSORS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 """Per task: the input and output names the metadata must declare."""
 
 
+DEFAULT_MAX_AXIS = 4096
+"""Longest a variable non-batch axis may be when metadata.json declares no bound for it
+(a request can otherwise make a worker allocate whatever its body encodes)."""
+
+
 @dataclass(frozen=True)
 class TensorSpec:
-    """One input or output: OIP datatype and shape (-1 = variable; axis 0 = batch)."""
+    """One input or output: OIP datatype and shape (-1 = variable; axis 0 = batch).
+
+    ``max_shape`` bounds each variable axis but the batch axis (same rank; the batch
+    axis is bounded by the gateway's ``AXON_MAX_ROWS``): from the spec's ``max_shape``
+    in metadata.json, else ``DEFAULT_MAX_AXIS``. ``value_range`` is the inclusive range
+    of values a model accepts (e.g. the class ids of a label input), or None for any.
+    """
 
     name: str
     datatype: str
     shape: tuple[int, ...]
+    max_shape: tuple[int, ...] = ()
+    value_range: tuple[float, float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
@@ -200,6 +213,7 @@ def parse_metadata(document: object, source: Path) -> ModelMetadata:
             if tensor not in names:
                 raise fail(f"{where} must declare {tensor!r} for task {task!r}")
     _check_task_fields(task, document, inputs, outputs, fail)
+    inputs = _task_bounds(task, document, inputs, fail)
     return ModelMetadata(
         name=name,
         version=version,
@@ -231,10 +245,100 @@ def _specs(value: object, where: str, fail: Any) -> tuple[TensorSpec, ...]:
             raise fail(f"{where}[{index}] ({name}): shape must list dimensions > 0 or -1")
         if shape[0] != -1:
             raise fail(f"{where}[{index}] ({name}): the first axis is the batch axis, must be -1")
-        specs.append(TensorSpec(name=name, datatype=datatype, shape=tuple(shape)))
+        specs.append(
+            TensorSpec(
+                name=name,
+                datatype=datatype,
+                shape=tuple(shape),
+                max_shape=_max_shape(
+                    item.get("max_shape"), shape, f"{where}[{index}] ({name})", fail
+                ),
+                value_range=_value_range(item.get("range"), f"{where}[{index}] ({name})", fail),
+            )
+        )
     if len({spec.name for spec in specs}) != len(specs):
         raise fail(f"{where}: tensor names must be unique")
     return tuple(specs)
+
+
+def _max_shape(value: object, shape: list[int], where: str, fail: Any) -> tuple[int, ...]:
+    """The declared ``max_shape`` (validated against ``shape``), else the default bound."""
+    if value is None:
+        return tuple(-1 if axis == 0 else d if d != -1 else DEFAULT_MAX_AXIS
+                     for axis, d in enumerate(shape))  # fmt: skip
+    if (
+        not isinstance(value, list)
+        or len(value) != len(shape)
+        or not all(isinstance(d, int) and not isinstance(d, bool) for d in value)
+    ):
+        raise fail(f"{where}: max_shape must be a list of {len(shape)} integers")
+    bounds = []
+    for axis, (size, bound) in enumerate(zip(shape, value, strict=True)):
+        if size != -1:
+            bounds.append(size)
+        elif axis == 0 or bound == -1:  # the batch axis; or "unbounded" = the default
+            bounds.append(DEFAULT_MAX_AXIS if axis else -1)
+        elif bound < 1:
+            raise fail(f"{where}: max_shape[{axis}] must be >= 1 (or -1), got {bound}")
+        else:
+            bounds.append(bound)
+    return tuple(bounds)
+
+
+def _value_range(value: object, where: str, fail: Any) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        or value[0] > value[1]
+    ):
+        raise fail(f"{where}: range must be [low, high] with low <= high")
+    return float(value[0]), float(value[1])
+
+
+def _with_bounds(
+    specs: tuple[TensorSpec, ...],
+    name: str,
+    *,
+    max_shape: tuple[int, ...] | None = None,
+    value_range: tuple[float, float] | None = None,
+) -> tuple[TensorSpec, ...]:
+    """``specs`` with ``name``'s bounds set where the spec itself declares none."""
+    result = []
+    for spec in specs:
+        if spec.name == name:
+            spec = TensorSpec(
+                spec.name,
+                spec.datatype,
+                spec.shape,
+                max_shape if max_shape is not None else spec.max_shape,
+                spec.value_range if spec.value_range is not None else value_range,
+            )
+        result.append(spec)
+    return tuple(result)
+
+
+def _task_bounds(
+    task: str, document: dict[str, Any], inputs: tuple[TensorSpec, ...], fail: Any
+) -> tuple[TensorSpec, ...]:
+    """Bounds implied by task fields: a forecaster's ``max_history`` bounds the time axis
+    of ``history``; a conditional generator's ``label`` takes ``0..num_classes-1``."""
+    if task == "forecast" and "max_history" in document:
+        limit = document["max_history"]
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise fail(f"max_history must be a positive integer, got {limit!r}")
+        history = next(spec for spec in inputs if spec.name == "history")
+        bounds = tuple(
+            limit if axis and size == -1 else bound
+            for axis, (size, bound) in enumerate(zip(history.shape, history.max_shape, strict=True))
+        )
+        inputs = _with_bounds(inputs, "history", max_shape=bounds)
+    if task == "generate" and document.get("conditional") and "label" in {s.name for s in inputs}:
+        classes = int(document["num_classes"])
+        inputs = _with_bounds(inputs, "label", value_range=(0.0, float(classes - 1)))
+    return inputs
 
 
 def _check_task_fields(

@@ -13,12 +13,13 @@ One loop iteration (``_step``):
    ``read_block_ms``) while nothing is pending; without blocking, then sleeping on the
    worker's own timer (at most 1 ms at a time), while a batch is filling.
 
-A request whose run fails even on its own is left unacknowledged so that it is retried
-(claimed) until it reaches ``max_deliveries``. Replies computed while Redis is away are
-kept and re-sent until it is back (``deadline_exceeded`` for an entry whose deadline
-passed meanwhile). ``stop()`` makes the loop stop reading, run and acknowledge
-everything already read (re-sending for at most ``STOP_DELIVERY_S``), and delete the
-heartbeat key.
+A request whose run fails even on its own is answered ``inference_failed`` at once
+(the others of its batch get their results). A worker that dies mid-batch leaves its
+entries pending: another replica claims them, up to ``max_deliveries`` times. Replies
+computed while Redis is away are kept and re-sent until it is back
+(``deadline_exceeded`` for an entry whose deadline passed meanwhile). ``stop()`` makes
+the loop stop reading, run and acknowledge everything already read (re-sending for at
+most ``STOP_DELIVERY_S``), and delete the heartbeat key.
 """
 
 from __future__ import annotations
@@ -35,10 +36,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from services.runtime import protocol
 from services.runtime.batching import collate
 from services.runtime.codec import Reply, Scalar, decode_request
@@ -48,6 +45,7 @@ from services.runtime.gpu import gpu_memory_used_bytes
 from services.runtime.metrics import WorkerMetrics
 from services.runtime.protocol import Outgoing, RedisClient, StreamEntry
 from services.runtime.repository import ModelMetadata, ModelRepository
+from services.runtime.resilience import Backoff, FailureLog, describe, is_redis_error
 from services.runtime.session import CPU, ModelSession, SessionOptions, create_session
 from services.runtime.settings import WorkerSettings
 from services.runtime.stats import WorkerStats
@@ -66,6 +64,9 @@ DELIVERY_BACKOFF_S = (0.05, 1.0)
 STOP_DELIVERY_S = 5.0
 """After ``stop()``, how long replies still unsent (Redis away) are retried before they are
 dropped; their entries stay pending in Redis and another replica claims them."""
+
+MAX_ERROR_CHARS = 500
+"""Longest error message a reply carries (ONNX Runtime's can be pages long)."""
 
 INLINE_RUN_MAX_S = 0.001
 """A batch whose expected run time (moving average per row × rows) is at most this runs
@@ -154,6 +155,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._registered = asyncio.Event()
         self._closed = asyncio.Event()
+        self._heartbeat_task: asyncio.Task[None] | None = None
         self._next_claim_ms = 0.0
         self._started_ms = int(clock())
         self._labels = (self.model, str(self.version))
@@ -172,37 +174,85 @@ class Worker:
         """Ask for a graceful stop: no more reads; pending entries are run and acknowledged."""
         self._stop.set()
 
+    @property
+    def alive(self) -> bool:
+        """False once the heartbeat task ended while the worker was not stopping (a bug:
+        it survives every error); the owner's liveness probe reports it so that the
+        orchestrator restarts the process."""
+        task = self._heartbeat_task
+        return task is None or not task.done() or self._closed.is_set()
+
     async def run(self) -> None:
-        """Serve until ``stop()``; then drain and deregister."""
-        await protocol.ensure_group(self.redis, self.stream)
-        await self._heartbeat()
-        self._registered.set()
-        log.info(
-            "worker %s serving %s (provider %s)", self.instance, self.stream, self.session.provider
-        )
-        heartbeat = asyncio.create_task(self._heartbeat_loop(), name=f"heartbeat-{self.instance}")
+        """Register (retried until Redis answers), serve until ``stop()``; then drain and
+        deregister. No error ends the loop: each is logged and retried with a backoff."""
         try:
-            while not self._stop.is_set():
-                try:
-                    await self._step()
-                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                    log.warning("redis unavailable (%s); retrying", exc)
-                    await self._pause_or_stop(1.0)
-                except ResponseError as exc:
-                    if "NOGROUP" not in str(exc):
-                        raise
-                    await protocol.ensure_group(self.redis, self.stream)
+            if not await self._register():
+                return
+            log.info(
+                "worker %s serving %s (provider %s)",
+                self.instance,
+                self.stream,
+                self.session.provider,
+            )
+            self._heartbeat_task = asyncio.create_task(
+                self._heartbeat_loop(), name=f"heartbeat-{self.instance}"
+            )
+            await self._serve()
             await self._drain()
         finally:
             # Cooperative stop: cancelling a task inside a redis-py call is not reliable
             # (seen: the cancellation swallowed and the heartbeat loop going on).
             self._closed.set()
-            await heartbeat
-            with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
-                await protocol.deregister(self.redis, self.model, self.version, self.instance)
+            if self._heartbeat_task is not None:
+                await asyncio.wait([self._heartbeat_task])  # never raises its outcome
+            if self._registered.is_set():
+                with contextlib.suppress(Exception):
+                    await protocol.deregister(self.redis, self.model, self.version, self.instance)
             self._registered.clear()
             self._pool.shutdown(wait=True)
             log.info("worker %s stopped", self.instance)
+
+    async def _register(self) -> bool:
+        """Create the consumer group and publish the first heartbeat, retrying (with a
+        backoff and a log line) until Redis accepts both. False if stopped first."""
+        backoff = Backoff(first_s=0.1, longest_s=5.0)
+        failures = FailureLog(log, f"worker {self.instance} registration", time.monotonic)
+        while not self._stop.is_set():
+            try:
+                await protocol.ensure_group(self.redis, self.stream)
+                await self._heartbeat()
+            except Exception as exc:  # every class: unreachable, OOM, READONLY, NOPERM…
+                pause = backoff.failure()
+                failures.failed(exc, retry_in_s=pause)
+                await self._pause_or_stop(pause)
+                continue
+            failures.recovered()
+            self._registered.set()
+            return True
+        return False
+
+    async def _serve(self) -> None:
+        """The read loop: ``_step`` until ``stop()``; every error is logged and retried."""
+        backoff = Backoff(first_s=0.05, longest_s=2.0)
+        failures = FailureLog(log, f"worker {self.instance} read loop", time.monotonic)
+        needs_group = False
+        while not self._stop.is_set():
+            try:
+                if needs_group:  # the stream or its group vanished (Redis restarted empty)
+                    await protocol.ensure_group(self.redis, self.stream)
+                    needs_group = False
+                await self._step()
+            except Exception as exc:
+                needs_group = needs_group or "NOGROUP" in str(exc)
+                if not is_redis_error(exc):
+                    log.exception("worker %s: unexpected error in the read loop", self.instance)
+                pause = backoff.failure()
+                failures.failed(exc, retry_in_s=pause)
+                await self._pause_or_stop(pause)
+                continue
+            if backoff.failures:
+                backoff.success()
+                failures.recovered()
 
     async def _pause_or_stop(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -429,12 +479,14 @@ class Worker:
                 if failures:
                     log.info("redis is back; replies sent after %d failed attempts", failures)
                 return
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except Exception as exc:  # OOM, READONLY… as well as an unreachable Redis
+                if not is_redis_error(exc):
+                    raise
                 failures += 1
                 if failures == 1:
                     log.warning(
-                        "redis unavailable (%s); keeping %d replies and retrying",
-                        exc,
+                        "sending replies failed (%s); keeping %d replies and retrying",
+                        describe(exc),
                         len(self._immediate),
                     )
             if self._stop.is_set():
@@ -490,8 +542,14 @@ class Worker:
         self.stats.last_inference_ms = int(self._clock())
         for pending, outcome in zip(batch, result.outcomes, strict=True):
             if outcome.outputs is None:
-                # Left unacknowledged: it will be claimed again until max_deliveries.
+                # The run failed for this request even on its own (the executor re-runs a
+                # failed batch request by request): answer it now. Left pending, it would
+                # be re-run until max_deliveries while its client waits for the deadline.
                 log.warning("request %s failed: %s", pending.request_id, outcome.error)
+                message = str(outcome.error or "model run failed")
+                if len(message) > MAX_ERROR_CHARS:
+                    message = message[:MAX_ERROR_CHARS] + "…"
+                self._answer_error(pending, ErrorCode.INFERENCE_FAILED, message)
                 continue
             self._immediate.append(
                 Answer(
@@ -540,8 +598,10 @@ class Worker:
                     self._metrics.gpu_memory_used.labels(*self._labels, "0").set(used)
 
     async def _heartbeat_loop(self) -> None:
-        """Refresh the heartbeat every interval until ``run`` sets ``_closed``."""
+        """Refresh the heartbeat every interval until ``run`` sets ``_closed``; a failed
+        refresh (any error) is logged and tried again at the next interval."""
         interval = self.settings.heartbeat_interval_ms / 1000.0
+        failures = FailureLog(log, f"worker {self.instance} heartbeat", time.monotonic)
         while not self._closed.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closed.wait(), timeout=interval)
@@ -549,5 +609,9 @@ class Worker:
                 return
             try:
                 await self._heartbeat()
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                log.warning("heartbeat failed (%s)", exc)
+            except Exception as exc:
+                if not is_redis_error(exc):
+                    log.exception("worker %s: unexpected error in the heartbeat", self.instance)
+                failures.failed(exc, retry_in_s=interval)
+            else:
+                failures.recovered()

@@ -37,6 +37,9 @@ from training.pipelines.common import ExportPlan, report_dir, run_dir, save_fina
 
 CONFIG = ForecasterConfig
 
+MIN_MAX_HISTORY = 1024
+"""Lower bound of the ``max_history`` written to metadata.json (16 windows otherwise)."""
+
 
 @dataclass(frozen=True)
 class Split:
@@ -194,6 +197,9 @@ def train(cfg: ForecasterConfig, models_dir: Path) -> Path:
             "architecture": cfg.cell,
             "window": cfg.window,
             "horizon": cfg.horizon,
+            # The longest history served (services refuse longer ones with a 400):
+            # memory per request stays bounded whatever a client sends.
+            "max_history": max(MIN_MAX_HISTORY, 16 * cfg.window),
             "dataset": {
                 "name": series.name,
                 "source": series.source,

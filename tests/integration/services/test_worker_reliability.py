@@ -67,9 +67,12 @@ def test_expired_entry_is_never_computed(redis_server: RedisServer, model_repo: 
     asyncio.run(scenario())
 
 
-def test_poison_input_ends_in_the_dead_letter_stream(
+def test_poison_input_is_answered_at_once_and_its_batch_mates_succeed(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
+    """A request that makes ONNX Runtime raise (even on its own) gets an
+    ``inference_failed`` reply from the first run: no redelivery, no dead letter, and its
+    client does not wait for the deadline."""
     write_poison_classifier(tmp_path)
     stream = "axon:q:poison-cnn:1"
 
@@ -96,17 +99,56 @@ def test_poison_input_ends_in_the_dead_letter_stream(
         assert all(replies[i].ok for i in good), "the poison request failed its batch-mates"
         failed = replies[poison]
         assert not failed.ok and failed.error is not None
-        assert failed.error.code == ErrorCode.DEAD_LETTER
-        assert "3 deliveries" in failed.error.message
-        dead = await redis.xrange("axon:dlq:poison-cnn")
-        assert len(dead) == 1
-        fields = dead[0][1]
-        assert fields[b"id"].decode() == poison
-        assert fields[b"deliveries"] == b"4" and b"max 3" in fields[b"reason"]
-        assert fields[b"stream"].decode() == stream
-        assert (stats.redeliveries, stats.dead_letters) == (3, 1)
+        assert failed.error.code == ErrorCode.INFERENCE_FAILED
+        assert "model run failed" in failed.error.message
+        assert (stats.redeliveries, stats.dead_letters) == (0, 0)
+        assert await redis.xlen("axon:dlq:poison-cnn") == 0
         assert await redis.xlen(stream) == 0 and await pending_count(redis, stream) == 0
         assert await client.pending_replies() == 0
+        await redis.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_entry_delivered_too_often_ends_in_the_dead_letter_stream(
+    redis_server: RedisServer, model_repo: Path
+) -> None:
+    """An entry whose workers died with it ``max_deliveries`` times (a request that
+    crashes the process) is dead-lettered with an error reply on its next claim."""
+
+    async def scenario() -> None:
+        redis: Redis[bytes] = Redis.from_url(redis_server.url)
+        await protocol.ensure_group(redis, STREAM)
+        client = Client(redis, "digits-cnn")
+        doomed = await client.send({"image": image(1)})
+        # A ghost consumer read it; its delivery counter says 3 workers died with it.
+        entries = await protocol.read_entries(redis, STREAM, "ghost", count=1, block_ms=None)
+        await redis.xclaim(
+            STREAM, protocol.GROUP, "ghost", 0, [entries[0].entry_id], retrycount=3
+        )
+        settings = worker_settings(
+            redis_server.url,
+            model_repo,
+            "digits-cnn",
+            max_deliveries="3",
+            claim_timeout_ms="100",
+            claim_interval_ms="50",
+        )
+        async with running_worker(settings) as worker:
+            (reply,) = await client.replies(1)
+            stats = worker.stats
+        assert reply.id == doomed and not reply.ok and reply.error is not None
+        assert reply.error.code == ErrorCode.DEAD_LETTER
+        assert "3 deliveries" in reply.error.message
+        dead = await redis.xrange("axon:dlq:digits-cnn")
+        assert len(dead) == 1
+        fields = dead[0][1]
+        assert fields[b"id"].decode() == doomed
+        assert fields[b"deliveries"] == b"4" and b"max 3" in fields[b"reason"]
+        assert fields[b"stream"].decode() == STREAM
+        assert stats.dead_letters == 1
+        assert await redis.xlen(STREAM) == 0 and await pending_count(redis, STREAM) == 0
+        await redis.delete("axon:dlq:digits-cnn")
         await redis.aclose()
 
     asyncio.run(scenario())

@@ -97,9 +97,9 @@ def test_generator_without_label_cycles_through_classes() -> None:
 @pytest.mark.parametrize(
     ("parameters", "message"),
     [
-        ({"count": 1}, "parameter 'seed': required"),
-        ({"seed": 1, "count": 0}, "parameter 'count': 0 is outside"),
-        ({"seed": 1, "count": 1, "label": 10}, "parameter 'label': 10 is outside 0..9"),
+        ({"count": 1}, "parameters.seed: required"),
+        ({"seed": 1, "count": 0}, "parameters.count: 0 is outside"),
+        ({"seed": 1, "count": 1, "label": 10}, "parameters.label: 10 is outside 0..9"),
         ({"seed": "1", "count": 1}, "must be an integer"),
         ({"seed": True, "count": 1}, "must be an integer"),
     ],
@@ -112,3 +112,77 @@ def test_bad_generator_parameters(parameters: dict[str, Any], message: str) -> N
 def test_tensors_pass_through_for_other_tasks() -> None:
     image = np.zeros((1, 1, 8, 8), np.float32)
     assert prepare_inputs(CLASSIFIER, {"image": image}, {"seed": 1})["image"] is image
+
+
+def test_variable_axes_are_bounded_by_metadata() -> None:
+    """Issue 9 item 4: a dynamic non-batch axis is bounded (declared, or the default)."""
+    from services.runtime.repository import DEFAULT_MAX_AXIS
+
+    assert FORECASTER.input("history").max_shape == (-1, DEFAULT_MAX_AXIS)
+    bounded = metadata(
+        task="forecast",
+        inputs=[{"name": "history", "datatype": "FP32", "shape": [-1, -1]}],
+        outputs=[{"name": "forecast", "datatype": "FP32", "shape": [-1, 4]}],
+        window=12,
+        horizon=4,
+        max_history=48,
+    )
+    assert validate_inputs(bounded, {"history": np.zeros((2, 48), np.float32)}) == 2
+    with pytest.raises(InvalidInputError, match=r"axis 1 has length 49, at most 48 .*max_shape"):
+        validate_inputs(bounded, {"history": np.zeros((1, 49), np.float32)})
+    with pytest.raises(InvalidInputError, match="at most 4096"):
+        validate_inputs(FORECASTER, {"history": np.zeros((1, DEFAULT_MAX_AXIS + 1), np.float32)})
+    declared = metadata(
+        task="forecast",
+        inputs=[
+            {"name": "history", "datatype": "FP32", "shape": [-1, -1], "max_shape": [-1, 100]}
+        ],
+        outputs=[{"name": "forecast", "datatype": "FP32", "shape": [-1, 4]}],
+        window=12,
+        horizon=4,
+    )
+    assert declared.input("history").max_shape == (-1, 100)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"max_shape": [-1]}, "max_shape must be a list of 2 integers"),
+        ({"max_shape": [-1, 0]}, "max_shape\\[1\\] must be >= 1"),
+        ({"range": [5, 1]}, "range must be \\[low, high\\]"),
+        ({"range": "0..9"}, "range must be"),
+    ],
+)
+def test_bad_bounds_in_metadata_are_refused(spec: dict[str, Any], message: str) -> None:
+    from services.runtime.errors import ModelRepositoryError
+
+    with pytest.raises(ModelRepositoryError, match=message):
+        metadata(
+            task="forecast",
+            inputs=[{"name": "history", "datatype": "FP32", "shape": [-1, -1], **spec}],
+            outputs=[{"name": "forecast", "datatype": "FP32", "shape": [-1, 4]}],
+            window=12,
+            horizon=4,
+        )
+
+
+def test_values_outside_the_declared_range_are_refused() -> None:
+    """Issue 9 item 5: ``label: [999]`` for a conditional GAN is a client error, not an
+    ONNX Runtime failure in a Gather node."""
+    assert GENERATOR.input("label").value_range == (0.0, 9.0)
+    latent = np.zeros((2, 16), np.float32)
+    ok = {"latent": latent, "label": np.array([0, 9], np.int64)}
+    assert validate_inputs(GENERATOR, ok) == 2
+    with pytest.raises(InvalidInputError, match=r"values must lie in 0..9 .*got 3..999"):
+        validate_inputs(GENERATOR, {"latent": latent, "label": np.array([3, 999], np.int64)})
+    with pytest.raises(InvalidInputError, match="got -1..0"):
+        validate_inputs(GENERATOR, {"latent": latent, "label": np.array([-1, 0], np.int64)})
+
+
+def test_generate_count_defaults_to_one_on_both_sides() -> None:
+    """Issue 9 item 14: the gateway and the worker share one parameter check."""
+    from services.gateway.validation import check_generate_parameters
+
+    inputs = generator_inputs(GENERATOR, {"seed": 3})
+    assert inputs["latent"].shape == (1, 16)
+    assert check_generate_parameters(GENERATOR, {"seed": 3}, max_rows=8) == 1

@@ -1,0 +1,131 @@
+"""A worker survives every class of Redis error (issue 9, item 1) and comes up when Redis
+starts after it (item 3): real redis-server processes, a real model, the real loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+import prometheus_client
+import pytest
+from redis.asyncio import Redis
+
+from services.runtime import protocol
+from services.runtime.metrics import WorkerMetrics, prometheus_backend
+from services.runtime.redis_server import RedisServer, free_port
+from services.runtime.worker import Worker, load_model
+from tests.support.redis import wait_for_async
+from tests.support.workers import Client, running_worker, worker_settings
+
+pytestmark = pytest.mark.integration
+
+
+def image(rows: int = 1) -> np.ndarray:
+    return np.full((rows, 1, 8, 8), 3.0, np.float32)
+
+
+async def heartbeat_count(redis: Redis[bytes], model: str) -> int:
+    return len(await protocol.live_workers(redis, model))
+
+
+def test_worker_survives_oom_and_readonly_blips(model_repo: Path) -> None:
+    """``maxmemory`` exhausted (every write answered OOM), then the server turned into a
+    read-only replica (READONLY), each for longer than the heartbeat TTL: afterwards the
+    same worker, without a restart, heart-beats again and answers requests."""
+
+    async def scenario(server: RedisServer) -> None:
+        redis: Redis[bytes] = Redis.from_url(server.url)
+        admin: Redis[bytes] = Redis.from_url(server.url)
+        settings = worker_settings(server.url, model_repo, "digits-cnn")
+        client = Client(redis, "digits-cnn")
+        async with running_worker(settings) as worker:
+            first = await client.send({"image": image()})
+            assert (await client.replies(1))[0].id == first
+            for fault, undo in (
+                (("CONFIG", "SET", "maxmemory", "1"), ("CONFIG", "SET", "maxmemory", "0")),
+                (("REPLICAOF", "127.0.0.1", str(free_port())), ("REPLICAOF", "NO", "ONE")),
+            ):
+                await admin.execute_command(*fault)
+                # Longer than the heartbeat TTL (1 s): the key expires, writes fail.
+                await asyncio.sleep(1.6)
+                assert await heartbeat_count(admin, "digits-cnn") == 0
+                await admin.execute_command(*undo)
+
+                async def registered() -> bool:
+                    return await heartbeat_count(admin, "digits-cnn") == 1
+
+                await wait_for_async(registered, timeout_s=10, what="the heartbeat back")
+                sent = await client.send({"image": image(2)})
+                reply = (await client.replies(1))[0]
+                assert reply.id == sent and reply.ok
+                assert worker.alive and worker.ready
+        await redis.aclose()
+        await admin.aclose()
+
+    with RedisServer() as server:
+        asyncio.run(scenario(server))
+
+
+def test_worker_started_before_redis_registers_when_it_comes(model_repo: Path) -> None:
+    """A worker whose Redis is not there yet retries (with a backoff) instead of dying,
+    registers as soon as Redis listens, and serves."""
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+
+    async def scenario() -> None:
+        settings = worker_settings(url, model_repo, "digits-cnn")
+        redis: Redis[bytes] = Redis.from_url(url)
+        metrics = WorkerMetrics.create(prometheus_backend(prometheus_client.CollectorRegistry()))
+        worker = Worker(redis, load_model(settings), settings, metrics=metrics)
+        task = asyncio.create_task(worker.run())
+        await asyncio.sleep(1.5)  # several failed attempts
+        assert not task.done() and not worker.ready and worker.alive
+        with RedisServer(port=port) as server:
+            started = time.monotonic()
+            await asyncio.wait_for(worker.wait_registered(), timeout=15)
+            # The backoff is capped at 5 s: registration follows within one pause.
+            assert time.monotonic() - started < 10
+            client = Client(Redis.from_url(server.url), "digits-cnn")
+            sent = await client.send({"image": image()})
+            reply = (await client.replies(1))[0]
+            assert reply.id == sent and reply.ok
+            worker.stop()
+            await asyncio.wait_for(task, timeout=30)
+            await client.redis.aclose()
+        await redis.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_worker_stopped_before_redis_came_ends_cleanly(model_repo: Path) -> None:
+    """``stop()`` while still waiting for Redis ends ``run`` without an error."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+
+    async def scenario() -> None:
+        settings = worker_settings(url, model_repo, "digits-cnn")
+        redis: Redis[bytes] = Redis.from_url(url)
+        worker = Worker(redis, load_model(settings), settings)
+        task = asyncio.create_task(worker.run())
+        await asyncio.sleep(0.5)
+        worker.stop()
+        await asyncio.wait_for(task, timeout=10)
+        assert not worker.ready
+        await redis.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_running_worker_reports_itself_alive(redis_server: RedisServer, model_repo: Path) -> None:
+    async def scenario() -> None:
+        settings = worker_settings(redis_server.url, model_repo, "digits-cnn")
+        async with running_worker(settings) as worker:
+            assert worker.alive
+            # A heartbeat task that ended (a bug) turns liveness red.
+            assert worker._heartbeat_task is not None
+            worker._heartbeat_task.cancel()
+            await asyncio.sleep(0.05)
+            assert not worker.alive
+
+    asyncio.run(scenario())
