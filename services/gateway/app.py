@@ -49,7 +49,11 @@ def create_app(settings: GatewaySettings) -> Starlette:
             socket_timeout_s=settings.redis_timeout_s + settings.reply_block_s,
             connect_timeout_s=settings.redis_timeout_s,
         )
-        registry = Registry(redis, refresh_ms=settings.registry_refresh_ms)
+        registry = Registry(
+            redis,
+            refresh_ms=settings.registry_refresh_ms,
+            no_worker_wait_ms=settings.no_worker_wait_ms,
+        )
         if settings.models_dir is not None:
             registry.add_repository(settings.models_dir)
         listener = ReplyListener(
@@ -70,6 +74,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
             asyncio.create_task(registry.run(), name="axon-registry"),
             asyncio.create_task(listener.run(), name="axon-reply-listener"),
         ]
+        app.state.gateway.tasks = tuple(background)
         with contextlib.suppress(TimeoutError):  # start even when Redis is down
             await asyncio.wait_for(registry.refreshed.wait(), timeout=settings.redis_timeout_s)
         log.info("gateway %s serving; replies on %s", settings.instance, listener.reply_to)

@@ -26,6 +26,7 @@ from services.gateway.registry import ModelVersion, Registry
 from services.gateway.settings import GatewaySettings
 from services.runtime.codec import Reply, Scalar, encode_request
 from services.runtime.protocol import NewEntry, RedisClient, Refused
+from services.runtime.resilience import describe, unreachable
 
 
 @dataclass
@@ -62,10 +63,18 @@ class Dispatcher:
         *,
         request_id: str,
         timeout_ms: int,
+        arrived: float | None = None,
     ) -> dict[str, np.ndarray[Any, Any]]:
-        """The reply's output tensors; raises a ``GatewayError`` for every failure."""
-        arrived = time.time()
-        deadline_ms = int(arrived * 1000) + timeout_ms
+        """The reply's output tensors; raises a ``GatewayError`` for every failure.
+
+        The deadline is ``timeout_ms`` from ``arrived`` (``time.monotonic()`` when the
+        request reached the gateway; now when None) and bounds every wait, the enqueue
+        round trip included. Workers get the budget left when the entry is queued.
+        """
+        now = time.monotonic()
+        deadline = (arrived if arrived is not None else now) + timeout_ms / 1000
+        if deadline <= now:
+            raise DeadlineError(_late(timeout_ms, mv.name, "before it could be queued"))
         limit = self.settings.backlog_limit_for(mv.name)
         if "timeout_ms" in parameters:
             parameters = {k: v for k, v in parameters.items() if k != "timeout_ms"}
@@ -73,18 +82,40 @@ class Dispatcher:
         entry_id = f"{next(self._counter)}:{request_id}"
         # Registered before the XADD is sent: the reply may arrive before we resume.
         future = self.listener.expect(entry_id)
+        left_s = deadline - time.monotonic()
+        submitted = self._enqueuer.submit(
+            mv.name,
+            mv.version,
+            NewEntry(
+                entry_id,
+                self.listener.reply_to,
+                int(time.time() * 1000 + left_s * 1000),
+                body,
+                budget_ms=max(int(left_s * 1000), 1),
+            ),
+            limit=limit,
+            maxlen=max(limit * 4, 1000),
+        )
+        del body
         try:
-            answer = await self._enqueuer.submit(
-                mv.name,
-                mv.version,
-                NewEntry(entry_id, self.listener.reply_to, deadline_ms, body),
-                limit=limit,
-                maxlen=max(limit * 4, 1000),
-            )
-        except (RedisError, OSError):
+            # Never re-sent on a timeout (the XADD may have happened): the client gets
+            # 504 and the entry, if it was queued, runs or expires on its own.
+            answer = await asyncio.wait_for(submitted, timeout=max(left_s, 0.0))
+        except TimeoutError:
             self.listener.forget(entry_id)
-            self.registry.mark_down()
-            raise UnavailableError("Redis is unreachable; try again shortly") from None
+            raise DeadlineError(
+                _late(timeout_ms, mv.name, "while Redis was taking it (Redis is slow)")
+            ) from None
+        except (RedisError, OSError) as exc:
+            self.listener.forget(entry_id)
+            if unreachable(exc):
+                self.registry.mark_down()
+                raise UnavailableError("Redis is unreachable; try again shortly") from None
+            # Redis answered with an error for this command only (OOM under maxmemory,
+            # READONLY during a failover…): this request fails, the others go on.
+            raise UnavailableError(
+                f"Redis refused to queue the request ({describe(exc)}); try again shortly"
+            ) from None
         except BaseException:
             self.listener.forget(entry_id)
             raise
@@ -99,7 +130,7 @@ class Dispatcher:
         inflight.inc()
         # One timer on the loop instead of asyncio.wait_for (which wraps the future).
         timer = asyncio.get_running_loop().call_later(
-            max(deadline_ms / 1000 - time.time(), 0.0), _expire, future, timeout_ms, mv.name
+            max(deadline - time.monotonic(), 0.0), _expire, future, timeout_ms, mv.name
         )
         try:
             reply = await future
@@ -107,12 +138,16 @@ class Dispatcher:
             timer.cancel()
             inflight.dec()
             self.listener.forget(entry_id)
-        queue_wait.observe(time.time() - arrived)
+        queue_wait.observe(time.monotonic() - now)
         if not reply.ok:
             error = reply.error
             code, message = (error.code, error.message) if error else ("internal", "unknown")
             raise WorkerReplyError(code, message)
         return reply.outputs or {}
+
+
+def _late(timeout_ms: int, model: str, when: str) -> str:
+    return f"deadline of {timeout_ms} ms (model {model!r}) passed {when}"
 
 
 def _expire(future: asyncio.Future[Reply], timeout_ms: int, model: str) -> None:

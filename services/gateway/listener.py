@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
-
-from redis.exceptions import RedisError
 
 from services.gateway.errors import UnavailableError
 from services.runtime import protocol
 from services.runtime.codec import Reply, decode_reply
 from services.runtime.errors import BadEntryError
 from services.runtime.protocol import RedisClient
+from services.runtime.resilience import Backoff, FailureLog, describe, is_redis_error, unreachable
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +64,13 @@ class ReplyListener:
             future.set_result(reply)
 
     async def run(self) -> None:
-        """Listen forever. ``healthy`` turns true as soon as Redis answers (before the
-        first blocking pop returns). When Redis fails, waiting requests get 503 (their
-        entries may be gone with the server) and the listener retries until Redis
-        answers again."""
-        backoff = 0.05
+        """Listen forever; no error ends it. ``healthy`` turns true as soon as Redis
+        answers (before the first blocking pop returns). When Redis is unreachable,
+        waiting requests get 503 (their entries may be gone with the server); a failed
+        command (an error reply) only pauses the listener. Either way it retries with a
+        backoff until Redis answers again."""
+        backoff = Backoff(first_s=0.05, longest_s=1.0)
+        failures = FailureLog(log, "reply listener", time.monotonic)
         blmpop: bool | None = None  # learnt per connection to a server (Redis >= 7)
         while True:
             try:
@@ -81,19 +83,30 @@ class ReplyListener:
                     self._redis, self.reply_to, timeout_s=self._block_s, blmpop=blmpop
                 )
                 self.healthy = True
-                backoff = 0.05
-            except (RedisError, OSError) as exc:
-                if self.healthy:
-                    log.error("reply listener lost Redis: %s", exc)
-                self.healthy = False
-                blmpop = None  # the server may come back as another version
-                self._on_redis_error()
-                self._fail_all("lost the connection to Redis while waiting for the reply")
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
+            except Exception as exc:  # no error ends the listener
+                pause = backoff.failure()
+                failures.failed(exc, retry_in_s=pause)
+                if unreachable(exc):
+                    if self.healthy:
+                        log.error("reply listener lost Redis: %s", describe(exc))
+                    self.healthy = False
+                    blmpop = None  # the server may come back as another version
+                    self._on_redis_error()
+                    self._fail_all("lost the connection to Redis while waiting for the reply")
+                elif not is_redis_error(exc):
+                    log.exception("reply listener: unexpected error")
+                # A failed command (OOM, NOPERM…): the replies stay in their list and
+                # the waiting requests keep waiting (until their deadline at most).
+                await asyncio.sleep(pause)
                 continue
+            if backoff.failures:
+                backoff.success()
+                failures.recovered()
             for payload in payloads:
-                self.deliver(payload)
+                try:
+                    self.deliver(payload)
+                except Exception:  # a bug must not end the listener
+                    log.exception("reply listener: cannot deliver a reply")
             # Let the requests just completed answer their clients before the next
             # blocking pop is written (its redis-py call costs ~50 µs on the bench box).
             await asyncio.sleep(0)

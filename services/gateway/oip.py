@@ -12,7 +12,14 @@ from starlette.routing import Route
 from services.gateway.errors import UnavailableError
 from services.gateway.registry import ModelVersion
 from services.gateway.responses import JSON, FastJSON
-from services.gateway.state import deadline_ms, gateway, read_json, request_id, tag
+from services.gateway.state import (
+    GatewayState,
+    deadline_ms,
+    gateway,
+    read_json,
+    request_id,
+    tag,
+)
 from services.gateway.validation import outputs_json, parse_infer
 
 EXTENSIONS = ["statistics"]
@@ -29,16 +36,39 @@ async def server_metadata(request: Request) -> Response:
 
 
 async def live(request: Request) -> Response:
+    """Live while the gateway's background tasks (registry refresh, reply listener) run.
+    They survive every error, so one that ended is a bug: 503 makes Kubernetes' liveness
+    probe restart the process instead of leaving a gateway that answers 503 forever."""
     tag(request, "live")
+    dead = gateway(request).dead_tasks()
+    if dead:
+        return JSON({"live": False, "stopped": dead}, status_code=503)
     return JSON({"live": True})
 
 
 async def ready(request: Request) -> Response:
-    """Ready while Redis answers (model readiness is per model)."""
+    """OIP server readiness: the gateway is ready (``gateway_ready``) and every model it
+    knows has a version with a live worker."""
     tag(request, "ready")
     state = gateway(request)
-    ok = state.registry.redis_ok and state.listener.healthy
+    ok = _gateway_ready(state) and all(
+        any(mv.ready for mv in versions) for versions in state.registry.models().values()
+    )
     return JSON({"ready": ok}, status_code=200 if ok else 503)
+
+
+async def gateway_ready(request: Request) -> Response:
+    """``/healthz/ready``, Kubernetes' readiness probe of the gateway itself: Redis
+    answers and the reply listener is connected. Model readiness is not part of it (a
+    gateway that cannot reach a model's workers is still the right place for requests:
+    they queue, or get 503 per model)."""
+    tag(request, "gateway_ready")
+    ok = _gateway_ready(gateway(request))
+    return JSON({"ready": ok}, status_code=200 if ok else 503)
+
+
+def _gateway_ready(state: GatewayState) -> bool:
+    return state.registry.redis_ok and state.listener.healthy
 
 
 def _version(request: Request) -> str | None:
@@ -100,6 +130,7 @@ async def infer(request: Request) -> Response:
         parsed.parameters,
         request_id=request_id(request),
         timeout_ms=deadline_ms(request, mv, parsed.parameters),
+        arrived=request.state.arrived,
     )
     body: dict[str, Any] = {"model_name": mv.name, "model_version": str(mv.version)}
     if parsed.id is not None:
@@ -136,6 +167,8 @@ routes = [
     Route("/v2", server_metadata, methods=["GET"]),
     Route("/v2/health/live", live, methods=["GET"]),
     Route("/v2/health/ready", ready, methods=["GET"]),
+    Route("/healthz/live", live, methods=["GET"]),
+    Route("/healthz/ready", gateway_ready, methods=["GET"]),
     Route("/v2/models/stats", model_stats, methods=["GET"]),
     Route("/v2/models/{model}", model_metadata, methods=["GET"]),
     Route("/v2/models/{model}/versions/{version}", model_metadata, methods=["GET"]),

@@ -69,8 +69,10 @@ _INFER = _obj(
 def spec() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/v2": {"get": _op("Server metadata")},
-        "/v2/health/live": {"get": _op("Liveness")},
-        "/v2/health/ready": {"get": _op("Readiness (Redis reachable)")},
+        "/v2/health/live": {"get": _op("Liveness (background tasks running)")},
+        "/v2/health/ready": {"get": _op("Server readiness (every model has a live worker)")},
+        "/healthz/live": {"get": _op("Liveness (same as /v2/health/live)")},
+        "/healthz/ready": {"get": _op("Gateway readiness (Redis reachable, listener up)")},
         "/v2/models/stats": {"get": _op("Statistics of every model version")},
         "/v1/models": {"get": _op("Models, versions, task and readiness")},
         "/v1/models/{model}/classify": {"post": _op("Classify images (top-k labels)", _obj(

@@ -9,18 +9,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from redis.exceptions import RedisError
 
 from services.gateway.errors import NotFoundError, UnavailableError
 from services.runtime import protocol
 from services.runtime.errors import ModelRepositoryError
 from services.runtime.protocol import RedisClient, WorkerInfo
 from services.runtime.repository import MODEL_NAME, VERSION, ModelMetadata, parse_metadata
+from services.runtime.resilience import FailureLog, describe, is_redis_error, unreachable
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,20 @@ class ModelVersion:
 class Registry:
     """A snapshot of model versions, refreshed every ``refresh_ms`` by ``run``."""
 
-    def __init__(self, redis: RedisClient, *, refresh_ms: int) -> None:
+    def __init__(
+        self,
+        redis: RedisClient,
+        *,
+        refresh_ms: int,
+        no_worker_wait_ms: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._redis = redis
         self._refresh_s = refresh_ms / 1000
+        self._no_worker_wait_ms = no_worker_wait_ms
+        self._clock = clock
+        self._last_seen: dict[tuple[str, int], float] = {}
+        self._warned: set[str] = set()
         self._known: dict[tuple[str, int], ModelMetadata] = {}
         self._versions: dict[tuple[str, int], ModelVersion] = {}
         self.redis_ok = False
@@ -73,8 +84,13 @@ class Registry:
         self._rebuild([])
 
     async def refresh(self) -> None:
-        """Read live workers from Redis and rebuild the snapshot."""
-        workers = await protocol.live_workers(self._redis)
+        """Read live workers from Redis and rebuild the snapshot. A heartbeat that does
+        not parse, or whose metadata is invalid, is skipped (logged once per key)."""
+        malformed: list[str] = []
+        workers = await protocol.live_workers(self._redis, malformed=malformed)
+        for key_name in malformed:
+            self._warn_once(key_name, "heartbeat is not a valid worker heartbeat")
+        usable = []
         for info in workers:
             key = (info.model, info.version)
             if key not in self._known or self._known[key].raw != info.metadata:
@@ -82,9 +98,21 @@ class Registry:
                     self._known[key] = parse_metadata(
                         dict(info.metadata), Path(f"heartbeat of worker {info.instance}")
                     )
-                except ModelRepositoryError as exc:
-                    log.warning("ignoring worker %s: %s", info.instance, exc)
-        self._rebuild([w for w in workers if (w.model, w.version) in self._known])
+                except (ModelRepositoryError, TypeError, ValueError) as exc:
+                    self._warn_once(info.instance, f"ignoring worker: {exc}")
+                    continue
+            usable.append(info)
+        now = self._clock()
+        for info in usable:
+            self._last_seen[(info.model, info.version)] = now
+        self._rebuild(usable)
+
+    def _warn_once(self, what: str, message: str) -> None:
+        if what not in self._warned:
+            if len(self._warned) > 10_000:  # bounded: keys of many short-lived workers
+                self._warned.clear()
+            self._warned.add(what)
+            log.warning("%s: %s", what, message)
 
     def _rebuild(self, workers: list[WorkerInfo]) -> None:
         by_key: dict[tuple[str, int], list[WorkerInfo]] = {}
@@ -101,18 +129,27 @@ class Registry:
         self._rebuild([])
 
     async def run(self) -> None:
-        """Refresh forever; Redis errors mark Redis down (not ready) until it answers."""
+        """Refresh forever; no error ends it. Redis unreachable marks it down (not
+        ready) until it answers; a failed command (OOM, NOPERM…) keeps the last
+        snapshot; each failure streak is logged."""
+        failures = FailureLog(log, "registry refresh", time.monotonic)
         while True:
             try:
                 await self.refresh()
+            except Exception as exc:
+                if unreachable(exc):
+                    if self.redis_ok:
+                        log.error("Redis unreachable: %s", describe(exc))
+                    self.redis_ok = False
+                    self._rebuild([])
+                elif not is_redis_error(exc):
+                    log.exception("registry refresh: unexpected error")
+                failures.failed(exc, retry_in_s=self._refresh_s)
+            else:
                 if not self.redis_ok:
                     log.info("Redis reachable; %d model versions known", len(self._versions))
                 self.redis_ok = True
-            except (RedisError, OSError) as exc:
-                if self.redis_ok:
-                    log.error("Redis unreachable: %s", exc)
-                self.redis_ok = False
-                self._rebuild([])
+                failures.recovered()
             self.refreshed.set()
             await asyncio.sleep(self._refresh_s)
 
@@ -147,15 +184,23 @@ class Registry:
         )
 
     def ready(self, model: str, version: str | int | None = None) -> ModelVersion:
-        """``lookup`` plus 503 when Redis is down or no live worker serves the version."""
+        """``lookup`` plus 503 when Redis is down, or when no live worker serves the
+        version and none did within the last ``no_worker_wait_ms`` (a worker that is
+        restarting: its requests are queued, durable, and wait for it until their
+        deadline)."""
         mv = self.lookup(model, version)
         if not self.redis_ok:
             raise UnavailableError("Redis is unreachable; try again shortly")
-        if not mv.ready:
+        if not mv.ready and not self.recently_served(mv):
             raise UnavailableError(
                 f"model {model!r} version {mv.version} has no live worker; try again shortly"
             )
         return mv
+
+    def recently_served(self, mv: ModelVersion) -> bool:
+        """A worker served ``mv`` within the last ``no_worker_wait_ms``."""
+        seen = self._last_seen.get((mv.name, mv.version))
+        return seen is not None and (self._clock() - seen) * 1000 < self._no_worker_wait_ms
 
     def stats(self, mv: ModelVersion) -> dict[str, Any]:
         """Triton statistics-extension entry for one model version, summed over workers."""

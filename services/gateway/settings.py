@@ -39,6 +39,27 @@ class GatewaySettings:
     registry_refresh_ms: int = 500
     reply_block_s: float = 1.0
     redis_timeout_s: float = 5.0
+    no_worker_wait_ms: int = 15_000
+    """A model version whose workers all vanished less than this long ago still takes
+    requests (queued, durable; they wait for a worker until their deadline): a worker
+    restart costs no failed requests. After it, 503 at once."""
+    # --- Slow clients, connections, images (server.py, images.py) -----------------
+    header_timeout_s: float = 10.0
+    """A connection must complete a request's headers within this (from open or from
+    the end of the previous response) or it is closed."""
+    body_timeout_s: float = 60.0
+    """A request's body must be complete this long after its headers or it gets 408 and
+    the connection is closed: 8 MiB (AXON_MAX_BODY_BYTES) needs ≥ 140 KB/s."""
+    max_connections: int = 512
+    """Open connections served normally; beyond it (and a small reserve for health
+    probes) new connections are refused (see server.py)."""
+    max_image_pixels: int = 4096 * 4096
+    """Width × height of one image, read from its header before decoding."""
+    max_request_pixels: int = 64 * 1024 * 1024
+    """Width × height summed over a request's images (256 of 512², or 4 of 4096²)."""
+    image_threads: int = 2
+    """Threads that decode and encode images (off the event loop)."""
+    # --- end of slow clients, connections, images ---------------------------------
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> GatewaySettings:
@@ -70,6 +91,16 @@ class GatewaySettings:
             registry_refresh_ms=read("AXON_REGISTRY_REFRESH_MS", _positive_int, 500),
             reply_block_s=read("AXON_REPLY_BLOCK_S", _positive_float, 1.0),
             redis_timeout_s=read("AXON_REDIS_TIMEOUT_S", _positive_float, 5.0),
+            no_worker_wait_ms=read("AXON_NO_WORKER_WAIT_MS", _non_negative_int, 15_000),
+            # --- slow clients, connections, images ---
+            header_timeout_s=read("AXON_HEADER_TIMEOUT_S", _positive_float, cls.header_timeout_s),
+            body_timeout_s=read("AXON_BODY_TIMEOUT_S", _positive_float, cls.body_timeout_s),
+            max_connections=read("AXON_MAX_CONNECTIONS", _positive_int, cls.max_connections),
+            max_image_pixels=read("AXON_MAX_IMAGE_PIXELS", _positive_int, cls.max_image_pixels),
+            max_request_pixels=read(
+                "AXON_MAX_REQUEST_PIXELS", _positive_int, cls.max_request_pixels
+            ),
+            image_threads=read("AXON_IMAGE_THREADS", _positive_int, cls.image_threads),
         )
         if settings.timeout_ms > settings.max_timeout_ms:
             raise SettingsError(
@@ -105,6 +136,13 @@ def _positive_int(raw: str) -> int:
     value = int(raw)
     if value < 1:
         raise ValueError("must be a positive integer")
+    return value
+
+
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must be an integer >= 0")
     return value
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,12 @@ class GatewayState:
     listener: ReplyListener
     dispatcher: Dispatcher
     metrics: GatewayMetrics
+    tasks: tuple[asyncio.Task[None], ...] = ()
+    """Long-lived background tasks; each runs until shutdown (``dead_tasks``)."""
+
+    def dead_tasks(self) -> list[str]:
+        """Names of background tasks that have ended (none should before shutdown)."""
+        return [task.get_name() for task in self.tasks if task.done()]
 
 
 def gateway(request: Request) -> GatewayState:

@@ -3,9 +3,12 @@
 Keys:
 
 - ``axon:q:{model}:{version}``: request stream, consumer group ``workers``. Entry fields
-  ``id`` (request id), ``reply`` (reply list key), ``deadline`` (unix ms, ``0`` = none),
-  ``body`` (msgpack request, see ``codec``). The entry id's millisecond part is the
-  enqueue time (Redis clock).
+  ``id`` (request id), ``reply`` (reply list key), ``deadline`` (unix ms on the gateway's
+  clock, ``0`` = none), ``budget`` (ms of the deadline left when the gateway queued it;
+  absent from older gateways), ``body`` (msgpack request, see ``codec``). The entry id's
+  millisecond part is the enqueue time (Redis clock), so ``entry time + budget`` is the
+  deadline on Redis' clock: workers compare it with Redis ``TIME`` (their offset to it is
+  measured at each heartbeat), so no two hosts' wall clocks are ever compared.
 - ``axon:r:{gateway_instance}``: reply list; workers RPUSH msgpack replies and set a TTL.
 - ``axon:dlq:{model}``: dead-letter stream; the original fields plus ``stream``,
   ``entry``, ``deliveries``, ``reason``, ``consumer``, ``at`` (unix ms).
@@ -45,6 +48,7 @@ FIELD_ID = b"id"
 FIELD_REPLY = b"reply"
 FIELD_DEADLINE = b"deadline"
 FIELD_BODY = b"body"
+FIELD_BUDGET = b"budget"
 
 
 def stream_key(model: str, version: int) -> str:
@@ -92,7 +96,15 @@ class StreamEntry:
 
     @property
     def deadline_ms(self) -> int | None:
-        """Unix ms, or None when absent, zero or unparsable (no deadline)."""
+        """The deadline in unix ms on Redis' clock: entry time + ``budget``; for an entry
+        without a budget (older gateway) its ``deadline`` field. None when absent, zero
+        or unparsable (no deadline)."""
+        budget = self.fields.get(FIELD_BUDGET)
+        if budget is not None:
+            try:
+                return entry_time_ms(self.entry_id) + max(int(budget), 0)
+            except ValueError:
+                pass
         value = self.fields.get(FIELD_DEADLINE)
         try:
             deadline = int(value) if value is not None else 0
@@ -155,6 +167,8 @@ class NewEntry:
     reply_to: str
     deadline_ms: int
     body: bytes
+    budget_ms: int | None = None
+    """Ms of the deadline left when queued (``deadline_ms`` is on the gateway's clock)."""
 
 
 @dataclass(frozen=True)
@@ -173,12 +187,13 @@ local limit = tonumber(ARGV[1])
 local maxlen = ARGV[2]
 local length = redis.call('XLEN', KEYS[1])
 local answers = {}
-for i = 3, #ARGV, 4 do
+for i = 3, #ARGV, 5 do
   if length >= limit then
     answers[#answers + 1] = length
   else
     answers[#answers + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*',
-      'id', ARGV[i], 'reply', ARGV[i + 1], 'deadline', ARGV[i + 2], 'body', ARGV[i + 3])
+      'id', ARGV[i], 'reply', ARGV[i + 1], 'deadline', ARGV[i + 2], 'budget', ARGV[i + 3],
+      'body', ARGV[i + 4])
     length = length + 1
   end
 end
@@ -204,7 +219,16 @@ async def enqueue_many(
     """
     args: list[bytes | str | int] = [limit, maxlen]
     for entry in entries:
-        args += [entry.request_id, entry.reply_to, str(int(entry.deadline_ms)), entry.body]
+        budget = entry.budget_ms
+        if budget is None:
+            budget = max(int(entry.deadline_ms - time.time() * 1000), 0) if entry.deadline_ms else 0
+        args += [
+            entry.request_id,
+            entry.reply_to,
+            str(int(entry.deadline_ms)),
+            str(int(budget)) if entry.deadline_ms else "",
+            entry.body,
+        ]
     key = stream_key(model, version)
     try:
         answers = await redis.evalsha(_ENQUEUE_MANY_SHA, 1, key, *args)  # type: ignore[no-untyped-call]
@@ -295,7 +319,20 @@ class WorkerInfo:
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> WorkerInfo:
-        data = json.loads(raw)
+        """Parse a heartbeat; raises ``ValueError`` for anything malformed (not JSON, a
+        field missing or of the wrong type): one worker's bad heartbeat (another
+        release during a rolling upgrade) must never break a reader."""
+        try:
+            data = json.loads(raw)
+            info = cls._from_dict(data)
+        except (KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"malformed heartbeat ({type(exc).__name__}: {exc})") from None
+        if not isinstance(info.metadata, Mapping) or not isinstance(info.stats, Mapping):
+            raise ValueError("malformed heartbeat: metadata and stats must be objects")
+        return info
+
+    @classmethod
+    def _from_dict(cls, data: Any) -> WorkerInfo:
         return cls(
             instance=str(data["instance"]),
             model=str(data["model"]),
@@ -312,11 +349,16 @@ class WorkerInfo:
 
 
 async def live_workers(
-    redis: RedisClient, model: str | None = None, version: int | None = None
+    redis: RedisClient,
+    model: str | None = None,
+    version: int | None = None,
+    *,
+    malformed: list[str] | None = None,
 ) -> list[WorkerInfo]:
     """Workers whose heartbeat has not expired, optionally for one model (version).
 
     A model version is ready at the gateway when this returns at least one worker.
+    Heartbeats that do not parse are skipped; their keys are appended to ``malformed``.
     """
     pattern = f"{PREFIX}:w:{model or '*'}:{version if version is not None else '*'}:*"
     keys = [key async for key in redis.scan_iter(match=pattern, count=500)]
@@ -324,10 +366,15 @@ async def live_workers(
         return []
     values = await redis.mget(keys)
     workers = []
-    for value in values:
+    for key, value in zip(keys, values, strict=True):
         if value is None:  # expired between SCAN and MGET
             continue
-        info = WorkerInfo.from_json(value)
+        try:
+            info = WorkerInfo.from_json(value)
+        except ValueError:
+            if malformed is not None:
+                malformed.append(_text(key))
+            continue
         if (model is None or info.model == model) and (version is None or info.version == version):
             workers.append(info)
     return sorted(workers, key=lambda w: (w.model, w.version, w.instance))

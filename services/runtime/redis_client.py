@@ -16,12 +16,15 @@ def connect(url: str, *, socket_timeout_s: float, connect_timeout_s: float) -> R
     A command that fails with a connection error is retried once, at once, on a fresh
     connection: after a Redis restart every pooled connection is stale and fails once,
     which must not look like an outage. A second failure is raised (Redis really is down).
+    A *timeout* is never retried: the command may have run (an XADD re-sent after a
+    timeout could queue a request twice), and a stalled Redis must not double the wait.
     """
     client: Redis[bytes] = Redis.from_url(
         url,
         socket_timeout=socket_timeout_s,
         socket_connect_timeout=connect_timeout_s,
-        retry=Retry(NoBackoff(), 1),
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         retry_on_error=[RedisConnectionError],
+        retry_on_timeout=False,
     )
     return client

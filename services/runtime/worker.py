@@ -157,6 +157,9 @@ class Worker:
         self._closed = asyncio.Event()
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._next_claim_ms = 0.0
+        # Redis' clock minus ours (ms), measured at each heartbeat: deadlines are on
+        # Redis' clock (``StreamEntry.deadline_ms``), so host clock skew cannot matter.
+        self._offset_ms = 0.0
         self._started_ms = int(clock())
         self._labels = (self.model, str(self.version))
 
@@ -262,7 +265,7 @@ class Worker:
 
     async def _step(self) -> None:
         settings = self.settings
-        now = self._clock()
+        now = self._now()
         if now >= self._next_claim_ms:
             self._next_claim_ms = now + settings.claim_interval_ms
             claimed = await protocol.claim_stale(
@@ -286,7 +289,7 @@ class Worker:
                 self._pending,
                 max_batch_rows=settings.max_batch_rows,
                 max_queue_delay_ms=settings.max_queue_delay_ms,
-                now_ms=self._clock(),
+                now_ms=self._now(),
             )
             entries = await protocol.read_entries(
                 self.redis, self.stream, self.instance, count=room, block_ms=None
@@ -295,7 +298,7 @@ class Worker:
                 await self._pause_or_stop(min(plan.wait_ms, 1.0) / 1000.0)
             await self._admit(entries)
             return
-        block_ms = min(float(settings.read_block_ms), self._next_claim_ms - self._clock())
+        block_ms = min(float(settings.read_block_ms), self._next_claim_ms - self._now())
         entries = await protocol.read_entries(
             self.redis, self.stream, self.instance, count=room, block_ms=max(1, math.ceil(block_ms))
         )
@@ -307,7 +310,7 @@ class Worker:
             self._pending,
             max_batch_rows=self.settings.max_batch_rows,
             max_queue_delay_ms=self.settings.max_queue_delay_ms,
-            now_ms=self._clock(),
+            now_ms=self._now(),
             flush=flush,
         )
         self._pending = plan.remaining
@@ -336,7 +339,7 @@ class Worker:
 
     async def _admit(self, entries: Sequence[StreamEntry], *, claimed: bool = False) -> None:
         """Decode and validate entries; bad ones are answered at once, good ones pend."""
-        now = self._clock()
+        now = self._now()
         for entry in entries:
             if claimed:
                 self.stats.redeliveries += 1
@@ -401,7 +404,7 @@ class Worker:
             self._metrics.replies.labels(*self._labels, str(code)).inc()
 
     def _age_ns(self, entry: StreamEntry) -> int:
-        return int((self._clock() - protocol.entry_time_ms(entry.entry_id)) * 1e6)
+        return int((self._now() - protocol.entry_time_ms(entry.entry_id)) * 1e6)
 
     async def _dead_letter(self, entry: StreamEntry, reason: str, reply: Outgoing | None) -> None:
         log.warning("dead-lettering %s of %s: %s", entry.entry_id, self.stream, reason)
@@ -450,7 +453,7 @@ class Worker:
 
     def _expire_undelivered(self) -> None:
         """Answer ``deadline_exceeded`` instead of results kept past their deadline."""
-        now = self._clock()
+        now = self._now()
         for answer in self._immediate:
             reply = answer.outgoing.reply
             if reply.ok and answer.deadline_ms is not None and answer.deadline_ms <= now:
@@ -509,7 +512,7 @@ class Worker:
 
     async def _run_batch(self, batch: list[PendingEntry]) -> None:
         """Run ``batch``; its replies and the outbox go out in one round trip."""
-        started = self._clock()
+        started = self._now()
         for pending in batch:
             self.stats.queue.add(
                 int((started - protocol.entry_time_ms(pending.entry.entry_id)) * 1e6)
@@ -539,7 +542,7 @@ class Worker:
                 self._metrics.inference_duration.labels(
                     *self._labels, self.session.provider
                 ).observe(run.seconds)
-        self.stats.last_inference_ms = int(self._clock())
+        self.stats.last_inference_ms = int(self._now())
         for pending, outcome in zip(batch, result.outcomes, strict=True):
             if outcome.outputs is None:
                 # The run failed for this request even on its own (the executor re-runs a
@@ -580,12 +583,24 @@ class Worker:
             metadata=self.metadata.raw,
             stats=self.stats.as_dict(),
             started_at_ms=self._started_ms,
-            updated_at_ms=int(self._clock()),
+            updated_at_ms=int(self._now()),
             pid=os.getpid(),
             host=socket.gethostname(),
         )
 
+    def _now(self) -> float:
+        """Now, in unix ms on Redis' clock (as of the last measurement)."""
+        return self._clock() + self._offset_ms
+
+    async def _sync_clock(self) -> None:
+        """Measure the offset of Redis' clock (``TIME``) to ours, at mid round trip."""
+        before = self._clock()
+        seconds, micros = await self.redis.time()
+        after = self._clock()
+        self._offset_ms = seconds * 1000.0 + micros / 1000.0 - (before + after) / 2
+
     async def _heartbeat(self) -> None:
+        await self._sync_clock()
         await protocol.publish_heartbeat(
             self.redis, self.info(), ttl_ms=self.settings.heartbeat_ttl_ms
         )

@@ -172,11 +172,11 @@ def _serves(base: str) -> None:
         return response.status_code == 200
 
     wait_for(answered, timeout_s=60, what="inference through the secured Redis")
-    assert httpx.get(f"{base}/v2/health/ready", timeout=5).status_code == 200
+    assert httpx.get(f"{base}/healthz/ready", timeout=5).status_code == 200
 
 
 def _refuses(base: str) -> None:
-    assert httpx.get(f"{base}/v2/health/ready", timeout=5).status_code == 503
+    assert httpx.get(f"{base}/healthz/ready", timeout=5).status_code == 503
     response = httpx.post(f"{base}/v2/models/digits-cnn/infer", json=infer_image(1), timeout=30)
     assert response.status_code == 503, response.text
     assert "Traceback" not in response.text and PASSWORD not in response.text

@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.gateway.responses import error_response
 
-OPEN_PATHS = ("/v2/health/", "/metrics", "/docs", "/openapi.json")
+OPEN_PATHS = ("/v2/health/", "/healthz/", "/metrics", "/docs", "/openapi.json")
 
 
 class ApiKeyMiddleware:

@@ -33,6 +33,7 @@ class RequestIdMiddleware:
         state = scope.setdefault("state", {})
         state["request_id"] = rid
         state["started"] = time.perf_counter()
+        state["arrived"] = time.monotonic()  # the request's deadline counts from here
         status = 0
 
         async def send_with_id(message: Message) -> None:

@@ -123,9 +123,7 @@ def test_entry_delivered_too_often_ends_in_the_dead_letter_stream(
         doomed = await client.send({"image": image(1)})
         # A ghost consumer read it; its delivery counter says 3 workers died with it.
         entries = await protocol.read_entries(redis, STREAM, "ghost", count=1, block_ms=None)
-        await redis.xclaim(
-            STREAM, protocol.GROUP, "ghost", 0, [entries[0].entry_id], retrycount=3
-        )
+        await redis.xclaim(STREAM, protocol.GROUP, "ghost", 0, [entries[0].entry_id], retrycount=3)
         settings = worker_settings(
             redis_server.url,
             model_repo,
