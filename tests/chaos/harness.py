@@ -599,3 +599,63 @@ def closing(procs: Procs) -> Iterator[Procs]:
         yield procs
     finally:
         procs.close()
+
+
+# --------------------------------------------------------------------------- raw sockets
+
+
+def raw_connection(port: int, payload: bytes = b"", *, timeout_s: float = 30.0) -> socket.socket:
+    """A TCP connection to ``127.0.0.1:port`` that has sent ``payload`` (for a slow
+    client: part of a request, then nothing)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
+    if payload:
+        sock.sendall(payload)
+    return sock
+
+
+def read_until_closed(sock: socket.socket, timeout_s: float) -> tuple[bytes, float | None]:
+    """What the server sends until it closes the connection (EOF or reset), and the
+    seconds from this call until then; ``None`` when still open after ``timeout_s``."""
+    start = time.monotonic()
+    data = b""
+    while True:
+        remaining = start + timeout_s - time.monotonic()
+        if remaining <= 0:
+            return data, None
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(1 << 16)
+        except TimeoutError:
+            return data, None
+        except ConnectionResetError:
+            return data, time.monotonic() - start
+        if not chunk:
+            return data, time.monotonic() - start
+        data += chunk
+
+
+# --------------------------------------------------------------------------- measures
+
+
+def render_measures(scenario: str, rows: list[tuple[str, str]], notes: list[str]) -> str:
+    """A scenario's table of free-form measures (``Table`` is for load results)."""
+    width = max(len(k) for k, _ in rows)
+    lines = [
+        f"### {scenario}",
+        "",
+        f"| {'measure':<{width}} | value |",
+        f"|{'-' * (width + 2)}|-------|",
+    ]
+    lines += [f"| {k:<{width}} | {v} |" for k, v in rows]
+    lines += [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def publish_measures(scenario: str, rows: list[tuple[str, str]], notes: list[str]) -> None:
+    """Print ``render_measures`` and append it to ``$AXON_CHAOS_REPORT`` when set."""
+    text = render_measures(scenario, rows, notes)
+    print("\n" + text, flush=True)
+    target = os.environ.get("AXON_CHAOS_REPORT")
+    if target:
+        with Path(target).open("a") as report:
+            report.write(text + "\n")
