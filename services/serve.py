@@ -125,7 +125,7 @@ class Stack:
             [sys.executable, "-m", "services.gateway", "--host", self.host, "--port",
              str(self.port)],
             child_env,
-            f"{self.url}/v2/health/ready",
+            f"{self.url}/healthz/ready",
         )  # fmt: skip
 
     def _models_present(self) -> dict[str, str]:

@@ -142,7 +142,7 @@ def test_batch_running_during_outage_is_answered_when_redis_returns(
     wait_for(lambda: pending_total(client) == 1, timeout_s=30, what="the worker running it")
     server.kill()
     wait_for(
-        lambda: "redis unavailable" in procs.log("chaos-pipe-w"),
+        lambda: "sending replies failed" in procs.log("chaos-pipe-w"),
         timeout_s=60,
         what="the worker failing to answer while Redis is down",
     )

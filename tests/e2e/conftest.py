@@ -233,7 +233,7 @@ def start_gateway(
 
         def up() -> bool:
             assert process.poll() is None, (tmp_path / f"gateway-{port}.log").read_text()
-            return _ok(f"{url}/v2/health/ready")
+            return _ok(f"{url}/healthz/ready") and _ok(f"{url}/v2/models/digits-cnn/ready")
 
         wait_for(up, timeout_s=60, what="gateway ready")
         return url

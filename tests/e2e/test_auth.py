@@ -29,7 +29,7 @@ def test_keys_required_when_configured(
         )
         header = http.get("/v2/models/digits-cnn", headers={"X-API-Key": "first-key-0123"})
         open_paths = [
-            http.get(p).status_code for p in ("/v2/health/live", "/v2/health/ready", "/metrics")
+            http.get(p).status_code for p in ("/v2/health/live", "/healthz/ready", "/metrics")
         ]
     assert missing.status_code == 401
     assert "API key" in missing.json()["error"]

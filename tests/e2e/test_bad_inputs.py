@@ -225,7 +225,7 @@ def test_timeout_header_must_be_a_number(stack: Stack) -> None:
 
 def test_still_healthy_after_bad_requests(stack: Stack) -> None:
     with stack.client() as http:
-        assert http.get("/v2/health/ready").status_code == 200
+        assert http.get("/healthz/ready").status_code == 200
         assert http.post(IMAGE, json=infer_image(32)).status_code == 200
         metrics = http.get("/metrics").text
     assert 'axon_rejected_total{model="digits-cnn",reason="invalid"}' in metrics

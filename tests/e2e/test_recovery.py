@@ -19,7 +19,7 @@ def test_redis_restart(stack: Stack) -> None:
         stack.redis.stop()
         try:
             wait_for(
-                lambda: http.get("/v2/health/ready").status_code == 503,
+                lambda: http.get("/healthz/ready").status_code == 503,
                 timeout_s=30,
                 what="gateway not ready without Redis",
             )
@@ -31,7 +31,7 @@ def test_redis_restart(stack: Stack) -> None:
         finally:
             stack.redis.start()
         wait_for(
-            lambda: http.get("/v2/health/ready").status_code == 200,
+            lambda: http.get("/healthz/ready").status_code == 200,
             timeout_s=60,
             what="gateway ready again",
         )
