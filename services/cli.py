@@ -20,7 +20,9 @@ def _parser() -> argparse.ArgumentParser:
         "Training commands: axon train | export | models (see `axon train --help`).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="start Redis, the model services and the gateway")
+    serve = sub.add_parser(
+        "serve", help="start Redis, the model services and the gateway; restart what crashes"
+    )
     serve.add_argument("--host", default="127.0.0.1", help="gateway host (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="gateway port (default 8000)")
     serve.add_argument(
@@ -33,9 +35,25 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--ready-timeout", type=float, default=180.0, help="seconds to wait for readiness"
     )
+    serve.add_argument(
+        "--replicas",
+        type=_replicas,
+        action="append",
+        default=[],
+        metavar="MODEL=N",
+        help="run N workers of MODEL (model name or family) on its shared queue; repeatable",
+    )
     for command in TRAINING_COMMANDS:
         sub.add_parser(command, help=f"training side: python -m training {command} …")
     return parser
+
+
+def _replicas(raw: str) -> tuple[str, int]:
+    """``MODEL=N`` (N a positive integer) → ``(MODEL, N)``; argparse reports a bad value."""
+    name, sep, count = raw.partition("=")
+    if not sep or not name.strip() or not count.strip().isdigit() or int(count) < 1:
+        raise argparse.ArgumentTypeError(f"expected MODEL=N with N >= 1, got {raw!r}")
+    return name.strip(), int(count)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -51,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         models_dir=options.models_dir,
         log_dir=options.log_dir,
         ready_timeout_s=options.ready_timeout,
+        replicas=dict(options.replicas),
     )
 
 

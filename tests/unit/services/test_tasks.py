@@ -134,9 +134,7 @@ def test_variable_axes_are_bounded_by_metadata() -> None:
         validate_inputs(FORECASTER, {"history": np.zeros((1, DEFAULT_MAX_AXIS + 1), np.float32)})
     declared = metadata(
         task="forecast",
-        inputs=[
-            {"name": "history", "datatype": "FP32", "shape": [-1, -1], "max_shape": [-1, 100]}
-        ],
+        inputs=[{"name": "history", "datatype": "FP32", "shape": [-1, -1], "max_shape": [-1, 100]}],
         outputs=[{"name": "forecast", "datatype": "FP32", "shape": [-1, 4]}],
         window=12,
         horizon=4,
