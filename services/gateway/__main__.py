@@ -1,4 +1,5 @@
-"""``python -m services.gateway [--host H] [--port P]``: serve the gateway with uvicorn.
+"""``python -m services.gateway [--host H] [--port P]``: serve the gateway with uvicorn
+(``server.serve``: header and body timeouts, connection cap).
 
 Settings come from ``AXON_*`` variables (docs/gateway.md); a bad value stops it at once.
 """
@@ -10,9 +11,8 @@ import logging
 import os
 import sys
 
-import uvicorn
-
 from services.gateway.app import create_app
+from services.gateway.server import serve
 from services.gateway.settings import GatewaySettings
 from services.runtime.errors import SettingsError
 
@@ -31,18 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"axon gateway: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        log_level=level.lower(),
-        access_log=False,
-        lifespan="on",
-        # Neither is used (the gateway reads no client address, names no server); each
-        # costs a little on every request.
-        proxy_headers=False,
-        server_header=False,
-    )
+    serve(create_app(settings), settings, host=args.host, port=args.port, log_level=level.lower())
     return 0
 
 

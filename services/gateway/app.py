@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -69,6 +70,9 @@ def create_app(settings: GatewaySettings) -> Starlette:
             listener=listener,
             dispatcher=Dispatcher(redis, listener, settings, metrics, registry),
             metrics=metrics,
+            image_pool=ThreadPoolExecutor(
+                max_workers=settings.image_threads, thread_name_prefix="axon-image"
+            ),
         )
         background = [
             asyncio.create_task(registry.run(), name="axon-registry"),
@@ -85,6 +89,9 @@ def create_app(settings: GatewaySettings) -> Starlette:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await redis.aclose()  # type: ignore[attr-defined]  # stale types-redis stubs
+            pool = app.state.gateway.image_pool
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
 
     async def metrics_endpoint(request: Request) -> Response:
         tag(request, "metrics")

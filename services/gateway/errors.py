@@ -25,8 +25,13 @@ class NotFoundError(GatewayError):
     """Unknown model, version or route (404)."""
 
 
+class RequestTimeoutError(GatewayError):
+    """The body did not arrive within AXON_BODY_TIMEOUT_S of the headers (408)."""
+
+
 class PayloadTooLargeError(GatewayError):
-    """Body over AXON_MAX_BODY_BYTES (413)."""
+    """Body over AXON_MAX_BODY_BYTES, or images over AXON_MAX_IMAGE_PIXELS or
+    AXON_MAX_REQUEST_PIXELS (413)."""
 
 
 class BacklogFullError(GatewayError):
@@ -57,6 +62,7 @@ _STATUS: dict[type[GatewayError], int] = {
     BadRequestError: 400,
     UnauthorizedError: 401,
     NotFoundError: 404,
+    RequestTimeoutError: 408,
     PayloadTooLargeError: 413,
     BacklogFullError: 429,
     UnavailableError: 503,

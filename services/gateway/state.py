@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,9 @@ class GatewayState:
     listener: ReplyListener
     dispatcher: Dispatcher
     metrics: GatewayMetrics
+    image_pool: ThreadPoolExecutor | None = None
+    """Threads that decode and encode images (``AXON_IMAGE_THREADS``; None = the loop's
+    default executor)."""
     tasks: tuple[asyncio.Task[None], ...] = ()
     """Long-lived background tasks; each runs until shutdown (``dead_tasks``)."""
 

@@ -8,14 +8,18 @@
   models), ``format`` ``png`` | ``array`` → images.
 - ``GET /v1/models``: models, versions, task and readiness.
 
-Each accepts an optional ``version`` field (default: latest ready).
+Each accepts an optional ``version`` field (default: latest ready). Image decoding and
+encoding run in a small per-app thread pool (``AXON_IMAGE_THREADS``), never on the event
+loop: a request of large PNGs must not stall health probes or other requests.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import secrets
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import numpy as np
 from starlette.requests import Request
@@ -23,7 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from services.gateway.errors import BadRequestError
-from services.gateway.images import pixels_to_png, png_to_pixels
+from services.gateway.images import PixelLimits, pixels_to_pngs, pngs_to_pixels
 from services.gateway.registry import ModelVersion
 from services.gateway.responses import JSON
 from services.gateway.state import deadline_ms, gateway, read_json, request_id, tag
@@ -34,6 +38,8 @@ from services.gateway.validation import (
     to_array,
 )
 from services.runtime.codec import Scalar
+
+T = TypeVar("T")
 
 
 async def list_models(request: Request) -> Response:
@@ -77,6 +83,14 @@ async def _prepare(request: Request, task: str) -> tuple[ModelVersion, Mapping[s
     return state.registry.ready(model, mv.version), doc
 
 
+async def _in_image_pool(request: Request, work: Callable[[], T]) -> T:
+    """Run CPU-bound image ``work`` in the gateway's image pool (opened in the lifespan,
+    AXON_IMAGE_THREADS threads; requests beyond it wait their turn there, off the event
+    loop)."""
+    pool = gateway(request).image_pool
+    return await asyncio.get_running_loop().run_in_executor(pool, work)
+
+
 async def _run(
     request: Request, mv: ModelVersion, inputs: dict[str, Any], parameters: dict[str, Scalar]
 ) -> dict[str, np.ndarray[Any, Any]]:
@@ -86,6 +100,7 @@ async def _run(
         parameters,
         request_id=request_id(request),
         timeout_ms=deadline_ms(request, mv, {}),
+        arrived=request.state.arrived,
     )
 
 
@@ -96,7 +111,8 @@ async def classify(request: Request) -> Response:
     channels, height, width = (int(image.get(k, 0)) for k in ("channels", "height", "width"))
     labels = meta.labels
     top_k = int_parameter(doc, "top_k", 1, max(len(labels), 1), default=min(3, len(labels)))
-    max_rows = gateway(request).settings.max_rows
+    settings = gateway(request).settings
+    max_rows = settings.max_rows
     if "png" in doc and "images" in doc:
         raise BadRequestError("body: send either 'images' or 'png', not both")
     if "png" in doc:
@@ -105,14 +121,12 @@ async def classify(request: Request) -> Response:
             raise BadRequestError("png: must be a non-empty list of base64 strings")
         if len(pngs) > max_rows:
             raise BadRequestError(f"png: {len(pngs)} images, at most {max_rows} per request")
-        value_range = image.get("value_range", [0, 255])
-        pixels = np.stack(
-            [
-                png_to_pixels(p, channels=channels, height=height, width=width,
-                              value_range=value_range, where=f"png[{i}]")
-                for i, p in enumerate(pngs)
-            ]
+        limits = PixelLimits(settings.max_image_pixels, settings.max_request_pixels)
+        decode = functools.partial(
+            pngs_to_pixels, pngs, channels=channels, height=height, width=width,
+            value_range=image.get("value_range", [0, 255]), limits=limits,
         )  # fmt: skip
+        pixels = await _in_image_pool(request, decode)
     elif "images" in doc:
         if not isinstance(doc["images"], list) or not doc["images"]:
             raise BadRequestError("images: must be a non-empty nested list [N][C][H][W]")
@@ -193,7 +207,9 @@ async def generate(request: Request) -> Response:
         body["label"] = parameters.get("label")
     body["format"] = fmt
     if fmt == "png":
-        body["images"] = [pixels_to_png(image, value_range) for image in images]
+        body["images"] = await _in_image_pool(
+            request, functools.partial(pixels_to_pngs, images, value_range)
+        )
     else:
         body["images"] = images.tolist()
     return JSON(body)

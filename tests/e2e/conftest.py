@@ -92,9 +92,9 @@ def e2e_repo(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return root
 
 
-def _ok(url: str) -> bool:
+def _ok(url: str, headers: Mapping[str, str] | None = None) -> bool:
     try:
-        return httpx.get(url, timeout=2).status_code == 200
+        return httpx.get(url, headers=headers, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -233,7 +233,11 @@ def start_gateway(
 
         def up() -> bool:
             assert process.poll() is None, (tmp_path / f"gateway-{port}.log").read_text()
-            return _ok(f"{url}/healthz/ready") and _ok(f"{url}/v2/models/digits-cnn/ready")
+            keys = env.get("AXON_API_KEYS", "")
+            auth = {"X-API-Key": keys.split(",")[0]} if keys else None
+            return _ok(f"{url}/healthz/ready") and _ok(
+                f"{url}/v2/models/digits-cnn/ready", headers=auth
+            )
 
         wait_for(up, timeout_s=60, what="gateway ready")
         return url

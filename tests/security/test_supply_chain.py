@@ -177,6 +177,8 @@ ALLOWED = {
     ("services/gateway/app.py", "lifespan"),
     # Path(f"heartbeat of worker …"): only a label for error messages, never opened.
     ("services/gateway/registry.py", "refresh"),
+    # Image.open(io.BytesIO(raw)): decodes a request's image from memory.
+    ("services/gateway/images.py", "open_image"),
 }
 """(file, enclosing function) where the gateway may touch the filesystem."""
 
