@@ -435,6 +435,60 @@ async def claim_stale(
     return entries
 
 
+async def claim_orphans(
+    redis: RedisClient,
+    stream: str,
+    consumer: str,
+    *,
+    model: str,
+    version: int,
+    min_idle_ms: int,
+    count: int,
+) -> list[StreamEntry]:
+    """XCLAIM for ``consumer`` up to ``count`` entries pending with consumers that have no
+    heartbeat key (their worker died, or stopped heart-beating for a whole TTL) and idle
+    at least ``min_idle_ms``, with their delivery counts (this claim included).
+
+    A dead worker's entries are taken over as soon as its heartbeat expires instead of
+    after the claim timeout (which must exceed the longest batch run, so it is long):
+    a restarted worker, or a surviving replica, answers them within the deadline.
+    """
+    consumers = await redis.xinfo_consumers(stream, GROUP)  # type: ignore[no-untyped-call]
+    names = [
+        _text(c["name"])
+        for c in consumers
+        if int(c["pending"]) > 0 and _text(c["name"]) != consumer
+    ]
+    if not names:
+        return []
+    pipe = redis.pipeline(transaction=False)
+    for name in names:
+        pipe.exists(worker_key(model, version, name))
+    flags = await pipe.execute()
+    entries: list[StreamEntry] = []
+    for name, exists in zip(names, flags, strict=True):
+        if exists or len(entries) >= count:
+            continue
+        rows = await redis.xpending_range(
+            stream,
+            GROUP,
+            min="-",
+            max="+",
+            count=count - len(entries),
+            consumername=name,
+            idle=min_idle_ms,
+        )
+        if not rows:
+            continue
+        delivered = {_text(r["message_id"]): int(r["times_delivered"]) for r in rows}
+        items = await redis.xclaim(stream, GROUP, consumer, min_idle_ms, list(delivered))  # type: ignore[no-untyped-call]
+        for entry_id, fields in items:
+            if fields:
+                key = _text(entry_id)
+                entries.append(StreamEntry(key, dict(fields), deliveries=delivered[key] + 1))
+    return entries
+
+
 # KEYS: the stream, then each reply list. ARGV: the lists' TTL, then per answer the index
 # of its list in KEYS, the reply, the entry id. An answer is pushed only if its entry was
 # still pending (XACK returned 1): running the script twice (a retry after the reply to

@@ -268,14 +268,25 @@ class Worker:
         now = self._now()
         if now >= self._next_claim_ms:
             self._next_claim_ms = now + settings.claim_interval_ms
+            # Entries of workers whose heartbeat is gone: at once; of live but stuck
+            # workers: after the claim timeout.
+            orphans = await protocol.claim_orphans(
+                self.redis,
+                self.stream,
+                self.instance,
+                model=self.model,
+                version=self.version,
+                min_idle_ms=min(settings.heartbeat_ttl_ms, settings.claim_timeout_ms),
+                count=settings.max_batch_rows,
+            )
             claimed = await protocol.claim_stale(
                 self.redis,
                 self.stream,
                 self.instance,
                 min_idle_ms=settings.claim_timeout_ms,
-                count=settings.max_batch_rows,
+                count=max(settings.max_batch_rows - len(orphans), 1),
             )
-            await self._admit(claimed, claimed=True)
+            await self._admit([*orphans, *claimed], claimed=True)
         if await self._run_ready(flush=False):
             return
         await self._flush_immediate()

@@ -308,3 +308,46 @@ def test_huge_forecast_history_is_refused(procs: Procs, model_repo: Path, tmp_pa
     )
     assert response.status_code == 400 and "max_shape" in response.json()["error"]
     assert rss_after[0] - rss_before[0] < 50 << 20
+
+
+def test_only_worker_killed_and_restarted_under_load(
+    procs: Procs, chaos_repo: Path, tmp_path: Path
+) -> None:
+    """The only worker SIGKILLed under 32-way load and started again (a new process, a
+    new instance name, as a restarted pod): requests keep being queued while no worker
+    is live (``AXON_NO_WORKER_WAIT_MS``), the new worker takes over the dead one's
+    pending entries once its heartbeat has expired (not after the 30 s claim timeout),
+    and every request is answered 2xx."""
+    server = ChaosRedis(procs, tmp_path / "redis", persistent=False)
+    server.start()
+    worker = start_worker(procs, server, chaos_repo, NAME, "solo-w1", heartbeat_ttl_ms="2000")
+    gw = start_gateway(procs, server, chaos_repo, NAME, "solo-gw", backlog_limit="1000")
+    with ReplyTap(server.port) as tap:
+        load = Load(lambda: gw.url, INFER, BODY, prefix="solo", timeout_ms=15000, concurrency=32)
+        with load:
+            wait_for(lambda: load.count(lambda r: r.ok) >= 100, timeout_s=60, what="warm load")
+            worker.signal(signal.SIGKILL)
+            killed = time.monotonic()
+            time.sleep(1.0)
+            start_worker(procs, server, chaos_repo, NAME, "solo-w2", heartbeat_ttl_ms="2000")
+            restarted = time.monotonic() - killed
+            wait_for(
+                lambda: load.count(lambda r: r.ok and r.started > killed + 5) >= 100,
+                timeout_s=90,
+                what="2xx well after the restart",
+            )
+        results = load.results
+    table = Table(
+        "6h. The only worker SIGKILLed under 32-way load, a new one started 1 s later",
+        results,
+        killed,
+        twice=len(tap.twice()),
+        notes=[
+            f"new worker registered {restarted:.1f} s after the kill (model load included)",
+            "claim timeout 30 s (default), heartbeat TTL 2 s, AXON_NO_WORKER_WAIT_MS 15 s",
+        ],
+    )
+    publish(table)
+    assert table.lost == 0
+    assert set(table.codes) == {"200"}, table.codes
+    assert not tap.twice()

@@ -129,3 +129,42 @@ def test_running_worker_reports_itself_alive(redis_server: RedisServer, model_re
             assert not worker.alive
 
     asyncio.run(scenario())
+
+
+def test_dead_workers_entries_are_taken_over_without_the_claim_timeout(
+    redis_server: RedisServer, model_repo: Path
+) -> None:
+    """Entries pending with a consumer whose heartbeat key is gone are claimed once
+    they are a heartbeat TTL old, long before the (10 min) claim timeout; entries of a
+    consumer that still heart-beats are left alone."""
+    stream = "axon:q:digits-cnn:1"
+
+    async def scenario() -> None:
+        redis: Redis[bytes] = Redis.from_url(redis_server.url)
+        await redis.delete(stream)
+        await protocol.ensure_group(redis, stream)
+        client = Client(redis, "digits-cnn")
+        dead = await client.send({"image": image()})
+        await protocol.read_entries(redis, stream, "dead-worker", count=1, block_ms=None)
+        live = await client.send({"image": image()})
+        await protocol.read_entries(redis, stream, "busy-worker", count=1, block_ms=None)
+        await redis.set(protocol.worker_key("digits-cnn", 1, "busy-worker"), b"{}", px=60_000)
+        settings = worker_settings(
+            redis_server.url, model_repo, "digits-cnn", claim_timeout_ms="600000",
+            claim_interval_ms="100",
+        )  # fmt: skip
+        async with running_worker(settings) as worker:
+            (reply,) = await client.replies(1, timeout_s=15)
+            await asyncio.sleep(1.5)
+            stats = worker.stats
+        assert reply.id == dead and reply.ok
+        assert stats.redeliveries == 1
+        summary = await redis.xpending_range(stream, protocol.GROUP, "-", "+", 10)
+        assert [(r["consumer"], r["times_delivered"]) for r in summary] == [(b"busy-worker", 1)], (
+            "the live consumer's entry was taken"
+        )
+        assert live not in {r.id for r in await client.replies(0)}
+        await redis.delete(stream, protocol.worker_key("digits-cnn", 1, "busy-worker"))
+        await redis.aclose()
+
+    asyncio.run(scenario())
