@@ -25,6 +25,7 @@ from services.gateway.metrics import GatewayMetrics
 from services.gateway.middleware.auth import ApiKeyMiddleware
 from services.gateway.middleware.body_limit import BodyLimitMiddleware
 from services.gateway.middleware.infer_route import InferRouteMiddleware
+from services.gateway.middleware.inflight_bytes import InflightBytesMiddleware
 from services.gateway.middleware.metrics import MetricsMiddleware
 from services.gateway.middleware.request_id import RequestIdMiddleware
 from services.gateway.registry import Registry
@@ -109,6 +110,12 @@ def create_app(settings: GatewaySettings) -> Starlette:
             Middleware(MetricsMiddleware, metrics=metrics),
             Middleware(ApiKeyMiddleware, keys=settings.api_keys),
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+            Middleware(
+                InflightBytesMiddleware,
+                max_bytes=settings.max_inflight_bytes,
+                max_body_bytes=settings.max_body_bytes,
+                retry_after_s=settings.retry_after_s,
+            ),
             Middleware(InferRouteMiddleware, error_handler=_error),
         ],
         exception_handlers={

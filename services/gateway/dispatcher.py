@@ -17,6 +17,7 @@ from services.gateway.enqueuer import Enqueuer
 from services.gateway.errors import (
     BacklogFullError,
     DeadlineError,
+    PayloadTooLargeError,
     UnavailableError,
     WorkerReplyError,
 )
@@ -58,14 +59,15 @@ class Dispatcher:
     async def infer(
         self,
         mv: ModelVersion,
-        inputs: Mapping[str, np.ndarray[Any, Any]],
-        parameters: Mapping[str, Scalar],
+        body: bytes,
         *,
         request_id: str,
         timeout_ms: int,
         arrived: float | None = None,
     ) -> dict[str, np.ndarray[Any, Any]]:
-        """The reply's output tensors; raises a ``GatewayError`` for every failure.
+        """The reply's output tensors for ``body`` (``encode_body``); raises a
+        ``GatewayError`` for every failure. Callers encode first and drop their parsed
+        request before awaiting this: only the encoded body is held while waiting.
 
         The deadline is ``timeout_ms`` from ``arrived`` (``time.monotonic()`` when the
         request reached the gateway; now when None) and bounds every wait, the enqueue
@@ -76,9 +78,12 @@ class Dispatcher:
         if deadline <= now:
             raise DeadlineError(_late(timeout_ms, mv.name, "before it could be queued"))
         limit = self.settings.backlog_limit_for(mv.name)
-        if "timeout_ms" in parameters:
-            parameters = {k: v for k, v in parameters.items() if k != "timeout_ms"}
-        body = encode_request(inputs, parameters)
+        byte_limit = self.settings.backlog_bytes
+        if len(body) > byte_limit:
+            raise PayloadTooLargeError(
+                f"request encodes to {len(body)} bytes, over the {byte_limit} bytes a model "
+                "version may have queued (AXON_BACKLOG_BYTES); send fewer rows per request"
+            )
         entry_id = f"{next(self._counter)}:{request_id}"
         # Registered before the XADD is sent: the reply may arrive before we resume.
         future = self.listener.expect(entry_id)
@@ -95,8 +100,8 @@ class Dispatcher:
             ),
             limit=limit,
             maxlen=max(limit * 4, 1000),
+            byte_limit=byte_limit,
         )
-        del body
         try:
             # Never re-sent on a timeout (the XADD may have happened): the client gets
             # 504 and the entry, if it was queued, runs or expires on its own.
@@ -119,6 +124,14 @@ class Dispatcher:
         except BaseException:
             self.listener.forget(entry_id)
             raise
+        if isinstance(answer, Refused) and answer.queued_bytes is not None:
+            self.listener.forget(entry_id)
+            raise BacklogFullError(
+                f"model {mv.name!r} version {mv.version} has {answer.queued_bytes} bytes of "
+                f"requests queued (limit {byte_limit}, AXON_BACKLOG_BYTES); retry after "
+                f"{self.settings.retry_after_s}s",
+                self.settings.retry_after_s,
+            )
         if isinstance(answer, Refused):
             self.listener.forget(entry_id)
             raise BacklogFullError(
@@ -144,6 +157,16 @@ class Dispatcher:
             code, message = (error.code, error.message) if error else ("internal", "unknown")
             raise WorkerReplyError(code, message)
         return reply.outputs or {}
+
+
+def encode_body(
+    inputs: Mapping[str, np.ndarray[Any, Any]], parameters: Mapping[str, Scalar]
+) -> bytes:
+    """The stream entry body of a request (``codec.encode_request``); the gateway's own
+    ``timeout_ms`` parameter is not passed on (the entry carries the budget)."""
+    if "timeout_ms" in parameters:
+        parameters = {k: v for k, v in parameters.items() if k != "timeout_ms"}
+    return encode_request(inputs, parameters)
 
 
 def _late(timeout_ms: int, model: str, when: str) -> str:

@@ -21,7 +21,7 @@ from services.runtime.protocol import NewEntry, RedisClient, Refused
 MAX_PER_CALL = 256
 """Entries per script call: bounds how long one call keeps Redis busy."""
 
-_Key = tuple[str, int, int, int]  # model, version, limit, maxlen
+_Key = tuple[str, int, int, int, int]  # model, version, limit, maxlen, byte_limit
 
 
 @dataclass
@@ -36,11 +36,20 @@ class Enqueuer:
     _flusher: asyncio.Task[None] | None = None
 
     def submit(
-        self, model: str, version: int, entry: NewEntry, *, limit: int, maxlen: int
+        self,
+        model: str,
+        version: int,
+        entry: NewEntry,
+        *,
+        limit: int,
+        maxlen: int,
+        byte_limit: int = 2**62,
     ) -> asyncio.Future[str | Refused]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[str | Refused] = loop.create_future()
-        self._queued.setdefault((model, version, limit, maxlen), []).append((entry, future))
+        self._queued.setdefault((model, version, limit, maxlen, byte_limit), []).append(
+            (entry, future)
+        )
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush(), name="axon-enqueue")
         return future
@@ -60,7 +69,7 @@ class Enqueuer:
     async def _send(
         self, key: _Key, items: list[tuple[NewEntry, asyncio.Future[str | Refused]]]
     ) -> None:
-        model, version, limit, maxlen = key
+        model, version, limit, maxlen, byte_limit = key
         for start in range(0, len(items), MAX_PER_CALL):
             chunk = items[start : start + MAX_PER_CALL]
             try:
@@ -71,6 +80,7 @@ class Enqueuer:
                     [entry for entry, _ in chunk],
                     limit=limit,
                     maxlen=maxlen,
+                    byte_limit=byte_limit,
                 )
             except Exception as exc:  # Redis errors reach each caller
                 for _, future in chunk:

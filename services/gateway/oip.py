@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from services.gateway.dispatcher import encode_body
 from services.gateway.errors import UnavailableError
 from services.gateway.registry import ModelVersion
 from services.gateway.responses import JSON, FastJSON
@@ -124,18 +125,22 @@ async def infer(request: Request) -> Response:
         mv = state.registry.ready(mv.name, mv.version)  # raises the right 503
     doc = await read_json(request)
     parsed = parse_infer(doc, mv.metadata, max_rows=state.settings.max_rows)
+    del doc  # the parsed JSON is many times the body: not kept across the await
+    timeout = deadline_ms(request, mv, parsed.parameters)
+    oip_id, selection = parsed.id, parsed.outputs
+    entry_body = encode_body(parsed.inputs, parsed.parameters)
+    del parsed
     outputs = await state.dispatcher.infer(
         mv,
-        parsed.inputs,
-        parsed.parameters,
+        entry_body,
         request_id=request_id(request),
-        timeout_ms=deadline_ms(request, mv, parsed.parameters),
+        timeout_ms=timeout,
         arrived=request.state.arrived,
     )
     body: dict[str, Any] = {"model_name": mv.name, "model_version": str(mv.version)}
-    if parsed.id is not None:
-        body["id"] = parsed.id
-    body["outputs"] = outputs_json(outputs, mv.metadata, parsed.outputs)
+    if oip_id is not None:
+        body["id"] = oip_id
+    body["outputs"] = outputs_json(outputs, mv.metadata, selection)
     return FastJSON(body, finite=outputs.values())
 
 

@@ -39,6 +39,11 @@ class GatewaySettings:
     registry_refresh_ms: int = 500
     reply_block_s: float = 1.0
     redis_timeout_s: float = 5.0
+    max_inflight_bytes: int = 32 * 1024 * 1024
+    """Request bodies held at once (``middleware/inflight_bytes``); beyond it, 503."""
+    backlog_bytes: int = 64 * 1024 * 1024
+    """Encoded request bytes queued per model version in Redis; beyond it, 429 (a
+    single request over it, 413)."""
     no_worker_wait_ms: int = 15_000
     """A model version whose workers all vanished less than this long ago still takes
     requests (queued, durable; they wait for a worker until their deadline): a worker
@@ -91,6 +96,8 @@ class GatewaySettings:
             registry_refresh_ms=read("AXON_REGISTRY_REFRESH_MS", _positive_int, 500),
             reply_block_s=read("AXON_REPLY_BLOCK_S", _positive_float, 1.0),
             redis_timeout_s=read("AXON_REDIS_TIMEOUT_S", _positive_float, 5.0),
+            max_inflight_bytes=read("AXON_MAX_INFLIGHT_BYTES", _positive_int, 32 * 1024 * 1024),
+            backlog_bytes=read("AXON_BACKLOG_BYTES", _positive_int, 64 * 1024 * 1024),
             no_worker_wait_ms=read("AXON_NO_WORKER_WAIT_MS", _non_negative_int, 15_000),
             # --- slow clients, connections, images ---
             header_timeout_s=read("AXON_HEADER_TIMEOUT_S", _positive_float, cls.header_timeout_s),

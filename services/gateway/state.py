@@ -59,8 +59,13 @@ def request_id(request: Request) -> str:
 
 
 async def read_json(request: Request) -> Any:
-    """The body as JSON; 400 saying where it is malformed (413 comes from the limit)."""
-    body = await request.body()
+    """The body as JSON; 400 saying where it is malformed (413 comes from the limit).
+
+    Read from the stream, not ``request.body()``: the raw bytes are not cached on the
+    request, so they are freed once parsed instead of living until the response."""
+    chunks = [chunk async for chunk in request.stream()]
+    body = b"".join(chunks)
+    del chunks
     if not body:
         raise BadRequestError("body: empty; expected a JSON object")
     try:

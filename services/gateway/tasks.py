@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from services.gateway.dispatcher import encode_body
 from services.gateway.errors import BadRequestError
 from services.gateway.images import PixelLimits, pixels_to_pngs, pngs_to_pixels
 from services.gateway.registry import ModelVersion
@@ -96,8 +97,7 @@ async def _run(
 ) -> dict[str, np.ndarray[Any, Any]]:
     return await gateway(request).dispatcher.infer(
         mv,
-        inputs,
-        parameters,
+        encode_body(inputs, parameters),
         request_id=request_id(request),
         timeout_ms=deadline_ms(request, mv, {}),
         arrived=request.state.arrived,

@@ -51,9 +51,23 @@ FIELD_BODY = b"body"
 FIELD_BUDGET = b"budget"
 
 
+DLQ_MAX_BODY_BYTES = 64 * 1024
+"""Longest request body a dead-letter entry keeps (the rest is cut; ``body_bytes``)."""
+
+DLQ_TTL_S = 7 * 24 * 3600
+"""A dead-letter stream expires this long after its last entry was added."""
+
+
 def stream_key(model: str, version: int) -> str:
     """Request stream of one model version."""
     return f"{PREFIX}:q:{model}:{version}"
+
+
+def queued_bytes_key(stream: str) -> str:
+    """Counter of the body bytes queued in ``stream`` (``axon:qb:{model}:{version}``):
+    added by the enqueue script, subtracted when an entry is answered or dead-lettered,
+    reset whenever the stream is found empty (so drift cannot accumulate)."""
+    return stream.replace(f"{PREFIX}:q:", f"{PREFIX}:qb:", 1)
 
 
 def reply_key(gateway_instance: str) -> str:
@@ -174,28 +188,46 @@ class NewEntry:
 @dataclass(frozen=True)
 class Refused:
     """``enqueue_many``'s answer for a request not queued: the stream held ``backlog``
-    entries, at or over the limit."""
+    entries, at or over the limit; or (``queued_bytes`` set) its bodies already took
+    ``queued_bytes`` and this one would pass the byte limit."""
 
     backlog: int
+    queued_bytes: int | None = None
 
 
-# XLEN, then per request: refuse (answer the backlog) when it is at the limit, else XADD.
-# One script call per stream and tick: exactly the semantics of XLEN-then-XADD per
-# request, without a race between the check and the add, in one round trip.
+# XLEN and the queued-bytes counter, then per request: refuse when the stream is at its
+# entry limit (answer: the backlog, >= 0) or the body would take the queued bytes past
+# the byte limit (answer: -1 - queued bytes), else XADD. One script call per stream and
+# tick: exactly the semantics of check-then-XADD per request, without a race between
+# the check and the add, in one round trip. KEYS: the stream, its byte counter.
 _ENQUEUE_MANY = """
 local limit = tonumber(ARGV[1])
 local maxlen = ARGV[2]
+local byte_limit = tonumber(ARGV[3])
 local length = redis.call('XLEN', KEYS[1])
+local bytes = 0
+if length > 0 then
+  bytes = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), 0)
+end
+local added = 0
 local answers = {}
-for i = 3, #ARGV, 5 do
+for i = 4, #ARGV, 5 do
+  local size = string.len(ARGV[i + 4])
   if length >= limit then
     answers[#answers + 1] = length
+  elseif length > 0 and bytes + size > byte_limit then
+    answers[#answers + 1] = -1 - bytes
   else
     answers[#answers + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*',
       'id', ARGV[i], 'reply', ARGV[i + 1], 'deadline', ARGV[i + 2], 'budget', ARGV[i + 3],
       'body', ARGV[i + 4])
     length = length + 1
+    bytes = bytes + size
+    added = added + 1
   end
+end
+if added > 0 then
+  redis.call('SET', KEYS[2], bytes)
 end
 return answers
 """
@@ -210,14 +242,17 @@ async def enqueue_many(
     *,
     limit: int,
     maxlen: int,
+    byte_limit: int = 2**62,
 ) -> list[str | Refused]:
     """Queue ``entries`` on ``axon:q:{model}:{version}`` in order, each only while the
-    stream holds fewer than ``limit`` entries (the gateway's backlog check, done
-    atomically with the XADD). Returns, per entry, its stream entry id or ``Refused``.
+    stream holds fewer than ``limit`` entries and its bodies, this one included, take at
+    most ``byte_limit`` bytes (the gateway's backlog checks, done atomically with the
+    XADD; a body alone over ``byte_limit`` is queued only into an empty stream, the
+    gateway refuses it before). Returns, per entry, its stream entry id or ``Refused``.
 
     ``maxlen`` is the same approximate-trimming safety net as in ``enqueue``.
     """
-    args: list[bytes | str | int] = [limit, maxlen]
+    args: list[bytes | str | int] = [limit, maxlen, byte_limit]
     for entry in entries:
         budget = entry.budget_ms
         if budget is None:
@@ -230,13 +265,20 @@ async def enqueue_many(
             entry.body,
         ]
     key = stream_key(model, version)
+    counter = queued_bytes_key(key)
     try:
-        answers = await redis.evalsha(_ENQUEUE_MANY_SHA, 1, key, *args)  # type: ignore[no-untyped-call]
+        answers = await redis.evalsha(_ENQUEUE_MANY_SHA, 2, key, counter, *args)  # type: ignore[no-untyped-call]
     except NoScriptError:  # first use on this server (or it restarted): load it
-        answers = await redis.eval(_ENQUEUE_MANY, 1, key, *args)  # type: ignore[no-untyped-call]
-    return [
-        Refused(int(answer)) if isinstance(answer, int) else _text(answer) for answer in answers
-    ]
+        answers = await redis.eval(_ENQUEUE_MANY, 2, key, counter, *args)  # type: ignore[no-untyped-call]
+    return [_enqueue_answer(answer) for answer in answers]
+
+
+def _enqueue_answer(answer: bytes | str | int) -> str | Refused:
+    if not isinstance(answer, int):
+        return _text(answer)
+    if answer < 0:
+        return Refused(backlog=0, queued_bytes=-1 - answer)
+    return Refused(backlog=answer)
 
 
 async def backlog(redis: RedisClient, model: str, version: int) -> int:
@@ -489,17 +531,20 @@ async def claim_orphans(
     return entries
 
 
-# KEYS: the stream, then each reply list. ARGV: the lists' TTL, then per answer the index
-# of its list in KEYS, the reply, the entry id. An answer is pushed only if its entry was
-# still pending (XACK returned 1): running the script twice (a retry after the reply to
-# the first call was lost, or another worker answered a claimed copy) answers once.
+# KEYS: the stream, its queued-bytes counter, then each reply list. ARGV: the lists'
+# TTL, then per answer the index of its list in KEYS, the reply, the entry id, the size
+# of the entry's body. An answer is pushed (and its size subtracted) only if its entry
+# was still pending (XACK returned 1): running the script twice (a retry after the reply
+# to the first call was lost, or another worker answered a claimed copy) answers once.
 _COMPLETE = """
 local stream = KEYS[1]
 local push = {}
 local acked = {}
-for i = 2, #ARGV, 3 do
+local freed = 0
+for i = 2, #ARGV, 4 do
   local id = ARGV[i + 2]
   if redis.call('XACK', stream, 'workers', id) == 1 then
+    freed = freed + tonumber(ARGV[i + 3])
     local l = tonumber(ARGV[i])
     local payloads = push[l]
     if payloads == nil then
@@ -517,6 +562,9 @@ end
 if #acked > 0 then
   redis.call('XDEL', stream, unpack(acked))
 end
+if freed > 0 and redis.call('DECRBY', KEYS[2], freed) < 0 then
+  redis.call('SET', KEYS[2], 0)
+end
 return #acked
 """
 _COMPLETE_SHA = hashlib.sha1(_COMPLETE.encode()).hexdigest()
@@ -530,6 +578,7 @@ async def complete(
     answers: Sequence[tuple[Outgoing, str]],
     *,
     reply_ttl_s: int,
+    sizes: Sequence[int] | None = None,
 ) -> int:
     """Answer entries: per ``(reply, entry id)`` RPUSH the reply (+ EXPIRE its list), XACK
     and XDEL the entry — one server-side script, one round trip per batch. Returns how
@@ -542,8 +591,10 @@ async def complete(
     the equivalent MULTI pipeline (measured 92 vs 153 µs a batch on the bench machine).
     """
     done = 0
+    all_sizes = list(sizes) if sizes is not None else [0] * len(answers)
     for start in range(0, len(answers), _COMPLETE_MAX_ANSWERS):
-        args = _complete_args(stream, answers[start : start + _COMPLETE_MAX_ANSWERS], reply_ttl_s)
+        end = start + _COMPLETE_MAX_ANSWERS
+        args = _complete_args(stream, answers[start:end], all_sizes[start:end], reply_ttl_s)
         try:
             done += int(await redis.evalsha(_COMPLETE_SHA, *args))  # type: ignore[no-untyped-call]
         except NoScriptError:  # first use on this server (or it restarted): load it
@@ -552,15 +603,15 @@ async def complete(
 
 
 def _complete_args(
-    stream: str, answers: Sequence[tuple[Outgoing, str]], reply_ttl_s: int
+    stream: str, answers: Sequence[tuple[Outgoing, str]], sizes: Sequence[int], reply_ttl_s: int
 ) -> list[Any]:
     """``[numkeys, *keys, *args]`` of the ``_COMPLETE`` script."""
     lists: dict[str, int] = {}
     args: list[Any] = [reply_ttl_s]
-    for outgoing, entry_id in answers:
-        index = lists.setdefault(outgoing.reply_to, len(lists) + 2)
-        args += [index, encode_reply(outgoing.reply), entry_id]
-    return [1 + len(lists), stream, *lists, *args]
+    for (outgoing, entry_id), size in zip(answers, sizes, strict=True):
+        index = lists.setdefault(outgoing.reply_to, len(lists) + 3)
+        args += [index, encode_reply(outgoing.reply), entry_id, size]
+    return [2 + len(lists), stream, queued_bytes_key(stream), *lists, *args]
 
 
 async def dead_letter(
@@ -575,8 +626,18 @@ async def dead_letter(
     reply_ttl_s: int,
     maxlen: int,
 ) -> None:
-    """Move ``entry`` to ``axon:dlq:{model}``, answer its caller, XACK and XDEL it."""
+    """Move ``entry`` to ``axon:dlq:{model}``, answer its caller, XACK and XDEL it.
+
+    The dead-letter stream is bounded three ways: ``maxlen`` entries (approximate), a
+    body over ``DLQ_MAX_BODY_BYTES`` kept as its first bytes only (``body_bytes`` holds
+    its size), and the whole stream expiring ``DLQ_TTL_S`` after its last addition.
+    """
     fields: dict[bytes, bytes] = dict(entry.fields)
+    body = fields.get(FIELD_BODY, b"")
+    if len(body) > DLQ_MAX_BODY_BYTES:
+        fields[FIELD_BODY] = body[:DLQ_MAX_BODY_BYTES]
+        fields[b"body_truncated"] = b"1"
+    fields[b"body_bytes"] = str(len(body)).encode()
     fields.update(
         {
             b"stream": stream.encode(),
@@ -589,6 +650,9 @@ async def dead_letter(
     )
     pipe = redis.pipeline(transaction=True)
     pipe.xadd(dlq_key(model), fields, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+    pipe.expire(dlq_key(model), DLQ_TTL_S)
+    if body:
+        pipe.decrby(queued_bytes_key(stream), len(body))
     if reply is not None:
         pipe.rpush(reply.reply_to, encode_reply(reply.reply))
         pipe.expire(reply.reply_to, reply_ttl_s)

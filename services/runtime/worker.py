@@ -74,6 +74,11 @@ on the event loop itself; longer ones run in the worker's ONNX Runtime thread so
 heartbeats (and the BentoML HTTP API) keep being served."""
 
 
+def _size(entry: StreamEntry) -> int:
+    body = entry.body
+    return len(body) if body is not None else 0
+
+
 def wall_clock_ms() -> float:
     return time.time() * 1000.0
 
@@ -101,6 +106,8 @@ class Answer:
     outgoing: Outgoing
     entry_id: str
     deadline_ms: float | None
+    size: int = 0
+    """Bytes of the entry's body (subtracted from the stream's queued-bytes counter)."""
 
 
 @dataclass
@@ -386,6 +393,7 @@ class Worker:
                         Outgoing(reply_to, Reply.failure(request_id, code, str(exc))),
                         entry.entry_id,
                         entry.deadline_ms,
+                        _size(entry),
                     )
                 )
                 self._count_failure(entry, code)
@@ -405,7 +413,12 @@ class Worker:
     def _answer_error(self, pending: PendingEntry, code: ErrorCode, message: str) -> None:
         reply = Reply.failure(pending.request_id, code, message)
         self._immediate.append(
-            Answer(Outgoing(pending.reply_to, reply), pending.entry.entry_id, pending.deadline_ms)
+            Answer(
+                Outgoing(pending.reply_to, reply),
+                pending.entry.entry_id,
+                pending.deadline_ms,
+                _size(pending.entry),
+            )
         )
         self._count_failure(pending.entry, code)
 
@@ -455,6 +468,7 @@ class Worker:
                 self.stream,
                 [(answer.outgoing, answer.entry_id) for answer in immediate],
                 reply_ttl_s=self.settings.reply_ttl_s,
+                sizes=[answer.size for answer in immediate],
             )
         except BaseException:
             self._immediate = immediate + self._immediate
@@ -570,6 +584,7 @@ class Worker:
                     Outgoing(pending.reply_to, Reply.success(pending.request_id, outcome.outputs)),
                     pending.entry.entry_id,
                     pending.deadline_ms,
+                    _size(pending.entry),
                 )
             )
             self.stats.inference_count += pending.rows

@@ -14,9 +14,11 @@ failing clearly within a stated bound:
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -351,3 +353,76 @@ def test_only_worker_killed_and_restarted_under_load(
     assert table.lost == 0
     assert set(table.codes) == {"200"}, table.codes
     assert not tap.twice()
+
+
+def test_gateway_memory_for_large_requests(procs: Procs, model_repo: Path, tmp_path: Path) -> None:
+    """4 concurrent ~6.4 MB infer requests (20,000 digit images each): the gateway's peak
+    RSS above its idle RSS, per byte of body in flight, and its RSS afterwards; a fifth
+    and sixth request beyond AXON_MAX_INFLIGHT_BYTES get 503, not memory."""
+    server = ChaosRedis(procs, tmp_path / "redis", persistent=False)
+    server.start()
+    start_worker(procs, server, model_repo, "digits-cnn", "mem-w", max_batch_rows="20000")
+    gw = start_gateway(
+        procs, server, model_repo, "digits-cnn", "mem-gw", max_rows="20000",
+        max_inflight_bytes=str(28 * 1024 * 1024), backlog_bytes=str(256 * 1024 * 1024),
+    )  # fmt: skip
+    rows = 20_000
+    body = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "datatype": "FP32",
+                    "shape": [rows, 1, 8, 8],
+                    "data": [3.5] * (rows * 64),
+                }
+            ]
+        }
+    ).encode()
+    idle = gw.rss()
+    peak = [idle]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], gw.rss())
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+
+    async def burst(n: int) -> list[int]:
+        headers = {"Content-Type": "application/json"}
+        async with httpx.AsyncClient(base_url=gw.url, timeout=120) as http:
+            answers = await asyncio.gather(
+                *(http.post("/v2/models/digits-cnn/infer", content=body, headers=headers)
+                  for _ in range(n))
+            )  # fmt: skip
+        return [a.status_code for a in answers]
+
+    try:
+        statuses = asyncio.run(burst(6))
+    finally:
+        stop.set()
+        sampler.join()
+    time.sleep(1.0)
+    after = gw.rss()
+    accepted = statuses.count(200)
+    per_byte = (peak[0] - idle) / max(accepted * len(body), 1)
+    publish_measures(
+        f"6i. 6 concurrent {len(body) / 1e6:.1f} MB infer requests, AXON_MAX_INFLIGHT_BYTES 28 MiB",
+        [
+            ("statuses", ", ".join(f"{c}: {statuses.count(c)}" for c in sorted(set(statuses)))),
+            (
+                "gateway RSS idle / peak / 1 s after",
+                f"{idle >> 20} / {peak[0] >> 20} / {after >> 20} MiB",
+            ),
+            ("peak growth per byte of accepted body", f"{per_byte:.1f}×"),
+        ],
+        [
+            "before the fix: 4 in-flight 6.7 MB requests took the gateway from 68 to 447 MB "
+            "(~14× the bodies), and it stayed there"
+        ],
+    )
+    assert set(statuses) <= {200, 503} and accepted >= 1 and 503 in statuses
+    assert peak[0] - idle < 400 << 20

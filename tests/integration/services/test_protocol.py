@@ -109,3 +109,80 @@ def test_worker_survives_a_redis_restart(model_repo: Path) -> None:
         asyncio.run(scenario())
     finally:
         server.stop()
+
+
+def test_queued_bytes_are_counted_and_bounded(redis_server: RedisServer) -> None:
+    """The enqueue script refuses a body that would take the stream's queued bytes past
+    the limit; answering an entry (``complete``) or dead-lettering it subtracts its
+    size; the counter resets when the stream is empty."""
+
+    async def scenario() -> None:
+        redis: Redis[bytes] = Redis.from_url(redis_server.url)
+        model = "bytes-model"
+        stream = protocol.stream_key(model, 1)
+        counter = protocol.queued_bytes_key(stream)
+        await protocol.ensure_group(redis, stream)
+
+        def entry(i: int, size: int) -> protocol.NewEntry:
+            return protocol.NewEntry(f"r{i}", "axon:r:gw", 0, b"x" * size)
+
+        answers = await protocol.enqueue_many(
+            redis, model, 1, [entry(0, 600), entry(1, 300), entry(2, 200)],
+            limit=100, maxlen=1000, byte_limit=1000,
+        )  # fmt: skip
+        assert isinstance(answers[0], str) and isinstance(answers[1], str)
+        assert answers[2] == protocol.Refused(backlog=0, queued_bytes=900)
+        assert int(await redis.get(counter) or 0) == 900
+        read = await protocol.read_entries(redis, stream, "w", count=2, block_ms=None)
+        from services.runtime.codec import Reply
+        from services.runtime.protocol import Outgoing
+
+        done = await protocol.complete(
+            redis, stream, [(Outgoing("axon:r:gw", Reply.failure("r0", "internal", "x")),
+                             read[0].entry_id)],
+            reply_ttl_s=60, sizes=[600],
+        )  # fmt: skip
+        assert done == 1 and int(await redis.get(counter) or 0) == 300
+        await protocol.dead_letter(
+            redis, model, stream, read[1], reason="test", consumer="w", reply=None,
+            reply_ttl_s=60, maxlen=10,
+        )  # fmt: skip
+        assert int(await redis.get(counter) or 0) == 0
+        assert await redis.xlen(stream) == 0
+        # Drift (e.g. MAXLEN trimming) cannot accumulate: an empty stream starts at 0.
+        await redis.set(counter, 10**9)
+        (first,) = await protocol.enqueue_many(
+            redis, model, 1, [entry(3, 700)], limit=100, maxlen=1000, byte_limit=1000
+        )
+        assert isinstance(first, str) and int(await redis.get(counter) or 0) == 700
+        await redis.delete(stream, counter, protocol.dlq_key(model), "axon:r:gw")
+        await redis.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_dead_letters_keep_bounded_bodies_and_expire(redis_server: RedisServer) -> None:
+    async def scenario() -> None:
+        redis: Redis[bytes] = Redis.from_url(redis_server.url)
+        model = "dlq-model"
+        stream = protocol.stream_key(model, 1)
+        await protocol.ensure_group(redis, stream)
+        big = b"y" * (protocol.DLQ_MAX_BODY_BYTES * 3)
+        await protocol.enqueue(
+            redis, model, 1, request_id="big", reply_to="axon:r:gw", deadline_ms=0, body=big
+        )
+        (read,) = await protocol.read_entries(redis, stream, "w", count=1, block_ms=None)
+        await protocol.dead_letter(
+            redis, model, stream, read, reason="test", consumer="w", reply=None,
+            reply_ttl_s=60, maxlen=10,
+        )  # fmt: skip
+        ((_, fields),) = await redis.xrange(protocol.dlq_key(model))
+        assert len(fields[b"body"]) == protocol.DLQ_MAX_BODY_BYTES
+        assert fields[b"body_truncated"] == b"1"
+        assert int(fields[b"body_bytes"]) == len(big)
+        ttl = await redis.ttl(protocol.dlq_key(model))
+        assert 0 < ttl <= protocol.DLQ_TTL_S
+        await redis.delete(stream, protocol.dlq_key(model))
+        await redis.aclose()
+
+    asyncio.run(scenario())

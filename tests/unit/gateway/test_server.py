@@ -400,3 +400,18 @@ def test_a_pipelined_body_is_timed_from_when_its_request_starts() -> None:
         assert b"HTTP/1.1 408 Request Timeout" in transport.written and transport.closed
 
     run_protocol(scenario, app=app)
+
+
+def test_byte_budget_reserves_and_releases() -> None:
+    from services.gateway.middleware.inflight_bytes import ByteBudget
+
+    budget = ByteBudget(100)
+    assert budget.try_reserve(150)  # alone: granted, the body limit allowed it
+    assert not budget.try_reserve(1)
+    budget.release(150)
+    assert budget.try_reserve(60) and budget.try_reserve(40)
+    assert not budget.try_reserve(1)
+    budget.release(60)
+    assert budget.try_reserve(60) and budget.reserved == 100
+    budget.release(500)
+    assert budget.reserved == 0

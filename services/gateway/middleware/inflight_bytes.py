@@ -1,0 +1,84 @@
+"""Bound the request bodies the gateway holds at once (``AXON_MAX_INFLIGHT_BYTES``).
+
+A request's memory at the gateway is a multiple of its body (the bytes, the parsed JSON,
+the arrays, the encoded entry): measured ~14× before the handlers dropped what they no
+longer need across the await. So the sum of bodies in flight bounds the gateway's
+memory. Each request with a body reserves its ``Content-Length`` (a chunked upload, the
+body limit ``AXON_MAX_BODY_BYTES``) until its response is sent; a request that does
+not fit is refused at once with 503 + ``Retry-After``, before its body is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from services.gateway.responses import error_response
+
+
+@dataclass
+class ByteBudget:
+    """A counter of reserved bytes under ``limit`` (pure; one event loop, no lock).
+
+    A single reservation larger than ``limit`` is granted when nothing else is reserved,
+    so a body the body limit allows is never refused forever.
+    """
+
+    limit: int
+    reserved: int = 0
+
+    def try_reserve(self, size: int) -> bool:
+        if self.reserved and self.reserved + size > self.limit:
+            return False
+        self.reserved += size
+        return True
+
+    def release(self, size: int) -> None:
+        self.reserved = max(self.reserved - size, 0)
+
+
+class InflightBytesMiddleware:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, max_body_bytes: int, retry_after_s: int
+    ) -> None:
+        self.app = app
+        self.budget = ByteBudget(max_bytes)
+        self.max_body_bytes = max_body_bytes
+        self.retry_after_s = retry_after_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        size = _body_size(scope, self.max_body_bytes) if scope["type"] == "http" else 0
+        if not size:
+            await self.app(scope, receive, send)
+            return
+        if not self.budget.try_reserve(size):
+            message = (
+                f"the gateway holds {self.budget.reserved} bytes of request bodies in flight "
+                f"(limit {self.budget.limit}, AXON_MAX_INFLIGHT_BYTES); retry after "
+                f"{self.retry_after_s}s or send smaller requests"
+            )
+            response = error_response(
+                503, message, headers={"Retry-After": str(self.retry_after_s)}
+            )
+            await response(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.budget.release(size)
+
+
+def _body_size(scope: Scope, max_body_bytes: int) -> int:
+    """Bytes a request will bring: its Content-Length; a chunked body counts as the most
+    it may bring; 0 for a request without a body."""
+    chunked = False
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return max(int(value), 0)
+            except ValueError:
+                return max_body_bytes
+        if name == b"transfer-encoding" and b"chunked" in value.lower():
+            chunked = True
+    return max_body_bytes if chunked else 0
