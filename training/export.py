@@ -130,6 +130,11 @@ def _export_in_child(
     reader, writer = ctx.Pipe(duplex=False)
 
     def child() -> None:
+        # A forked child must not enter an OpenMP parallel region: libgomp is not
+        # fork-safe once the parent used its thread team (seen: the child asleep inside
+        # RNN.forward for the whole 600 s timeout when the suite ran on a loaded
+        # machine). One thread keeps every torch op inline; the models are tiny.
+        torch.set_num_threads(1)
         try:
             _torch_export(module, example, inputs, outputs, path, legacy)
             writer.send("")
