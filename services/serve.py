@@ -79,6 +79,9 @@ TICK_S = 0.1
 """How often the supervisor looks at its children."""
 
 READY_EVERY_S = 0.25
+
+LIVE_EVERY_S = 5.0
+"""How often a ready child's liveness endpoint is asked (``ChildSpec.live_url``)."""
 """How often a child that is not ready yet is probed."""
 
 REDIS_START_S = 10.0
@@ -111,6 +114,10 @@ class ChildSpec:
     ready_headers: Mapping[str, str] = field(default_factory=dict)
     redis_port: int = 0
     banner: str = ""
+    live_url: str = ""
+    """Liveness endpoint: a ready child that answers it with exactly 503 (it says a
+    background task of it has ended) is restarted. A timeout or a refused connection
+    is not acted on (a busy or stopped process is not a dead one)."""
 
 
 @dataclass
@@ -124,6 +131,7 @@ class Child:
     started_at: float = 0.0
     ready: bool = False
     next_probe: float = 0.0
+    next_live: float = 0.0
 
     @property
     def name(self) -> str:
@@ -244,6 +252,7 @@ def plan(
                      "--port", str(service_port)),
                     {**child_env, f"AXON_{upper}_INSTANCE": instance},
                     ready_url=f"http://127.0.0.1:{service_port}/readyz",
+                    live_url=f"http://127.0.0.1:{service_port}/livez",
                     banner=f"{models[family]} → http://127.0.0.1:{service_port}"
                     + (f" (instance {instance})" if count > 1 else ""),
                 )
@@ -257,6 +266,7 @@ def plan(
             child_env,
             ready_url=f"{url}/healthz/ready",
             ready_headers=auth_headers(env),
+            live_url=f"{url}/healthz/live",
             banner=url,
         )
     )
@@ -308,12 +318,21 @@ def _bentoml() -> list[str]:
 
 def http_ok(url: str, headers: Mapping[str, str] | None = None, timeout_s: float = 1.0) -> bool:
     """Whether ``GET url`` answers 200 within ``timeout_s``."""
+    return http_status(url, headers, timeout_s) == 200
+
+
+def http_status(
+    url: str, headers: Mapping[str, str] | None = None, timeout_s: float = 1.0
+) -> int | None:
+    """The status ``GET url`` answers within ``timeout_s``; None without an answer."""
     request = urllib.request.Request(url, headers=dict(headers or {}))
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return int(response.status) == 200
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
     except (urllib.error.URLError, OSError, ValueError):
-        return False
+        return None
 
 
 def redis_ok(port: int, timeout_s: float = 0.5) -> bool:
@@ -401,6 +420,7 @@ class Supervisor:
             assert child.process is not None
             say(f"{name} restarted (pid {child.process.pid})")
         self._probe(self.clock())
+        self._check_alive(self.clock())
 
     def _on_exit(self, child: Child, now: float) -> None:
         assert child.process is not None
@@ -442,6 +462,23 @@ class Supervisor:
                 if self._restarts.get(child.name):
                     took = self.clock() - child.started_at
                     say(f"{child.name} ready again, {took:.1f} s after its restart")
+
+    def _check_alive(self, now: float) -> None:
+        """Restart (SIGTERM; the exit is handled as a crash) a ready child whose
+        liveness endpoint answers 503: one of its background tasks has ended."""
+        for child in self.children:
+            spec = child.spec
+            if not (spec.live_url and child.ready and child.alive()) or now < child.next_live:
+                continue
+            child.next_live = now + LIVE_EVERY_S
+            if http_status(spec.live_url, spec.ready_headers) == 503:
+                assert child.process is not None
+                say(
+                    f"{child.name} (pid {child.process.pid}) reports itself not alive "
+                    f"(503 from {spec.live_url}); restarting it",
+                    error=True,
+                )
+                child.process.terminate()
 
     def all_ready(self) -> bool:
         return all(c.ready for c in self.children)
