@@ -11,22 +11,20 @@ and one worker for both, in one run.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
-import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from services.runtime.redis_server import RedisServer, free_port  # noqa: E402
+from tests.support.memory import PeakRss, concurrent_posts, digits_infer_body  # noqa: E402
 
 INFER = "/v2/models/digits-cnn/infer"
 
@@ -49,41 +47,19 @@ def measure(tree: Path, env: dict[str, str], body: bytes, concurrency: int) -> d
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        proc = psutil.Process(process.pid)
-        idle = proc.memory_info().rss
-        peak = [idle]
-        stop = threading.Event()
-
-        def sample() -> None:
-            while not stop.is_set():
-                peak[0] = max(peak[0], proc.memory_info().rss)
-                time.sleep(0.01)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-
-        async def burst() -> list[int]:
-            headers = {"Content-Type": "application/json"}
-            async with httpx.AsyncClient(base_url=url, timeout=120) as http:
-                answers = await asyncio.gather(
-                    *(http.post(INFER, content=body, headers=headers) for _ in range(concurrency))
-                )
-            return [answer.status_code for answer in answers]
-
-        statuses = asyncio.run(burst())
-        stop.set()
-        sampler.join()
+        with PeakRss(process.pid) as rss:
+            statuses = concurrent_posts(url, INFER, body, concurrency)
         time.sleep(1.0)
-        after = proc.memory_info().rss
+        idle, peak, after = rss.idle, rss.peak, rss.now()
     finally:
         process.terminate()
         process.wait(timeout=30)
     return {
         "statuses": statuses,
         "idle_mib": idle >> 20,
-        "peak_mib": peak[0] >> 20,
+        "peak_mib": peak >> 20,
         "after_1s_mib": after >> 20,
-        "peak_growth_per_body_byte": round((peak[0] - idle) / (concurrency * len(body)), 2),
+        "peak_growth_per_body_byte": round((peak - idle) / (concurrency * len(body)), 2),
     }
 
 
@@ -95,18 +71,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()
     rows = args.rows
-    body = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "image",
-                    "datatype": "FP32",
-                    "shape": [rows, 1, 8, 8],
-                    "data": [3.5] * (rows * 64),
-                }
-            ]
-        }
-    ).encode()
+    body = digits_infer_body(rows)
     with RedisServer() as redis:
         env = {
             **os.environ,

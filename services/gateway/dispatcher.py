@@ -124,19 +124,17 @@ class Dispatcher:
         except BaseException:
             self.listener.forget(entry_id)
             raise
-        if isinstance(answer, Refused) and answer.queued_bytes is not None:
-            self.listener.forget(entry_id)
-            raise BacklogFullError(
-                f"model {mv.name!r} version {mv.version} has {answer.queued_bytes} bytes of "
-                f"requests queued (limit {byte_limit}, AXON_BACKLOG_BYTES); retry after "
-                f"{self.settings.retry_after_s}s",
-                self.settings.retry_after_s,
-            )
         if isinstance(answer, Refused):
             self.listener.forget(entry_id)
+            queued = (
+                f"{answer.backlog} requests queued (limit {limit})"
+                if answer.queued_bytes is None
+                else f"{answer.queued_bytes} bytes of requests queued (limit {byte_limit}, "
+                "AXON_BACKLOG_BYTES)"
+            )
             raise BacklogFullError(
-                f"model {mv.name!r} version {mv.version} has {answer.backlog} requests queued "
-                f"(limit {limit}); retry after {self.settings.retry_after_s}s",
+                f"model {mv.name!r} version {mv.version} has {queued}; retry after "
+                f"{self.settings.retry_after_s}s",
                 self.settings.retry_after_s,
             )
         inflight, queue_wait = self._metrics_for(mv.name)

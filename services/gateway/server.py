@@ -42,6 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from services.gateway.errors import RequestTimeoutError
+from services.gateway.responses import error_response
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -155,27 +156,18 @@ class ProbesOnly:
 
     def __init__(self, app: ASGIApp, limits: ConnectionLimits) -> None:
         self.app = app
-        self.retry_after = str(limits.retry_after_s).encode()
-        self.body = json.dumps(
-            {
-                "error": f"the gateway is at its limit of {limits.max_connections} open "
-                "connections (AXON_MAX_CONNECTIONS); retry later, or reuse connections"
-            },
-            separators=(",", ":"),
-        ).encode()
+        self.refusal = error_response(
+            503,
+            f"the gateway is at its limit of {limits.max_connections} open connections "
+            "(AXON_MAX_CONNECTIONS); retry later, or reuse connections",
+            headers={"Retry-After": str(limits.retry_after_s), "Connection": "close"},
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] in ("GET", "HEAD") and scope["path"] in HEALTH_PATHS:
             await self.app(scope, receive, _closing(send))
             return
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(self.body)).encode()),
-            (b"retry-after", self.retry_after),
-            (b"connection", b"close"),
-        ]
-        await send({"type": "http.response.start", "status": 503, "headers": headers})
-        await send({"type": "http.response.body", "body": self.body, "more_body": False})
+        await self.refusal(scope, receive, send)
 
 
 class OverflowLog:

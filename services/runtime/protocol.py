@@ -182,7 +182,8 @@ class NewEntry:
     deadline_ms: int
     body: bytes
     budget_ms: int | None = None
-    """Ms of the deadline left when queued (``deadline_ms`` is on the gateway's clock)."""
+    """Ms of the deadline left when queued (``deadline_ms`` is on the gateway's clock);
+    None: no budget field, workers go by ``deadline_ms`` (as for an older gateway)."""
 
 
 @dataclass(frozen=True)
@@ -254,16 +255,8 @@ async def enqueue_many(
     """
     args: list[bytes | str | int] = [limit, maxlen, byte_limit]
     for entry in entries:
-        budget = entry.budget_ms
-        if budget is None:
-            budget = max(int(entry.deadline_ms - time.time() * 1000), 0) if entry.deadline_ms else 0
-        args += [
-            entry.request_id,
-            entry.reply_to,
-            str(int(entry.deadline_ms)),
-            str(int(budget)) if entry.deadline_ms else "",
-            entry.body,
-        ]
+        budget = "" if entry.budget_ms is None else str(int(entry.budget_ms))
+        args += [entry.request_id, entry.reply_to, str(int(entry.deadline_ms)), budget, entry.body]
     key = stream_key(model, version)
     counter = queued_bytes_key(key)
     try:

@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -298,46 +298,36 @@ def _value_range(value: object, where: str, fail: Any) -> tuple[float, float] | 
     return float(value[0]), float(value[1])
 
 
-def _with_bounds(
-    specs: tuple[TensorSpec, ...],
-    name: str,
-    *,
-    max_shape: tuple[int, ...] | None = None,
-    value_range: tuple[float, float] | None = None,
-) -> tuple[TensorSpec, ...]:
-    """``specs`` with ``name``'s bounds set where the spec itself declares none."""
-    result = []
-    for spec in specs:
-        if spec.name == name:
-            spec = TensorSpec(
-                spec.name,
-                spec.datatype,
-                spec.shape,
-                max_shape if max_shape is not None else spec.max_shape,
-                spec.value_range if spec.value_range is not None else value_range,
-            )
-        result.append(spec)
-    return tuple(result)
+def _bound_variable_axes(spec: TensorSpec, limit: int) -> TensorSpec:
+    """``spec`` with every variable axis but the batch axis bounded at ``limit``."""
+    bounds = tuple(
+        limit if axis and size == -1 else bound
+        for axis, (size, bound) in enumerate(zip(spec.shape, spec.max_shape, strict=True))
+    )
+    return replace(spec, max_shape=bounds)
 
 
 def _task_bounds(
     task: str, document: dict[str, Any], inputs: tuple[TensorSpec, ...], fail: Any
 ) -> tuple[TensorSpec, ...]:
     """Bounds implied by task fields: a forecaster's ``max_history`` bounds the time axis
-    of ``history``; a conditional generator's ``label`` takes ``0..num_classes-1``."""
+    of ``history`` (over its ``max_shape``); a conditional generator's ``label`` takes
+    ``0..num_classes-1`` unless its spec declares a ``range``."""
     if task == "forecast" and "max_history" in document:
         limit = document["max_history"]
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise fail(f"max_history must be a positive integer, got {limit!r}")
-        history = next(spec for spec in inputs if spec.name == "history")
-        bounds = tuple(
-            limit if axis and size == -1 else bound
-            for axis, (size, bound) in enumerate(zip(history.shape, history.max_shape, strict=True))
+        inputs = tuple(
+            _bound_variable_axes(spec, limit) if spec.name == "history" else spec for spec in inputs
         )
-        inputs = _with_bounds(inputs, "history", max_shape=bounds)
-    if task == "generate" and document.get("conditional") and "label" in {s.name for s in inputs}:
-        classes = int(document["num_classes"])
-        inputs = _with_bounds(inputs, "label", value_range=(0.0, float(classes - 1)))
+    if task == "generate" and document.get("conditional"):
+        classes = float(int(document["num_classes"]) - 1)
+        inputs = tuple(
+            replace(spec, value_range=(0.0, classes))
+            if spec.name == "label" and spec.value_range is None
+            else spec
+            for spec in inputs
+        )
     return inputs
 
 

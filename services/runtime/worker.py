@@ -499,19 +499,20 @@ class Worker:
         until Redis is back. After ``stop()`` the retries last at most
         ``STOP_DELIVERY_S``; then the replies are dropped and their entries stay pending
         in Redis for another replica to claim."""
-        backoff, longest = DELIVERY_BACKOFF_S
-        failures = 0
+        backoff = Backoff(*DELIVERY_BACKOFF_S)
         while True:
             try:
                 await self._flush_immediate()
-                if failures:
-                    log.info("redis is back; replies sent after %d failed attempts", failures)
+                if backoff.failures:
+                    log.info(
+                        "redis is back; replies sent after %d failed attempts", backoff.failures
+                    )
                 return
             except Exception as exc:  # OOM, READONLY… as well as an unreachable Redis
                 if not is_redis_error(exc):
                     raise
-                failures += 1
-                if failures == 1:
+                pause = backoff.failure()
+                if backoff.failures == 1:
                     log.warning(
                         "sending replies failed (%s); keeping %d replies and retrying",
                         describe(exc),
@@ -530,8 +531,7 @@ class Worker:
                     self._immediate = []
                     self._undelivered = False
                     return
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, longest)
+            await asyncio.sleep(pause)
 
     # ------------------------------------------------------------------ execution
 

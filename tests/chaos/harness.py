@@ -173,8 +173,11 @@ def start_worker(
     models_dir: Path,
     model: str,
     instance: str,
+    *,
+    wait: bool = True,
     **settings: str,
 ) -> WorkerProc:
+    """A standalone worker; with ``wait``, once its heartbeat is in Redis."""
     env = _env(
         AXON_REDIS_URL=redis_server.url,
         AXON_MODELS_DIR=str(models_dir),
@@ -188,6 +191,8 @@ def start_worker(
     )
     process = procs.spawn(instance, [sys.executable, "-m", "services.runtime.standalone"], env)
     key = protocol.worker_key(model, 1, instance)
+    if not wait:
+        return WorkerProc(instance, process)
 
     def registered() -> bool:
         assert process.poll() is None, procs.log(instance)

@@ -14,11 +14,8 @@ failing clearly within a stated bound:
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import statistics
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -35,13 +32,13 @@ from tests.chaos.harness import (
     Procs,
     ReplyTap,
     Table,
-    _env,
     publish,
     publish_measures,
     start_gateway,
     start_worker,
 )
 from tests.chaos.slow_model import NAME
+from tests.support.memory import PeakRss, concurrent_posts, digits_infer_body
 from tests.support.onnx_models import write_poison_classifier
 from tests.support.redis import wait_for
 
@@ -197,17 +194,9 @@ def test_worker_started_before_redis(procs: Procs, chaos_repo: Path, tmp_path: P
     """The worker retries (backoff up to 5 s, a log line per streak) and registers soon
     after Redis starts; it never needs a restart."""
     server = ChaosRedis(procs, tmp_path / "redis", persistent=False)
-    env = _env(
-        AXON_REDIS_URL=server.url,
-        AXON_MODELS_DIR=str(chaos_repo),
-        AXON_MODEL=NAME,
-        AXON_INSTANCE="early-w",
-        AXON_PROVIDER="cpu",
-        AXON_HEARTBEAT_INTERVAL_MS="300",
-    )
-    worker = procs.spawn("early-w", [sys.executable, "-m", "services.runtime.standalone"], env)
+    worker = start_worker(procs, server, chaos_repo, NAME, "early-w", wait=False)
     time.sleep(4.0)
-    assert worker.poll() is None, procs.log("early-w")
+    assert worker.process.poll() is None, procs.log("early-w")
     server.start()
     started = time.monotonic()
     key = protocol.worker_key(NAME, 1, "early-w")
@@ -366,56 +355,20 @@ def test_gateway_memory_for_large_requests(procs: Procs, model_repo: Path, tmp_p
         procs, server, model_repo, "digits-cnn", "mem-gw", max_rows="20000",
         max_inflight_bytes=str(28 * 1024 * 1024), backlog_bytes=str(256 * 1024 * 1024),
     )  # fmt: skip
-    rows = 20_000
-    body = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "image",
-                    "datatype": "FP32",
-                    "shape": [rows, 1, 8, 8],
-                    "data": [3.5] * (rows * 64),
-                }
-            ]
-        }
-    ).encode()
-    idle = gw.rss()
-    peak = [idle]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], gw.rss())
-            time.sleep(0.01)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-
-    async def burst(n: int) -> list[int]:
-        headers = {"Content-Type": "application/json"}
-        async with httpx.AsyncClient(base_url=gw.url, timeout=120) as http:
-            answers = await asyncio.gather(
-                *(http.post("/v2/models/digits-cnn/infer", content=body, headers=headers)
-                  for _ in range(n))
-            )  # fmt: skip
-        return [a.status_code for a in answers]
-
-    try:
-        statuses = asyncio.run(burst(6))
-    finally:
-        stop.set()
-        sampler.join()
+    body = digits_infer_body(20_000)
+    with PeakRss(gw.process.pid) as rss:
+        statuses = concurrent_posts(gw.url, "/v2/models/digits-cnn/infer", body, 6)
     time.sleep(1.0)
-    after = gw.rss()
+    idle, peak, after = rss.idle, rss.peak, rss.now()
     accepted = statuses.count(200)
-    per_byte = (peak[0] - idle) / max(accepted * len(body), 1)
+    per_byte = (peak - idle) / max(accepted * len(body), 1)
     publish_measures(
         f"6i. 6 concurrent {len(body) / 1e6:.1f} MB infer requests, AXON_MAX_INFLIGHT_BYTES 28 MiB",
         [
             ("statuses", ", ".join(f"{c}: {statuses.count(c)}" for c in sorted(set(statuses)))),
             (
                 "gateway RSS idle / peak / 1 s after",
-                f"{idle >> 20} / {peak[0] >> 20} / {after >> 20} MiB",
+                f"{idle >> 20} / {peak >> 20} / {after >> 20} MiB",
             ),
             ("peak growth per byte of accepted body", f"{per_byte:.1f}×"),
         ],
@@ -425,4 +378,4 @@ def test_gateway_memory_for_large_requests(procs: Procs, model_repo: Path, tmp_p
         ],
     )
     assert set(statuses) <= {200, 503} and accepted >= 1 and 503 in statuses
-    assert peak[0] - idle < 400 << 20
+    assert peak - idle < 400 << 20
