@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 from redis.asyncio import Redis
 
-from services.runtime import protocol
-from services.runtime.codec import Scalar, decode_reply, encode_request
+from services.contract import protocol
+from services.contract.codec import Scalar, decode_reply, encode_request
 from services.runtime.redis_server import RedisServer
 from services.runtime.repository import ModelRepository
 

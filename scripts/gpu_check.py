@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from services.runtime.errors import AxonError
-from services.runtime.repository import ModelMetadata, ModelRepository
+from services.contract.errors import AxonError
+from services.contract.metadata import ModelMetadata
+from services.runtime.prepare import generator_inputs
+from services.runtime.repository import ModelRepository
 from services.runtime.session import CUDA, ModelSession, SessionOptions, create_session
-from services.runtime.tasks import generator_inputs
 
 ATOL = 1e-3
 RTOL = 1e-3

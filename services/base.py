@@ -28,13 +28,14 @@ import bentoml
 import numpy as np
 from redis.asyncio import Redis
 
-from services.runtime import redis_client
-from services.runtime.errors import AxonError
+from services.contract import redis_client
+from services.contract.errors import AxonError
+from services.contract.inputs import validate_inputs
 from services.runtime.executor import BatchExecutor
 from services.runtime.metrics import WorkerMetrics
+from services.runtime.prepare import Tensors
 from services.runtime.session import ModelSession
 from services.runtime.settings import WorkerSettings
-from services.runtime.tasks import Tensors, validate_inputs
 from services.runtime.worker import Worker, load_model
 
 log = logging.getLogger(__name__)

@@ -11,10 +11,10 @@ import logging
 import os
 import sys
 
+from services.contract.errors import SettingsError
 from services.gateway.app import create_app
 from services.gateway.server import serve
 from services.gateway.settings import GatewaySettings
-from services.runtime.errors import SettingsError
 
 
 def main(argv: list[str] | None = None) -> int:

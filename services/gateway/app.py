@@ -17,7 +17,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from services.gateway import oip, openapi, tasks
+from services.contract import protocol, redis_client
+from services.contract.errors import AxonError
+from services.gateway import oip, openapi, task_endpoints
 from services.gateway.dispatcher import Dispatcher
 from services.gateway.errors import BacklogFullError, GatewayError, client_message, status_for
 from services.gateway.listener import ReplyListener
@@ -32,8 +34,6 @@ from services.gateway.registry import Registry
 from services.gateway.responses import error_response
 from services.gateway.settings import GatewaySettings
 from services.gateway.state import GatewayState, tag
-from services.runtime import protocol, redis_client
-from services.runtime.errors import AxonError
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
     app = Starlette(
         routes=[
             *oip.routes,
-            *tasks.routes,
+            *task_endpoints.routes,
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             *openapi.routes,
         ],

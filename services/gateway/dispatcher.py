@@ -13,6 +13,9 @@ import numpy as np
 from prometheus_client import Gauge, Histogram
 from redis.exceptions import RedisError
 
+from services.contract.codec import Reply, Scalar, encode_request
+from services.contract.protocol import NewEntry, RedisClient, Refused
+from services.contract.resilience import describe, unreachable
 from services.gateway.enqueuer import Enqueuer
 from services.gateway.errors import (
     BacklogFullError,
@@ -25,9 +28,6 @@ from services.gateway.listener import ReplyListener
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.registry import ModelVersion, Registry
 from services.gateway.settings import GatewaySettings
-from services.runtime.codec import Reply, Scalar, encode_request
-from services.runtime.protocol import NewEntry, RedisClient, Refused
-from services.runtime.resilience import describe, unreachable
 
 
 @dataclass

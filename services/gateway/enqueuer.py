@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from services.runtime import protocol
-from services.runtime.protocol import NewEntry, RedisClient, Refused
+from services.contract import protocol
+from services.contract.protocol import NewEntry, RedisClient, Refused
 
 MAX_PER_CALL = 256
 """Entries per script call: bounds how long one call keeps Redis busy."""

@@ -6,7 +6,7 @@ Nothing else (no traceback, no internal detail) reaches a client.
 
 from __future__ import annotations
 
-from services.runtime.errors import HTTP_STATUS, AxonError, ErrorCode
+from services.contract.errors import HTTP_STATUS, AxonError, ErrorCode
 
 
 class GatewayError(Exception):

@@ -11,12 +11,12 @@ import logging
 import time
 from collections.abc import Callable
 
+from services.contract import protocol
+from services.contract.codec import Reply, decode_reply
+from services.contract.errors import BadEntryError
+from services.contract.protocol import RedisClient
+from services.contract.resilience import Backoff, FailureLog, describe, is_redis_error, unreachable
 from services.gateway.errors import UnavailableError
-from services.runtime import protocol
-from services.runtime.codec import Reply, decode_reply
-from services.runtime.errors import BadEntryError
-from services.runtime.protocol import RedisClient
-from services.runtime.resilience import Backoff, FailureLog, describe, is_redis_error, unreachable
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from services.gateway.dispatcher import encode_body
 from services.gateway.errors import UnavailableError
+from services.gateway.oip_codec import outputs_json, parse_infer
 from services.gateway.registry import ModelVersion
 from services.gateway.responses import JSON, FastJSON
 from services.gateway.state import (
@@ -21,7 +22,6 @@ from services.gateway.state import (
     request_id,
     tag,
 )
-from services.gateway.validation import outputs_json, parse_infer
 
 EXTENSIONS = ["statistics"]
 

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.contract import protocol
+from services.contract.errors import ModelRepositoryError
+from services.contract.metadata import MODEL_NAME, VERSION, ModelMetadata, parse_metadata
+from services.contract.protocol import RedisClient, WorkerInfo
+from services.contract.resilience import FailureLog, describe, is_redis_error, unreachable
 from services.gateway.errors import NotFoundError, UnavailableError
-from services.runtime import protocol
-from services.runtime.errors import ModelRepositoryError
-from services.runtime.protocol import RedisClient, WorkerInfo
-from services.runtime.repository import MODEL_NAME, VERSION, ModelMetadata, parse_metadata
-from services.runtime.resilience import FailureLog, describe, is_redis_error, unreachable
 
 log = logging.getLogger(__name__)
 

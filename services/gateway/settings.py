@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from services.runtime.errors import SettingsError
-from services.runtime.repository import MODEL_NAME
+from services.contract.errors import SettingsError
+from services.contract.metadata import MODEL_NAME
 
 T = TypeVar("T")
 

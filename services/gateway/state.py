@@ -10,15 +10,15 @@ from typing import Any
 
 from starlette.requests import Request
 
+from services.contract.codec import Scalar
+from services.contract.protocol import RedisClient
 from services.gateway.dispatcher import Dispatcher
 from services.gateway.errors import BadRequestError
+from services.gateway.fields import timeout_ms
 from services.gateway.listener import ReplyListener
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.registry import ModelVersion, Registry
 from services.gateway.settings import GatewaySettings
-from services.gateway.validation import timeout_ms
-from services.runtime.codec import Scalar
-from services.runtime.protocol import RedisClient
 
 
 @dataclass

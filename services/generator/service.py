@@ -3,7 +3,7 @@
 Batchable HTTP API: ``POST /generate`` with ``requests``, a list of
 ``{seed, count, label?}``; each gets ``count`` images [count, C, H, W] in
 metadata.image.value_range. Latents are drawn exactly as docs/model-repository.md
-says (``services.runtime.tasks.generator_inputs``), so a seed gives the same images
+says (``services.runtime.prepare.generator_inputs``), so a seed gives the same images
 here and through the queue.
 """
 
@@ -16,8 +16,9 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from services.base import ModelServiceBase
-from services.runtime.errors import AxonError
-from services.runtime.tasks import MAX_GENERATE_COUNT, generator_inputs
+from services.contract.errors import AxonError
+from services.contract.inputs import MAX_GENERATE_COUNT
+from services.runtime.prepare import generator_inputs
 
 
 class GenerateRequest(BaseModel):

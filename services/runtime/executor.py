@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from services.runtime.errors import InferenceError
-from services.runtime.tasks import Tensors
+from services.contract.errors import InferenceError
+from services.runtime.prepare import Tensors
 
 log = logging.getLogger(__name__)
 

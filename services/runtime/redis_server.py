@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from services.runtime.errors import AxonError
+from services.contract.errors import AxonError
 
 
 class RedisServerError(AxonError):

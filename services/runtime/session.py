@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from services.runtime.codec import DATATYPES
-from services.runtime.errors import ModelLoadError, ProviderError
-from services.runtime.repository import ModelFiles, ModelMetadata, TensorSpec
+from services.contract.codec import DATATYPES
+from services.contract.errors import ModelLoadError, ProviderError
+from services.contract.metadata import ModelMetadata, TensorSpec
+from services.runtime.repository import ModelFiles
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from services.runtime.errors import SettingsError
+from services.contract.errors import SettingsError
 
 PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
 

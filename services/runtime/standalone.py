@@ -15,7 +15,7 @@ import sys
 
 import prometheus_client
 
-from services.runtime import redis_client
+from services.contract import redis_client
 from services.runtime.metrics import WorkerMetrics, prometheus_backend
 from services.runtime.settings import WorkerSettings
 from services.runtime.worker import Worker, load_model

@@ -31,32 +31,30 @@ import math
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
-from services.runtime import protocol
+from services.contract import protocol
+from services.contract.codec import Reply, decode_request
+from services.contract.errors import AxonError, ErrorCode
+from services.contract.inputs import check_request
+from services.contract.protocol import Outgoing, RedisClient, StreamEntry
+from services.contract.resilience import Backoff, FailureLog, describe, is_redis_error
 from services.runtime.batching import collate
-from services.runtime.codec import Reply, Scalar, decode_request
-from services.runtime.errors import AxonError, ErrorCode
 from services.runtime.executor import BatchExecutor
 from services.runtime.gpu import gpu_memory_used_bytes
 from services.runtime.metrics import WorkerMetrics
-from services.runtime.protocol import Outgoing, RedisClient, StreamEntry
-from services.runtime.repository import ModelMetadata, ModelRepository
-from services.runtime.resilience import Backoff, FailureLog, describe, is_redis_error
+from services.runtime.prepare import Tensors, prepare_inputs
+from services.runtime.repository import ModelRepository
 from services.runtime.session import CPU, ModelSession, SessionOptions, create_session
 from services.runtime.settings import WorkerSettings
 from services.runtime.stats import WorkerStats
-from services.runtime.tasks import Tensors, prepare_inputs, validate_inputs
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 """Returns the current unix time in milliseconds."""
-
-PrepareFn = Callable[[ModelMetadata, Mapping[str, Any], Mapping[str, Scalar]], Tensors]
 
 DELIVERY_BACKOFF_S = (0.05, 1.0)
 """First and longest pause between attempts to send computed replies while Redis is away."""
@@ -134,7 +132,6 @@ class Worker:
         *,
         metrics: WorkerMetrics | None = None,
         clock: Clock = wall_clock_ms,
-        prepare: PrepareFn = prepare_inputs,
     ) -> None:
         self.redis = redis
         self.session = session
@@ -147,7 +144,6 @@ class Worker:
         self.stats = WorkerStats()
         self._metrics = metrics
         self._clock = clock
-        self._prepare = prepare
         self._executor = BatchExecutor(session.run)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{self.model}")
         # Moving average of run time per row; until a run was measured (inf), runs go to
@@ -384,8 +380,8 @@ class Worker:
                 if entry.body is None:
                     raise AxonError("entry has no 'body'")
                 request = decode_request(entry.body)
-                inputs = self._prepare(self.metadata, request.inputs, request.parameters)
-                rows = validate_inputs(self.metadata, inputs)
+                rows = check_request(self.metadata, request.inputs, request.parameters)
+                inputs = prepare_inputs(self.metadata, request.inputs, request.parameters)
             except AxonError as exc:
                 code = exc.code if exc.code != ErrorCode.INTERNAL else ErrorCode.BAD_ENTRY
                 self._immediate.append(

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from services.runtime import protocol
+from services.contract import protocol
 from tests.chaos.slow_model import NAME
 from tests.e2e.payloads import infer_image
 

@@ -38,7 +38,7 @@ import msgpack
 import psutil
 import redis
 
-from services.runtime import protocol
+from services.contract import protocol
 from services.runtime.redis_server import find_redis_server, free_port
 from tests.support.redis import wait_for
 

@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 import redis
 
-from services.runtime.codec import decode_reply, encode_request
+from services.contract.codec import decode_reply, encode_request
 from tests.chaos.common import BODY, INFER, STREAM, backlog, pending_total
 from tests.chaos.harness import (
     ChaosRedis,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from services.runtime import protocol
+from services.contract import protocol
 from services.runtime.redis_server import free_port
 from tests.chaos.common import BODY, INFER, backlog, pending_total
 from tests.chaos.harness import (

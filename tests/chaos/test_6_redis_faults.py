@@ -24,7 +24,7 @@ import numpy as np
 import psutil
 import pytest
 
-from services.runtime import protocol
+from services.contract import protocol
 from tests.chaos.common import BODY, INFER
 from tests.chaos.harness import (
     ChaosRedis,

@@ -16,8 +16,8 @@ import httpx
 import pytest
 from redis import Redis
 
-from services.runtime import protocol
-from services.runtime.protocol import WorkerInfo
+from services.contract import protocol
+from services.contract.protocol import WorkerInfo
 from tests.e2e.conftest import STACK_ENV, Stack
 from tests.e2e.payloads import infer_image
 from tests.support.redis import wait_for

@@ -32,7 +32,7 @@ import psutil
 import pytest
 import redis
 
-from services.runtime import protocol
+from services.contract import protocol
 from services.runtime.redis_server import free_port
 from tests.e2e.payloads import infer_image
 from tests.support.redis import wait_for

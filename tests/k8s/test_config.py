@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from services.contract import protocol
 from services.gateway.settings import GatewaySettings
-from services.runtime import protocol
 from services.runtime.settings import WorkerSettings
 from tests.k8s.code_facts import gateway_names, service_class, worker_names
 from tests.k8s.manifests import (

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from services.runtime import protocol
+from services.contract import protocol
 from tests.e2e.payloads import infer_image
 from tests.security.conftest import SecurityStack
 

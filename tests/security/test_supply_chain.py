@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.runtime.errors import ModelRepositoryError
+from services.contract.errors import ModelRepositoryError
 from services.runtime.repository import ModelRepository
 from tests.e2e.payloads import infer_image
 from tests.security.conftest import SecurityStack

@@ -14,8 +14,8 @@ import numpy as np
 import prometheus_client
 from redis.asyncio import Redis
 
-from services.runtime import protocol
-from services.runtime.codec import Reply, Scalar, decode_reply, encode_request
+from services.contract import protocol
+from services.contract.codec import Reply, Scalar, decode_reply, encode_request
 from services.runtime.metrics import WorkerMetrics, prometheus_backend
 from services.runtime.settings import WorkerSettings
 from services.runtime.worker import Worker, load_model

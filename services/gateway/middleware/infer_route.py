@@ -13,9 +13,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from services.contract.errors import AxonError
 from services.gateway import oip
 from services.gateway.errors import GatewayError
-from services.runtime.errors import AxonError
 
 ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
 

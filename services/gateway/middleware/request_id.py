@@ -9,7 +9,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.gateway.validation import request_id
+from services.gateway.fields import request_id
 
 log = logging.getLogger("services.gateway.access")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from services.runtime.errors import AxonError, ModelLoadError, ModelRepositoryError
+from services.contract.errors import AxonError, ModelLoadError, ModelRepositoryError
 from services.runtime.worker import load_model
 from tests.support.redis import RedisServer
 from tests.support.workers import worker_settings

@@ -20,8 +20,8 @@ import psutil
 import pytest
 from redis.asyncio import Redis
 
-from services.runtime import protocol
-from services.runtime.codec import Reply
+from services.contract import protocol
+from services.contract.codec import Reply
 from services.runtime.redis_server import free_port
 from tests.support.redis import RedisServer, wait_for
 from tests.support.workers import FAST, Client

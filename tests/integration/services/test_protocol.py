@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from redis.asyncio import Redis
 
-from services.runtime import protocol
-from services.runtime.codec import decode_reply, encode_request
-from services.runtime.errors import ErrorCode
+from services.contract import protocol
+from services.contract.codec import decode_reply, encode_request
+from services.contract.errors import ErrorCode
 from tests.support.redis import RedisServer, wait_for_async
 from tests.support.workers import Client, running_worker, worker_settings
 
@@ -134,8 +134,8 @@ def test_queued_bytes_are_counted_and_bounded(redis_server: RedisServer) -> None
         assert answers[2] == protocol.Refused(backlog=0, queued_bytes=900)
         assert int(await redis.get(counter) or 0) == 900
         read = await protocol.read_entries(redis, stream, "w", count=2, block_ms=None)
-        from services.runtime.codec import Reply
-        from services.runtime.protocol import Outgoing
+        from services.contract.codec import Reply
+        from services.contract.protocol import Outgoing
 
         done = await protocol.complete(
             redis, stream, [(Outgoing("axon:r:gw", Reply.failure("r0", "internal", "x")),

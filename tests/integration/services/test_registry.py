@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from services.contract import protocol
+from services.contract.protocol import WorkerInfo
 from services.gateway.errors import UnavailableError
 from services.gateway.registry import Registry
-from services.runtime import protocol
-from services.runtime.protocol import WorkerInfo
 from tests.support.redis import RedisServer
 
 pytestmark = pytest.mark.integration

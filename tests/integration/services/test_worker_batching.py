@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from redis.asyncio import Redis
 
-from services.runtime.codec import Reply
-from services.runtime.errors import ErrorCode
+from services.contract.codec import Reply
+from services.contract.errors import ErrorCode
+from services.runtime.prepare import generator_inputs
 from services.runtime.repository import ModelRepository
 from services.runtime.session import SessionOptions, create_session
-from services.runtime.tasks import generator_inputs
 from tests.support.redis import RedisServer
 from tests.support.workers import Client, running_worker, worker_settings
 

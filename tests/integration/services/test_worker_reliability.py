@@ -19,10 +19,10 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from services.runtime import protocol
-from services.runtime.codec import Reply, decode_reply
-from services.runtime.errors import ErrorCode
-from services.runtime.protocol import Outgoing
+from services.contract import protocol
+from services.contract.codec import Reply, decode_reply
+from services.contract.errors import ErrorCode
+from services.contract.protocol import Outgoing
 from services.runtime.settings import WorkerSettings
 from services.runtime.worker import Worker, load_model
 from tests.support.onnx_models import write_poison_classifier

@@ -12,7 +12,7 @@ import prometheus_client
 import pytest
 from redis.asyncio import Redis
 
-from services.runtime import protocol
+from services.contract import protocol
 from services.runtime.metrics import WorkerMetrics, prometheus_backend
 from services.runtime.redis_server import RedisServer, free_port
 from services.runtime.worker import Worker, load_model

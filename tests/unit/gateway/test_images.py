@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from services.contract.errors import SettingsError
 from services.gateway.errors import BadRequestError, PayloadTooLargeError, status_for
 from services.gateway.images import (
     PixelLimits,
@@ -21,7 +22,6 @@ from services.gateway.images import (
     pngs_to_pixels,
 )
 from services.gateway.settings import GatewaySettings
-from services.runtime.errors import SettingsError
 
 pytestmark = pytest.mark.unit
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from services.contract.codec import Reply, encode_reply
 from services.gateway.listener import ReplyListener
-from services.runtime.codec import Reply, encode_reply
 
 pytestmark = pytest.mark.unit
 

@@ -16,6 +16,7 @@ import uvicorn
 from starlette.types import Message, Receive, Scope, Send
 from uvicorn.server import ServerState
 
+from services.contract.errors import SettingsError
 from services.gateway.errors import RequestTimeoutError
 from services.gateway.server import (
     BODY,
@@ -30,7 +31,6 @@ from services.gateway.server import (
     protocol_class,
 )
 from services.gateway.settings import GatewaySettings
-from services.runtime.errors import SettingsError
 
 pytestmark = pytest.mark.unit
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from services.contract.errors import SettingsError
 from services.gateway.settings import GatewaySettings
-from services.runtime.errors import SettingsError
 
 pytestmark = pytest.mark.unit
 

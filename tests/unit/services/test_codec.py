@@ -6,7 +6,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from services.runtime.codec import (
+from services.contract.codec import (
     DATATYPES,
     Reply,
     decode_reply,
@@ -16,7 +16,7 @@ from services.runtime.codec import (
     encode_request,
     encode_tensor,
 )
-from services.runtime.errors import BadEntryError
+from services.contract.errors import BadEntryError
 
 pytestmark = pytest.mark.unit
 

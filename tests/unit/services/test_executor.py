@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from services.runtime.executor import BatchExecutor
-from services.runtime.tasks import Tensors
+from services.runtime.prepare import Tensors
 
 pytestmark = pytest.mark.unit
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.runtime import protocol
+from services.contract import protocol
 
 pytestmark = pytest.mark.unit
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from services.runtime.errors import ModelRepositoryError
-from services.runtime.repository import parse_metadata
+from services.contract.errors import ModelRepositoryError
+from services.contract.metadata import parse_metadata
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from services.runtime.resilience import Backoff, FailureLog, describe, is_redis_error, unreachable
+from services.contract.resilience import Backoff, FailureLog, describe, is_redis_error, unreachable
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.runtime.errors import SettingsError
+from services.contract.errors import SettingsError
 from services.runtime.settings import WorkerSettings
 
 pytestmark = pytest.mark.unit

@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.runtime.errors import InvalidInputError
-from services.runtime.repository import ModelMetadata, parse_metadata
-from services.runtime.tasks import generator_inputs, prepare_inputs, validate_inputs
+from services.contract.errors import InvalidInputError
+from services.contract.inputs import check_request, validate_inputs
+from services.contract.metadata import ModelMetadata, parse_metadata
+from services.runtime.prepare import generator_inputs, prepare_inputs
 
 pytestmark = pytest.mark.unit
 
@@ -116,7 +117,7 @@ def test_tensors_pass_through_for_other_tasks() -> None:
 
 def test_variable_axes_are_bounded_by_metadata() -> None:
     """Issue 9 item 4: a dynamic non-batch axis is bounded (declared, or the default)."""
-    from services.runtime.repository import DEFAULT_MAX_AXIS
+    from services.contract.metadata import DEFAULT_MAX_AXIS
 
     assert FORECASTER.input("history").max_shape == (-1, DEFAULT_MAX_AXIS)
     bounded = metadata(
@@ -152,7 +153,7 @@ def test_variable_axes_are_bounded_by_metadata() -> None:
     ],
 )
 def test_bad_bounds_in_metadata_are_refused(spec: dict[str, Any], message: str) -> None:
-    from services.runtime.errors import ModelRepositoryError
+    from services.contract.errors import ModelRepositoryError
 
     with pytest.raises(ModelRepositoryError, match=message):
         metadata(
@@ -179,8 +180,6 @@ def test_values_outside_the_declared_range_are_refused() -> None:
 
 def test_generate_count_defaults_to_one_on_both_sides() -> None:
     """Issue 9 item 14: the gateway and the worker share one parameter check."""
-    from services.gateway.validation import check_generate_parameters
-
     inputs = generator_inputs(GENERATOR, {"seed": 3})
     assert inputs["latent"].shape == (1, 16)
-    assert check_generate_parameters(GENERATOR, {"seed": 3}, max_rows=8) == 1
+    assert check_request(GENERATOR, {}, {"seed": 3}, max_rows=8) == 1

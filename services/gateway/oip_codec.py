@@ -1,35 +1,25 @@
-"""Pure request parsing and validation (no I/O): OIP v2 JSON tensors → numpy arrays,
-checked against the metadata the workers publish. Every error names the field and why.
+"""The OIP v2 JSON codec of the gateway (pure, no I/O), both directions: an inference
+request's JSON → numpy tensors checked against the model's metadata
+(``services.contract.inputs``, the one validator), and reply tensors → OIP JSON output
+tensors. Every error names the field and why.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from services.contract.codec import DATATYPES, Scalar
+from services.contract.errors import InvalidInputError
+from services.contract.inputs import check_request, check_shape
+from services.contract.metadata import ModelMetadata
 from services.gateway.errors import BadRequestError
-from services.runtime.codec import DATATYPES, Scalar
-from services.runtime.errors import InvalidInputError
-from services.runtime.repository import ModelMetadata
-from services.runtime.tasks import (
-    MAX_GENERATE_COUNT,
-    check_shape,
-    generate_parameters,
-    validate_inputs,
-)
 
 Tensors = dict[str, np.ndarray[Any, Any]]
-
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
-"""Accepted client request ids (header ``X-Request-ID`` or OIP ``id``)."""
-
-TIMEOUT_PARAMETER = "timeout_ms"
-"""OIP request parameter that overrides the model's default deadline (ms from arrival)."""
 
 
 @dataclass(frozen=True)
@@ -60,10 +50,7 @@ def parse_infer(doc: object, metadata: ModelMetadata, *, max_rows: int) -> Infer
             raise BadRequestError(f"inputs[{index}].name: {name!r} appears twice")
         inputs[name] = array
     outputs = parse_output_selection(doc.get("outputs"), metadata)
-    if not inputs and metadata.task == "generate":
-        check_generate_parameters(metadata, parameters, max_rows=max_rows)
-    else:
-        check_inputs(metadata, inputs, max_rows=max_rows)
+    check_request(metadata, inputs, parameters, max_rows=max_rows)
     return InferRequest(inputs=inputs, parameters=parameters, outputs=outputs, id=request_id)
 
 
@@ -198,79 +185,6 @@ def parse_output_selection(obj: object, metadata: ModelMetadata) -> tuple[str, .
             )
         names.append(name)
     return tuple(names)
-
-
-def check_inputs(metadata: ModelMetadata, inputs: Mapping[str, Any], *, max_rows: int) -> int:
-    """Names, datatypes, shapes, finite values (runtime rules) and the row limit."""
-    declared = [spec.name for spec in metadata.inputs]
-    unknown = sorted(set(inputs) - set(declared))
-    if unknown:
-        raise BadRequestError(
-            f"inputs: unknown input(s) {unknown}; model {metadata.name} takes {declared}"
-        )
-    try:
-        rows = validate_inputs(metadata, inputs)
-    except InvalidInputError as exc:
-        raise BadRequestError(str(exc)) from None
-    if rows > max_rows:
-        raise BadRequestError(
-            f"inputs: {rows} rows, at most {max_rows} per request (AXON_MAX_ROWS)"
-        )
-    return rows
-
-
-def check_generate_parameters(
-    metadata: ModelMetadata, parameters: Mapping[str, Scalar], *, max_rows: int
-) -> int:
-    """A generate request without tensors: ``seed``, ``count``, optional ``label``
-    (``tasks.generate_parameters``, the check the worker makes too). Returns ``count``."""
-    try:
-        chosen = generate_parameters(
-            metadata, parameters, max_count=min(max_rows, MAX_GENERATE_COUNT)
-        )
-    except InvalidInputError as exc:
-        raise BadRequestError(str(exc)) from None
-    return chosen.count
-
-
-def int_parameter(
-    parameters: Mapping[str, Any], name: str, low: int, high: int, *, default: int | None
-) -> int:
-    """An integer field in ``low..high``; ``default`` None = required."""
-    value = parameters.get(name, default)
-    if value is None:
-        raise BadRequestError(f"{name}: required, an integer {low}..{high}")
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise BadRequestError(f"{name}: must be an integer, got {value!r}")
-    if not low <= value <= high:
-        raise BadRequestError(f"{name}: {value} is outside {low}..{high}")
-    return value
-
-
-def timeout_ms(
-    header: str | None, parameters: Mapping[str, Scalar], *, default: int, maximum: int
-) -> int:
-    """The request's deadline in ms from arrival: OIP parameter, else header, else default."""
-    value: object = parameters.get(TIMEOUT_PARAMETER)
-    where = f"parameters.{TIMEOUT_PARAMETER}"
-    if value is None and header is not None:
-        where = "header X-Axon-Timeout-Ms"
-        try:
-            value = int(header)
-        except ValueError:
-            raise BadRequestError(f"{where}: must be an integer (ms), got {header!r}") from None
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
-        raise BadRequestError(f"{where}: must be an integer 1..{maximum} (ms), got {value!r}")
-    return value
-
-
-def request_id(header: str | None) -> str | None:
-    """A client's X-Request-ID if acceptable (else None: the gateway makes one)."""
-    if header is not None and REQUEST_ID.match(header):
-        return header
-    return None
 
 
 def outputs_json(

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import NoScriptError, ResponseError
 
-from services.runtime.codec import Reply, encode_reply
+from services.contract.codec import Reply, encode_reply
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

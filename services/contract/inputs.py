@@ -1,16 +1,13 @@
-"""Request validation and task-specific input preparation (pure, no I/O).
+"""The input rules: what a request must be for a model, checked against its metadata.
 
-``prepare_inputs`` turns a decoded request into the model's input tensors:
+The one validator of the system. The gateway applies it before anything is queued (a
+violation is a 400 naming the field); the worker applies the same function to every
+entry it reads, so an entry written to Redis by anything else meets the same rules.
 
-- every task accepts the model's input tensors directly (names, datatypes and shapes as
-  metadata.json declares them);
-- a generator also accepts an empty ``inputs`` with parameters ``seed`` (int >= 0),
-  ``count`` (int >= 1, default 1) and optionally ``label`` (conditional models): latents are drawn
-  as ``numpy.random.default_rng(seed).standard_normal((count, latent_size),
-  dtype=numpy.float32)`` (docs/model-repository.md); without ``label`` a conditional
-  model gets labels ``0, 1, …, num_classes-1, 0, …`` (row i has label i % num_classes).
-
-``validate_inputs`` checks tensors against the metadata and returns the row count.
+A request is either the model's input tensors (names, datatypes and shapes as
+metadata.json declares them) or, for a generator only, no tensors and the parameters
+``seed`` (int 0..2**63-1, required), ``count`` (int >= 1, default 1) and, for a
+conditional model, ``label`` (0..num_classes-1).
 """
 
 from __future__ import annotations
@@ -21,25 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from services.runtime.codec import DATATYPES, Scalar, datatype_of
-from services.runtime.errors import InvalidInputError
-from services.runtime.repository import ModelMetadata, TensorSpec
-
-Tensors = dict[str, np.ndarray[Any, Any]]
+from services.contract.codec import Scalar, datatype_of
+from services.contract.errors import InvalidInputError
+from services.contract.metadata import ModelMetadata, TensorSpec
 
 MAX_GENERATE_COUNT = 4096
 """Upper bound on ``count`` for one generate request (memory safety)."""
-
-
-def prepare_inputs(
-    metadata: ModelMetadata,
-    inputs: Mapping[str, np.ndarray[Any, Any]],
-    parameters: Mapping[str, Scalar],
-) -> Tensors:
-    """Model input tensors for a request; raises ``InvalidInputError`` saying what is wrong."""
-    if metadata.task == "generate" and not inputs:
-        return generator_inputs(metadata, parameters)
-    return dict(inputs)
 
 
 @dataclass(frozen=True)
@@ -51,12 +35,32 @@ class GenerateParameters:
     label: int | None
 
 
+def check_request(
+    metadata: ModelMetadata,
+    inputs: Mapping[str, np.ndarray[Any, Any]],
+    parameters: Mapping[str, Scalar],
+    *,
+    max_rows: int | None = None,
+) -> int:
+    """Check one request (tensors, or a generator's parameters when it has none) and
+    return its row count; at most ``max_rows`` rows when given (``AXON_MAX_ROWS``).
+    Raises ``InvalidInputError`` saying which field is wrong and why."""
+    if metadata.task == "generate" and not inputs:
+        limit = MAX_GENERATE_COUNT if max_rows is None else min(max_rows, MAX_GENERATE_COUNT)
+        return generate_parameters(metadata, parameters, max_count=limit).count
+    rows = validate_inputs(metadata, inputs)
+    if max_rows is not None and rows > max_rows:
+        raise InvalidInputError(
+            f"inputs: {rows} rows, at most {max_rows} per request (AXON_MAX_ROWS)"
+        )
+    return rows
+
+
 def generate_parameters(
     metadata: ModelMetadata, parameters: Mapping[str, Scalar], *, max_count: int
 ) -> GenerateParameters:
     """``seed`` (required, 0..2**63-1), ``count`` (default 1, 1..``max_count``) and, for a
-    conditional model only, ``label`` (0..num_classes-1). The one check of these
-    parameters: the gateway (400) and the worker use it alike."""
+    conditional model only, ``label`` (0..num_classes-1)."""
     seed = _int_parameter(parameters, "seed", 0, 2**63 - 1, default=None)
     count = _int_parameter(parameters, "count", 1, max_count, default=1)
     label = None
@@ -67,24 +71,6 @@ def generate_parameters(
             )
         label = _int_parameter(parameters, "label", 0, metadata.num_classes - 1, default=None)
     return GenerateParameters(seed=seed, count=count, label=label)
-
-
-def generator_inputs(metadata: ModelMetadata, parameters: Mapping[str, Scalar]) -> Tensors:
-    """Latents (and labels) for a generate request given ``seed``, ``count``, ``label``."""
-    chosen = generate_parameters(metadata, parameters, max_count=MAX_GENERATE_COUNT)
-    latent_size = metadata.latent_size
-    assert latent_size is not None  # guaranteed by metadata validation for task generate
-    rng = np.random.default_rng(chosen.seed)
-    tensors: Tensors = {
-        "latent": rng.standard_normal((chosen.count, latent_size), dtype=np.float32),
-    }
-    if metadata.conditional:
-        if chosen.label is None:
-            labels = np.arange(chosen.count, dtype=np.int64) % metadata.num_classes
-        else:
-            labels = np.full(chosen.count, chosen.label, dtype=np.int64)
-        tensors["label"] = labels
-    return tensors
 
 
 def validate_inputs(metadata: ModelMetadata, inputs: Mapping[str, np.ndarray[Any, Any]]) -> int:
@@ -98,13 +84,11 @@ def validate_inputs(metadata: ModelMetadata, inputs: Mapping[str, np.ndarray[Any
     declared = {spec.name: spec for spec in metadata.inputs}
     missing = sorted(set(declared) - set(inputs))
     unknown = sorted(set(inputs) - set(declared))
-    if missing:
+    if missing or unknown:
+        wrong = [f"unknown input(s) {unknown}"] if unknown else []
+        wrong += [f"missing input(s) {missing}"] if missing else []
         raise InvalidInputError(
-            f"missing input(s) {missing}; model {metadata.name} needs {sorted(declared)}"
-        )
-    if unknown:
-        raise InvalidInputError(
-            f"unknown input(s) {unknown}; model {metadata.name} takes {sorted(declared)}"
+            f"inputs: {', '.join(wrong)}; model {metadata.name} takes {sorted(declared)}"
         )
     rows: int | None = None
     for name, spec in declared.items():
@@ -143,7 +127,8 @@ def validate_inputs(metadata: ModelMetadata, inputs: Mapping[str, np.ndarray[Any
 def check_shape(spec: TensorSpec, shape: Sequence[int]) -> None:
     """Raise ``InvalidInputError`` unless ``shape`` (same rank as ``spec.shape``) has the
     fixed axes of the spec, every variable axis >= 1, and every variable axis but the
-    batch axis within ``spec.max_shape`` (metadata.json ``max_shape``/``max_history``)."""
+    batch axis within ``spec.max_shape`` (metadata.json ``max_shape``/``max_history``).
+    Cheap: the gateway calls it on a JSON ``shape`` before converting any data."""
     name = spec.name
     for axis, (size, want) in enumerate(zip(shape, spec.shape, strict=True)):
         if want == -1 and size < 1:
@@ -177,8 +162,3 @@ def _int_parameter(
     if not low <= value <= high:
         raise InvalidInputError(f"parameters.{name}: {value} is outside {low}..{high}")
     return value
-
-
-def input_dtype(metadata: ModelMetadata, name: str) -> np.dtype[Any]:
-    """The numpy dtype of input ``name`` (for HTTP callers converting JSON numbers)."""
-    return DATATYPES[metadata.input(name).datatype]

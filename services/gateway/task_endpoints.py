@@ -26,19 +26,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from services.contract.codec import Scalar
+from services.contract.inputs import check_request
 from services.gateway.dispatcher import encode_body
 from services.gateway.errors import BadRequestError
+from services.gateway.fields import int_parameter
 from services.gateway.images import PixelLimits, pixels_to_pngs, pngs_to_pixels
+from services.gateway.oip_codec import to_array
 from services.gateway.registry import ModelVersion
 from services.gateway.responses import JSON
 from services.gateway.state import deadline_ms, gateway, read_json, request_id, tag
-from services.gateway.validation import (
-    check_generate_parameters,
-    check_inputs,
-    int_parameter,
-    to_array,
-)
-from services.runtime.codec import Scalar
 
 T = TypeVar("T")
 
@@ -135,7 +132,7 @@ async def classify(request: Request) -> Response:
             pixels = pixels[:, None, :, :]
     else:
         raise BadRequestError("body: 'images' ([N][C][H][W] pixel values) or 'png' is required")
-    check_inputs(meta, {"image": pixels}, max_rows=max_rows)
+    check_request(meta, {"image": pixels}, {}, max_rows=max_rows)
     outputs = await _run(request, mv, {"image": pixels}, {})
     probabilities = outputs["probabilities"]
     predictions = []
@@ -171,7 +168,7 @@ async def forecast(request: Request) -> Response:
         raise BadRequestError(
             "history: must be a flat list of numbers (histories: a list of equal-length lists)"
         )
-    check_inputs(meta, {"history": histories}, max_rows=gateway(request).settings.max_rows)
+    check_request(meta, {"history": histories}, {}, max_rows=gateway(request).settings.max_rows)
     outputs = await _run(request, mv, {"history": histories}, {})
     values = outputs["forecast"][:, :horizon]
     return JSON(
@@ -198,7 +195,7 @@ async def generate(request: Request) -> Response:
     }
     if doc.get("label") is not None:
         parameters["label"] = doc["label"]
-    check_generate_parameters(meta, parameters, max_rows=gateway(request).settings.max_rows)
+    check_request(meta, {}, parameters, max_rows=gateway(request).settings.max_rows)
     outputs = await _run(request, mv, {}, parameters)
     images = outputs["image"]
     value_range = meta.raw.get("image", {}).get("value_range", [0, 1])

@@ -17,7 +17,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from services.runtime.errors import BadEntryError
+from services.contract.errors import BadEntryError
 
 DATATYPES: dict[str, np.dtype[Any]] = {
     "BOOL": np.dtype("?"),

@@ -1,4 +1,5 @@
-"""Pure request validation: OIP JSON tensors against model metadata."""
+"""The OIP JSON codec: tensors parsed and checked against model metadata, outputs encoded;
+and the request fields outside the tensors (deadline, request id)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from services.contract.errors import InvalidInputError
+from services.contract.inputs import check_request
+from services.contract.metadata import ModelMetadata, parse_metadata
 from services.gateway.errors import BadRequestError, status_for
-from services.gateway.validation import (
-    check_generate_parameters,
-    outputs_json,
-    parse_infer,
-    request_id,
-    timeout_ms,
-)
-from services.runtime.repository import ModelMetadata, parse_metadata
+from services.gateway.fields import request_id, timeout_ms
+from services.gateway.oip_codec import outputs_json, parse_infer
 
 pytestmark = pytest.mark.unit
 
@@ -109,7 +107,7 @@ def test_outputs_selection_id_and_parameters() -> None:
     ],
 )  # fmt: skip
 def test_bad_requests_say_what_is_wrong(doc: Any, message: str) -> None:
-    with pytest.raises(BadRequestError) as caught:
+    with pytest.raises((BadRequestError, InvalidInputError)) as caught:
         parse_infer(doc, metadata(), max_rows=4)
     assert message in str(caught.value)
     assert status_for(caught.value) == 400
@@ -117,7 +115,7 @@ def test_bad_requests_say_what_is_wrong(doc: Any, message: str) -> None:
 
 def test_generate_parameters() -> None:
     meta = metadata("generate")
-    assert check_generate_parameters(meta, {"count": 3, "seed": 1, "label": 2}, max_rows=8) == 3
+    assert check_request(meta, {}, {"count": 3, "seed": 1, "label": 2}, max_rows=8) == 3
     for parameters, message in [
         ({"count": 0, "seed": 1}, "count: 0 is outside 1..8"),
         ({"count": 9, "seed": 1}, "count: 9 is outside"),
@@ -126,8 +124,9 @@ def test_generate_parameters() -> None:
         ({"count": 1, "seed": 1, "label": 3}, "label: 3 is outside 0..2"),
         ({"count": True, "seed": 1}, "must be an integer"),
     ]:
-        with pytest.raises(BadRequestError, match=message):
-            check_generate_parameters(meta, parameters, max_rows=8)
+        with pytest.raises(InvalidInputError, match=message) as caught:
+            check_request(meta, {}, parameters, max_rows=8)
+        assert status_for(caught.value) == 400
     parsed = parse_infer({"inputs": [], "parameters": {"seed": 1, "count": 2}}, meta, max_rows=8)
     assert parsed.inputs == {}
 

@@ -1,0 +1,57 @@
+"""Request fields outside the tensors (pure, no I/O): the deadline, the client's request
+id and integer fields of the task endpoints. Every error names the field and why."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from services.contract.codec import Scalar
+from services.gateway.errors import BadRequestError
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+"""Accepted client request ids (header ``X-Request-ID`` or OIP ``id``)."""
+
+TIMEOUT_PARAMETER = "timeout_ms"
+"""OIP request parameter that overrides the model's default deadline (ms from arrival)."""
+
+
+def int_parameter(
+    parameters: Mapping[str, Any], name: str, low: int, high: int, *, default: int | None
+) -> int:
+    """An integer field in ``low..high``; ``default`` None = required."""
+    value = parameters.get(name, default)
+    if value is None:
+        raise BadRequestError(f"{name}: required, an integer {low}..{high}")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequestError(f"{name}: must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise BadRequestError(f"{name}: {value} is outside {low}..{high}")
+    return value
+
+
+def timeout_ms(
+    header: str | None, parameters: Mapping[str, Scalar], *, default: int, maximum: int
+) -> int:
+    """The request's deadline in ms from arrival: OIP parameter, else header, else default."""
+    value: object = parameters.get(TIMEOUT_PARAMETER)
+    where = f"parameters.{TIMEOUT_PARAMETER}"
+    if value is None and header is not None:
+        where = "header X-Axon-Timeout-Ms"
+        try:
+            value = int(header)
+        except ValueError:
+            raise BadRequestError(f"{where}: must be an integer (ms), got {header!r}") from None
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise BadRequestError(f"{where}: must be an integer 1..{maximum} (ms), got {value!r}")
+    return value
+
+
+def request_id(header: str | None) -> str | None:
+    """A client's X-Request-ID if acceptable (else None: the gateway makes one)."""
+    if header is not None and REQUEST_ID.match(header):
+        return header
+    return None
