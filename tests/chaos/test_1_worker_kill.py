@@ -13,8 +13,6 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.chaos.common import BODY, INFER, backlog, pending_of, request_ids, worker_stats
 from tests.chaos.harness import (
     ChaosRedis,
@@ -28,8 +26,6 @@ from tests.chaos.harness import (
 )
 from tests.chaos.slow_model import NAME
 from tests.support.redis import wait_for
-
-pytestmark = pytest.mark.chaos
 
 WORKER = {
     "claim_timeout_ms": "1000",

@@ -45,8 +45,6 @@ from tests.chaos.harness import (
 from tests.chaos.slow_model import NAME, write_slow_classifier
 from tests.support.redis import wait_for
 
-pytestmark = pytest.mark.chaos
-
 MARKER = "chaos:written-before-crash"
 
 

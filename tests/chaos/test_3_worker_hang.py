@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.chaos.common import BODY, INFER, backlog
 from tests.chaos.harness import (
@@ -31,8 +30,6 @@ from tests.chaos.harness import (
 )
 from tests.chaos.slow_model import NAME
 from tests.support.redis import wait_for
-
-pytestmark = pytest.mark.chaos
 
 LIMIT = 20
 CONCURRENCY = 8

@@ -15,8 +15,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
-
 from services.contract import protocol
 from services.runtime.redis_server import free_port
 from tests.chaos.common import BODY, INFER, backlog, pending_total
@@ -32,8 +30,6 @@ from tests.chaos.harness import (
 )
 from tests.chaos.slow_model import NAME
 from tests.support.redis import wait_for
-
-pytestmark = pytest.mark.chaos
 
 DEADLINE_MS = 3000
 REPLY_TTL_S = 3

@@ -19,8 +19,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.chaos.common import BODY, INFER, backlog
 from tests.chaos.harness import (
     ChaosRedis,
@@ -34,8 +32,6 @@ from tests.chaos.harness import (
 )
 from tests.chaos.slow_model import NAME
 from tests.support.redis import wait_for
-
-pytestmark = pytest.mark.chaos
 
 LIMIT = 20
 P99_LIMIT_S = 3.0

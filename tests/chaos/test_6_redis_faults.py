@@ -42,8 +42,6 @@ from tests.support.memory import PeakRss, concurrent_posts, digits_infer_body
 from tests.support.onnx_models import write_poison_classifier
 from tests.support.redis import wait_for
 
-pytestmark = pytest.mark.chaos
-
 FAULT_S = 3.0
 
 

@@ -28,15 +28,12 @@ import time
 from pathlib import Path
 
 import psutil
-import pytest
 
 from services.runtime.redis_server import free_port
 from tests.chaos.common import BODY, INFER
 from tests.chaos.harness import ROOT, Load, Procs, ReplyTap, Result, Table, publish
 from tests.chaos.slow_model import NAME
 from tests.support.redis import wait_for
-
-pytestmark = pytest.mark.chaos
 
 SETTINGS = {
     "AXON_CLASSIFIER_MODEL": NAME,

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import pytest
 from PIL import Image
 
 from tests.chaos.harness import (
@@ -43,8 +42,6 @@ from tests.chaos.harness import (
 )
 from tests.chaos.slow_model import NAME
 from tests.security.test_image_limits import bomb_png
-
-pytestmark = pytest.mark.chaos
 
 HEADER_TIMEOUT_S = 2.0
 BODY_TIMEOUT_S = 4.0

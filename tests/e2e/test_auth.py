@@ -5,12 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import httpx
-import pytest
 
 from tests.e2e.conftest import Stack
 from tests.e2e.payloads import infer_image
-
-pytestmark = pytest.mark.e2e
 
 KEYS = "first-key-0123,second-key-4567"
 

@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
-import pytest
 from redis import Redis
 
 from services.contract import protocol
@@ -21,8 +20,6 @@ from services.contract.protocol import WorkerInfo
 from tests.e2e.conftest import STACK_ENV, Stack
 from tests.e2e.payloads import infer_image
 from tests.support.redis import wait_for
-
-pytestmark = pytest.mark.e2e
 
 LIMIT = int(STACK_ENV["AXON_BACKLOG_LIMIT"])
 

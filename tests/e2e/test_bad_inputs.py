@@ -11,8 +11,6 @@ import pytest
 from tests.e2e.conftest import Stack
 from tests.e2e.payloads import history, infer_image
 
-pytestmark = pytest.mark.e2e
-
 IMAGE = "/v2/models/digits-cnn/infer"
 
 

@@ -10,8 +10,6 @@ from tests.e2e.conftest import MODELS, SPARE, Stack
 from tests.e2e.payloads import history, infer_image
 from tests.support.redis import wait_for
 
-pytestmark = pytest.mark.e2e
-
 
 def test_server_metadata_live_ready(stack: Stack) -> None:
     with stack.client() as http:

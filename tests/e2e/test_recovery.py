@@ -4,13 +4,10 @@ live, and recovers by itself once Redis is back (the workers re-register)."""
 from __future__ import annotations
 
 import httpx
-import pytest
 
 from tests.e2e.conftest import Stack
 from tests.e2e.payloads import infer_image
 from tests.support.redis import wait_for
-
-pytestmark = pytest.mark.e2e
 
 
 def test_redis_restart(stack: Stack) -> None:

@@ -37,8 +37,6 @@ from services.runtime.redis_server import free_port
 from tests.e2e.payloads import infer_image
 from tests.support.redis import wait_for
 
-pytestmark = pytest.mark.e2e
-
 MODEL = "digits-cnn"
 KEY = "supervisor-key-0123"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -12,8 +12,6 @@ from PIL import Image
 from tests.e2e.conftest import MODELS, Stack
 from tests.e2e.payloads import history, images
 
-pytestmark = pytest.mark.e2e
-
 
 def test_model_list(stack: Stack) -> None:
     with stack.client() as http:

@@ -21,7 +21,6 @@ def _series(values: Sequence[float], step_s: float = 5.0) -> list[tuple[float, f
     return [(i * step_s, v) for i, v in enumerate(values)]
 
 
-@pytest.mark.unit
 def test_flat_with_noise_is_flat() -> None:
     rng = random.Random(0)
     samples = _series([200 * MB + rng.uniform(-8, 8) * MB for _ in range(120)])
@@ -29,35 +28,30 @@ def test_flat_with_noise_is_flat() -> None:
     assert verdict.flat and abs(verdict.growth_bytes) < 4 * MB
 
 
-@pytest.mark.unit
 def test_steady_leak_is_not_flat() -> None:
     # +0.5 MB per 5 s sample: 60 MB over 10 minutes, past max(32 MB, 10 % of ~230 MB).
     verdict = memory_flat(_series([200 * MB + i * 0.5 * MB for i in range(120)]), warmup_s=60)
     assert not verdict.flat and verdict.growth_bytes == pytest.approx(53.5 * MB, rel=0.01)
 
 
-@pytest.mark.unit
 def test_growth_during_warm_up_is_ignored() -> None:
     values = [50 * MB + i * 10 * MB for i in range(12)] + [170 * MB] * 108
     assert memory_flat(_series(values), warmup_s=60).flat
     assert not memory_flat(_series(values), warmup_s=0).flat
 
 
-@pytest.mark.unit
 def test_one_spike_does_not_decide() -> None:
     values = [300 * MB] * 120
     values[-1] = 600 * MB  # a last-sample spike: first-vs-last would call it a leak
     assert memory_flat(_series(values), warmup_s=60).flat
 
 
-@pytest.mark.unit
 def test_relative_tolerance_for_big_processes() -> None:
     values = [2000 * MB + i * 1 * MB for i in range(120)]  # +107 MB fitted, 10 % is ~205 MB
     verdict = memory_flat(_series(values), warmup_s=60)
     assert verdict.flat and verdict.allowed_bytes == pytest.approx(0.1 * verdict.median_bytes)
 
 
-@pytest.mark.unit
 def test_too_few_samples_is_an_error() -> None:
     with pytest.raises(ValueError, match="warm-up"):
         memory_flat(_series([1.0] * 10), warmup_s=60)
@@ -77,7 +71,6 @@ HISTORY = (
 )
 
 
-@pytest.mark.unit
 def test_read_history(tmp_path: Path) -> None:
     path = tmp_path / "h.csv"
     path.write_text(HISTORY)
@@ -87,7 +80,6 @@ def test_read_history(tmp_path: Path) -> None:
     assert points[0].p50_ms != points[0].p50_ms  # N/A → nan
 
 
-@pytest.mark.load
 def test_quick_loadtest(model_repo: Path, tmp_path: Path) -> None:
     """``make loadtest`` in small: axon serve + Locust (8 users, 20 s) + report."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AXON_")}

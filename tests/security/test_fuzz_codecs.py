@@ -37,8 +37,6 @@ from services.gateway.fields import request_id, timeout_ms
 from services.gateway.oip_codec import parse_infer, to_array
 from services.runtime.repository import ModelRepository
 
-pytestmark = pytest.mark.security
-
 FUZZ = settings(
     max_examples=300,
     deadline=timedelta(seconds=2),

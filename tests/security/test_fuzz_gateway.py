@@ -22,8 +22,6 @@ from services.gateway import openapi
 from tests.security.conftest import MODELS, SecurityStack
 from tests.support.redis import wait_for
 
-pytestmark = pytest.mark.security
-
 REQUEST_TIMEOUT_S = 30.0
 """A response slower than this counts as a hang (deadlines are 5 s here)."""
 EXAMPLES = int(os.environ.get("AXON_FUZZ_EXAMPLES", "40"))

@@ -20,8 +20,6 @@ from PIL import Image
 from tests.chaos.harness import GatewayProc
 from tests.security.conftest import SecurityStack
 
-pytestmark = pytest.mark.security
-
 CLASSIFY = "/v1/models/digits-cnn/classify"
 SIDE = 4096
 DECODING_IMAGES = 24

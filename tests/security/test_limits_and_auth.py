@@ -8,8 +8,6 @@ import pytest
 from tests.e2e.payloads import history, infer_image
 from tests.security.conftest import SecurityStack
 
-pytestmark = pytest.mark.security
-
 KEYS = ("first-key-0123456789", "second-key-abcdefgh")
 MAX_BODY = 64 * 1024
 MAX_ROWS = 8

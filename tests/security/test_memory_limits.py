@@ -8,13 +8,10 @@ import socket
 import time
 
 import httpx
-import pytest
 
 from services.contract import protocol
 from tests.e2e.payloads import infer_image
 from tests.security.conftest import SecurityStack
-
-pytestmark = pytest.mark.security
 
 INFER = "/v2/models/digits-cnn/infer"
 

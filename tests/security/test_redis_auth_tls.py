@@ -28,8 +28,6 @@ from tests.chaos.harness import Procs
 from tests.e2e.payloads import infer_image
 from tests.support.redis import wait_for
 
-pytestmark = pytest.mark.security
-
 PASSWORD = "s3cret-for-tests-only"
 ROOT = Path(__file__).resolve().parents[2]
 

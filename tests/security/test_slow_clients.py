@@ -25,8 +25,6 @@ from tests.e2e.payloads import infer_image
 from tests.security.conftest import SecurityStack
 from tests.support.redis import wait_for
 
-pytestmark = pytest.mark.security
-
 HEADER_TIMEOUT_S = 1.0
 BODY_TIMEOUT_S = 2.0
 MARGIN_S = 10.0

@@ -26,8 +26,6 @@ from services.runtime.repository import ModelRepository
 from tests.e2e.payloads import infer_image
 from tests.security.conftest import SecurityStack
 
-pytestmark = pytest.mark.security
-
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ROOT / "services"
 

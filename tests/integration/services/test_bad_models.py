@@ -19,8 +19,6 @@ from services.runtime.worker import load_model
 from tests.support.redis import RedisServer
 from tests.support.workers import worker_settings
 
-pytestmark = pytest.mark.integration
-
 
 def copy_model(model_repo: Path, tmp_path: Path, model: str = "digits-cnn") -> Path:
     shutil.copytree(model_repo / model / "1", tmp_path / model / "1")

@@ -26,8 +26,6 @@ from services.runtime.redis_server import free_port
 from tests.support.redis import RedisServer, wait_for
 from tests.support.workers import FAST, Client
 
-pytestmark = pytest.mark.integration
-
 SERVICES = {
     "classifier": ("services.classifier.service:ClassifierService", "digits-cnn"),
     "forecaster": ("services.forecaster.service:ForecasterService", "sunspots-lstm"),

@@ -9,15 +9,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import pytest
 import uvicorn
 
 from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
 from services.gateway.state import GatewayState
 from services.runtime.redis_server import RedisServer, free_port
-
-pytestmark = pytest.mark.integration
 
 
 @contextlib.asynccontextmanager

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from redis.asyncio import Redis
 
 from services.contract import protocol
@@ -15,8 +14,6 @@ from services.contract.codec import decode_reply, encode_request
 from services.contract.errors import ErrorCode
 from tests.support.redis import RedisServer, wait_for_async
 from tests.support.workers import Client, running_worker, worker_settings
-
-pytestmark = pytest.mark.integration
 
 
 def test_backlog_counts_outstanding_entries(redis_server: RedisServer) -> None:

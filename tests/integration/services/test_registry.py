@@ -17,8 +17,6 @@ from services.gateway.errors import UnavailableError
 from services.gateway.registry import Registry
 from tests.support.redis import RedisServer
 
-pytestmark = pytest.mark.integration
-
 
 def test_no_worker_wait_then_503(redis_server: RedisServer, model_repo: Path) -> None:
     metadata = json.loads((model_repo / "digits-cnn" / "1" / "metadata.json").read_text())

@@ -15,11 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from services.runtime.redis_server import free_port
-
-pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -7,7 +7,6 @@ import asyncio
 from pathlib import Path
 
 import numpy as np
-import pytest
 from redis.asyncio import Redis
 
 from services.contract.codec import Reply
@@ -17,8 +16,6 @@ from services.runtime.repository import ModelRepository
 from services.runtime.session import SessionOptions, create_session
 from tests.support.redis import RedisServer
 from tests.support.workers import Client, running_worker, worker_settings
-
-pytestmark = pytest.mark.integration
 
 
 def by_id(replies: list[Reply]) -> dict[str, Reply]:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -28,8 +27,6 @@ from services.runtime.worker import Worker, load_model
 from tests.support.onnx_models import write_poison_classifier
 from tests.support.redis import RedisServer, wait_for_async
 from tests.support.workers import FAST, Client, running_worker, worker_settings
-
-pytestmark = pytest.mark.integration
 
 STREAM = "axon:q:digits-cnn:1"
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import prometheus_client
-import pytest
 from redis.asyncio import Redis
 
 from services.contract import protocol
@@ -18,8 +17,6 @@ from services.runtime.redis_server import RedisServer, free_port
 from services.runtime.worker import Worker, load_model
 from tests.support.redis import wait_for_async
 from tests.support.workers import Client, running_worker, worker_settings
-
-pytestmark = pytest.mark.integration
 
 
 def image(rows: int = 1) -> np.ndarray:

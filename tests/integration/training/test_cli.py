@@ -10,8 +10,6 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.integration
-
 
 def axon(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

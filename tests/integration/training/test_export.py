@@ -18,8 +18,6 @@ from training.models.forecaster import ExportedForecaster, ForecasterConfig, bui
 from training.models.gan import GanConfig, Generator
 from training.pipelines import classify, forecast, generate
 
-pytestmark = pytest.mark.integration
-
 
 def _classifier_plan(arch: str):  # type: ignore[no-untyped-def]
     cfg = replace(ClassifierConfig(), arch=arch, conv_channels=(4, 8), hidden=(16,))

@@ -11,8 +11,6 @@ import pytest
 
 from training.repository import check_metadata, sha256_file
 
-pytestmark = pytest.mark.integration
-
 TASKS = {"digits-cnn": "classify", "sunspots-lstm": "forecast", "digits-gan": "generate"}
 
 

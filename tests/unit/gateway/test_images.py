@@ -23,8 +23,6 @@ from services.gateway.images import (
 )
 from services.gateway.settings import GatewaySettings
 
-pytestmark = pytest.mark.unit
-
 ROOMY = PixelLimits(per_image=4096 * 4096, per_request=64 * 1024 * 1024)
 
 

@@ -6,12 +6,8 @@ import asyncio
 import contextlib
 from typing import Any
 
-import pytest
-
 from services.contract.codec import Reply, encode_reply
 from services.gateway.listener import ReplyListener
-
-pytestmark = pytest.mark.unit
 
 
 class BlockingRedis:

@@ -16,8 +16,6 @@ from services.gateway.errors import BadRequestError, status_for
 from services.gateway.fields import request_id, timeout_ms
 from services.gateway.oip_codec import outputs_json, parse_infer
 
-pytestmark = pytest.mark.unit
-
 
 def metadata(task: str = "classify") -> ModelMetadata:
     docs: dict[str, dict[str, Any]] = {

@@ -32,8 +32,6 @@ from services.gateway.server import (
 )
 from services.gateway.settings import GatewaySettings
 
-pytestmark = pytest.mark.unit
-
 LIMITS = ConnectionLimits(
     header_timeout_s=1.0, body_timeout_s=2.0, max_connections=4, probe_reserve=2
 )

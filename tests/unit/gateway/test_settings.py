@@ -7,8 +7,6 @@ import pytest
 from services.contract.errors import SettingsError
 from services.gateway.settings import GatewaySettings
 
-pytestmark = pytest.mark.unit
-
 BASE = {"AXON_REDIS_URL": "redis://127.0.0.1:1/0"}
 
 

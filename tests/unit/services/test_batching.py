@@ -8,8 +8,6 @@ import pytest
 
 from services.runtime.batching import collate
 
-pytestmark = pytest.mark.unit
-
 
 @dataclass(frozen=True)
 class Entry:

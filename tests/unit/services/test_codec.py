@@ -18,8 +18,6 @@ from services.contract.codec import (
 )
 from services.contract.errors import BadEntryError
 
-pytestmark = pytest.mark.unit
-
 
 @pytest.mark.parametrize("datatype", sorted(DATATYPES))
 def test_every_datatype_round_trips(datatype: str) -> None:

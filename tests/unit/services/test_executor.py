@@ -7,12 +7,9 @@ negative value), standing in for ``ModelSession.run``'s contract: axis 0 in = ax
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from services.runtime.executor import BatchExecutor
 from services.runtime.prepare import Tensors
-
-pytestmark = pytest.mark.unit
 
 
 class Doubler:

@@ -6,8 +6,6 @@ import pytest
 
 from services.contract import protocol
 
-pytestmark = pytest.mark.unit
-
 
 def test_key_names_follow_the_design() -> None:
     assert protocol.stream_key("digits-cnn", 3) == "axon:q:digits-cnn:3"

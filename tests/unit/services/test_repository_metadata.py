@@ -10,8 +10,6 @@ import pytest
 from services.contract.errors import ModelRepositoryError
 from services.contract.metadata import parse_metadata
 
-pytestmark = pytest.mark.unit
-
 SOURCE = Path("models/m/1/metadata.json")
 
 

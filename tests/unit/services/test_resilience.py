@@ -11,8 +11,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.contract.resilience import Backoff, FailureLog, describe, is_redis_error, unreachable
 
-pytestmark = pytest.mark.unit
-
 
 def test_backoff_doubles_to_its_cap_and_resets() -> None:
     backoff = Backoff(first_s=0.1, longest_s=0.5)

@@ -9,8 +9,6 @@ import pytest
 from services.contract.errors import SettingsError
 from services.runtime.settings import WorkerSettings
 
-pytestmark = pytest.mark.unit
-
 BASE = {"AXON_REDIS_URL": "redis://127.0.0.1:7000/0"}
 
 

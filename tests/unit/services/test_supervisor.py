@@ -28,9 +28,6 @@ from services.supervisor import (
     shutdown_stages,
 )
 
-pytestmark = pytest.mark.unit
-
-
 # --------------------------------------------------------------------------- backoff
 
 

@@ -13,8 +13,6 @@ from services.contract.inputs import check_request, validate_inputs
 from services.contract.metadata import ModelMetadata, parse_metadata
 from services.runtime.prepare import generator_inputs, prepare_inputs
 
-pytestmark = pytest.mark.unit
-
 
 def metadata(**fields: Any) -> ModelMetadata:
     document = {"schema_version": 1, "name": "m", "version": 1, "sha256": "0" * 64, **fields}

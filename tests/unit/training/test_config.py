@@ -13,8 +13,6 @@ from training.models.classifier import ClassifierConfig
 from training.models.forecaster import ForecasterConfig
 from training.models.gan import GanConfig
 
-pytestmark = pytest.mark.unit
-
 
 def test_unknown_choice_lists_valid_values() -> None:
     with pytest.raises(

@@ -14,8 +14,6 @@ from training.errors import DataError
 from training.models.forecaster import ForecasterConfig
 from training.pipelines.forecast import split_series
 
-pytestmark = pytest.mark.unit
-
 
 def test_windows() -> None:
     x, y = make_windows(np.arange(10.0), window=3, horizon=2)

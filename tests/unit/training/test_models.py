@@ -20,7 +20,6 @@ from training.models.classifier import (
 from training.models.forecaster import ExportedForecaster, ForecasterConfig, build_forecaster
 from training.models.gan import Discriminator, GanConfig, Generator
 
-pytestmark = pytest.mark.unit
 SHAPE = (1, 8, 8)
 
 
