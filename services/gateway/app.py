@@ -1,12 +1,13 @@
 """The gateway application factory: routes, middlewares, error handling and the lifespan
-that opens the Redis pool, the reply listener and the registry refresher."""
+that opens the queue (``transport``) and starts its reply listener and the registry
+refresher."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -17,12 +18,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from services.contract import protocol, redis_client
 from services.contract.errors import AxonError
 from services.gateway import oip, openapi, task_endpoints
 from services.gateway.dispatcher import Dispatcher
 from services.gateway.errors import BacklogFullError, GatewayError, client_message, status_for
-from services.gateway.listener import ReplyListener
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.middleware.auth import ApiKeyMiddleware
 from services.gateway.middleware.body_limit import BodyLimitMiddleware
@@ -34,42 +33,36 @@ from services.gateway.registry import Registry
 from services.gateway.responses import error_response
 from services.gateway.settings import GatewaySettings
 from services.gateway.state import GatewayState, tag
+from services.gateway.transport import Transport
+from services.gateway.transport_redis import RedisTransport
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: GatewaySettings) -> Starlette:
-    """A gateway app for ``settings``; connections open when the app starts (lifespan)."""
+def create_app(
+    settings: GatewaySettings,
+    transport: Callable[[GatewaySettings], Transport] = RedisTransport.connect,
+) -> Starlette:
+    """A gateway app for ``settings``. The queue is ``transport(settings)``, built when
+    the app starts (lifespan) and closed when it stops: Redis by default; tests pass a
+    ``MemoryTransport``."""
     metrics = GatewayMetrics.create()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # Retries a command once on a fresh connection (stale pooled connections after a
-        # Redis restart must not look like an outage).
-        redis = redis_client.connect(
-            settings.redis_url,
-            socket_timeout_s=settings.redis_timeout_s + settings.reply_block_s,
-            connect_timeout_s=settings.redis_timeout_s,
-        )
+        queue = transport(settings)
         registry = Registry(
-            redis,
+            queue,
             refresh_ms=settings.registry_refresh_ms,
             no_worker_wait_ms=settings.no_worker_wait_ms,
         )
         if settings.models_dir is not None:
             registry.add_repository(settings.models_dir)
-        listener = ReplyListener(
-            redis,
-            protocol.reply_key(settings.instance),
-            block_s=settings.reply_block_s,
-            on_redis_error=registry.mark_down,
-        )
         app.state.gateway = GatewayState(
             settings=settings,
-            redis=redis,
+            transport=queue,
             registry=registry,
-            listener=listener,
-            dispatcher=Dispatcher(redis, listener, settings, metrics, registry),
+            dispatcher=Dispatcher(queue, settings, metrics, registry),
             metrics=metrics,
             image_pool=ThreadPoolExecutor(
                 max_workers=settings.image_threads, thread_name_prefix="axon-image"
@@ -77,19 +70,19 @@ def create_app(settings: GatewaySettings) -> Starlette:
         )
         background = [
             asyncio.create_task(registry.run(), name="axon-registry"),
-            asyncio.create_task(listener.run(), name="axon-reply-listener"),
+            asyncio.create_task(queue.receive(registry.mark_down), name="axon-reply-listener"),
         ]
         app.state.gateway.tasks = tuple(background)
-        with contextlib.suppress(TimeoutError):  # start even when Redis is down
+        with contextlib.suppress(TimeoutError):  # start even when the queue is down
             await asyncio.wait_for(registry.refreshed.wait(), timeout=settings.redis_timeout_s)
-        log.info("gateway %s serving; replies on %s", settings.instance, listener.reply_to)
+        log.info("gateway %s serving; replies on %s", settings.instance, queue.reply_to)
         try:
             yield
         finally:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            await redis.aclose()  # type: ignore[attr-defined]  # stale types-redis stubs
+            await queue.aclose()
             pool = app.state.gateway.image_pool
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)

@@ -1,4 +1,5 @@
-"""Send one validated request through Redis and wait for its reply (or its deadline)."""
+"""Send one validated request through the queue (``transport.Transport``) and wait for
+its reply, or its deadline."""
 
 from __future__ import annotations
 
@@ -11,12 +12,9 @@ from typing import Any
 
 import numpy as np
 from prometheus_client import Gauge, Histogram
-from redis.exceptions import RedisError
 
 from services.contract.codec import Reply, Scalar, encode_request
-from services.contract.protocol import NewEntry, RedisClient, Refused
-from services.contract.resilience import describe, unreachable
-from services.gateway.enqueuer import Enqueuer
+from services.contract.protocol import NewEntry, Refused
 from services.gateway.errors import (
     BacklogFullError,
     DeadlineError,
@@ -24,26 +22,25 @@ from services.gateway.errors import (
     UnavailableError,
     WorkerReplyError,
 )
-from services.gateway.listener import ReplyListener
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.registry import ModelVersion, Registry
 from services.gateway.settings import GatewaySettings
+from services.gateway.transport import Transport, TransportDown, TransportError
 
 
 @dataclass
 class Dispatcher:
-    """Backlog check + XADD (coalesced per tick, see ``enqueuer``) → await the listener's
-    future, bounded by the deadline."""
+    """Submit (backlog checked atomically with the add) → await the reply's future,
+    bounded by the deadline."""
 
-    redis: RedisClient
-    listener: ReplyListener
+    transport: Transport
     settings: GatewaySettings
     metrics: GatewayMetrics
     registry: Registry
 
     def __post_init__(self) -> None:
         self._counter = itertools.count(1)
-        self._enqueuer = Enqueuer(self.redis)
+        self._replies = self.transport.replies
         self._children: dict[str, tuple[Gauge, Histogram]] = {}
 
     def _metrics_for(self, model: str) -> tuple[Gauge, Histogram]:
@@ -86,14 +83,14 @@ class Dispatcher:
             )
         entry_id = f"{next(self._counter)}:{request_id}"
         # Registered before the XADD is sent: the reply may arrive before we resume.
-        future = self.listener.expect(entry_id)
+        future = self._replies.expect(entry_id)
         left_s = deadline - time.monotonic()
-        submitted = self._enqueuer.submit(
+        submitted = self.transport.submit(
             mv.name,
             mv.version,
             NewEntry(
                 entry_id,
-                self.listener.reply_to,
+                self.transport.reply_to,
                 int(time.time() * 1000 + left_s * 1000),
                 body,
                 budget_ms=max(int(left_s * 1000), 1),
@@ -107,25 +104,26 @@ class Dispatcher:
             # 504 and the entry, if it was queued, runs or expires on its own.
             answer = await asyncio.wait_for(submitted, timeout=max(left_s, 0.0))
         except TimeoutError:
-            self.listener.forget(entry_id)
+            self._replies.forget(entry_id)
             raise DeadlineError(
                 _late(timeout_ms, mv.name, "while Redis was taking it (Redis is slow)")
             ) from None
-        except (RedisError, OSError) as exc:
-            self.listener.forget(entry_id)
-            if unreachable(exc):
-                self.registry.mark_down()
-                raise UnavailableError("Redis is unreachable; try again shortly") from None
-            # Redis answered with an error for this command only (OOM under maxmemory,
-            # READONLY during a failover…): this request fails, the others go on.
+        except TransportDown as exc:
+            self._replies.forget(entry_id)
+            self.registry.mark_down()
+            raise UnavailableError(f"{exc}; try again shortly") from None
+        except TransportError as exc:
+            # The queue answered with an error for this command only (Redis OOM under
+            # maxmemory, READONLY during a failover…): this request fails, the others go on.
+            self._replies.forget(entry_id)
             raise UnavailableError(
-                f"Redis refused to queue the request ({describe(exc)}); try again shortly"
+                f"{exc.backend} refused to queue the request ({exc.detail}); try again shortly"
             ) from None
         except BaseException:
-            self.listener.forget(entry_id)
+            self._replies.forget(entry_id)
             raise
         if isinstance(answer, Refused):
-            self.listener.forget(entry_id)
+            self._replies.forget(entry_id)
             queued = (
                 f"{answer.backlog} requests queued (limit {limit})"
                 if answer.queued_bytes is None
@@ -148,7 +146,7 @@ class Dispatcher:
         finally:
             timer.cancel()
             inflight.dec()
-            self.listener.forget(entry_id)
+            self._replies.forget(entry_id)
         queue_wait.observe(time.monotonic() - now)
         if not reply.ok:
             error = reply.error

@@ -1,13 +1,15 @@
-"""Coalesce the queueing of concurrent requests: one Redis round trip per stream and
-event-loop tick instead of two per request.
+"""The Redis transport's enqueue: coalesce the queueing of concurrent requests, one
+Redis round trip per stream and event-loop tick instead of two per request.
 
 Every request handled in one tick of the event loop (and every one that arrives while
 the previous round trip is in flight) is queued by ONE ``protocol.enqueue_many`` call
 per stream: a server-side script that checks the backlog (XLEN) and XADDs each request
 in turn. So the backlog check is exact (a request is refused when the stream holds
 ``limit`` entries, as with XLEN-then-XADD per request, without the race) and a lone
-request costs one round trip. Measured on the 2-core bench machine, redis-py spends
-~75 µs of CPU per command; a pipelined or scripted command costs a fraction of that.
+request costs one round trip (why: docs/decisions.md, "Gateway hot path").
+
+Redis errors reach the callers as the seam's ``TransportDown`` / ``TransportError``
+(``as_transport_error``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ from dataclasses import dataclass, field
 
 from services.contract import protocol
 from services.contract.protocol import NewEntry, RedisClient, Refused
+from services.contract.resilience import describe, is_redis_error, unreachable
+from services.gateway.transport import TransportDown, TransportError
+
+BACKEND = "Redis"
+"""How the transport's errors name the queue ("Redis is unreachable")."""
 
 MAX_PER_CALL = 256
 """Entries per script call: bounds how long one call keeps Redis busy."""
@@ -27,7 +34,7 @@ _Key = tuple[str, int, int, int, int]  # model, version, limit, maxlen, byte_lim
 @dataclass
 class Enqueuer:
     """``submit`` returns a future for the entry id (or ``Refused``); a Redis error is
-    set on the future of every request of the failed call."""
+    set on the future of every request of the failed call (``as_transport_error``)."""
 
     redis: RedisClient
     _queued: dict[_Key, list[tuple[NewEntry, asyncio.Future[str | Refused]]]] = field(
@@ -83,9 +90,10 @@ class Enqueuer:
                     byte_limit=byte_limit,
                 )
             except Exception as exc:  # Redis errors reach each caller
+                error = as_transport_error(exc)
                 for _, future in chunk:
                     if not future.done():
-                        future.set_exception(exc)
+                        future.set_exception(error)
                 continue
             except BaseException:  # cancelled (shutdown): nobody gets an answer
                 for _, future in items[start:]:
@@ -94,3 +102,13 @@ class Enqueuer:
             for (_, future), answer in zip(chunk, answers, strict=True):
                 if not future.done():
                     future.set_result(answer)
+
+
+def as_transport_error(exc: Exception) -> Exception:
+    """A Redis client error as the seam's error: unreachable → ``TransportDown``, an
+    error reply (OOM, READONLY, NOPERM…) → ``TransportError``; anything else unchanged."""
+    if unreachable(exc):
+        return TransportDown(BACKEND)
+    if is_redis_error(exc):
+        return TransportError(BACKEND, describe(exc))
+    return exc

@@ -15,7 +15,6 @@ from services.gateway.oip_codec import outputs_json, parse_infer
 from services.gateway.registry import ModelVersion
 from services.gateway.responses import JSON, FastJSON
 from services.gateway.state import (
-    GatewayState,
     deadline_ms,
     gateway,
     read_json,
@@ -52,7 +51,7 @@ async def ready(request: Request) -> Response:
     knows has a version with a live worker."""
     tag(request, "ready")
     state = gateway(request)
-    ok = _gateway_ready(state) and all(
+    ok = state.ready and all(
         any(mv.ready for mv in versions) for versions in state.registry.models().values()
     )
     return JSON({"ready": ok}, status_code=200 if ok else 503)
@@ -64,12 +63,8 @@ async def gateway_ready(request: Request) -> Response:
     gateway that cannot reach a model's workers is still the right place for requests:
     they queue, or get 503 per model)."""
     tag(request, "gateway_ready")
-    ok = _gateway_ready(gateway(request))
+    ok = gateway(request).ready
     return JSON({"ready": ok}, status_code=200 if ok else 503)
-
-
-def _gateway_ready(state: GatewayState) -> bool:
-    return state.registry.redis_ok and state.listener.healthy
 
 
 def _version(request: Request) -> str | None:
@@ -111,7 +106,7 @@ async def model_ready(request: Request) -> Response:
     tag(request, "model_ready")
     mv = state.registry.lookup(request.path_params["model"], _version(request))
     tag(request, "model_ready", mv)
-    ok = mv.ready and state.registry.redis_ok
+    ok = mv.ready and state.registry.reachable
     body = {"name": mv.name, "version": str(mv.version), "ready": ok}
     return JSON(body, status_code=200 if ok else 503)
 
@@ -121,7 +116,7 @@ async def infer(request: Request) -> Response:
     tag(request, "infer")
     mv = state.registry.lookup(request.path_params["model"], _version(request))
     tag(request, "infer", mv)
-    if not mv.ready or not state.registry.redis_ok:
+    if not mv.ready or not state.registry.reachable:
         mv = state.registry.ready(mv.name, mv.version)  # raises the right 503
     doc = await read_json(request)
     parsed = parse_infer(doc, mv.metadata, max_rows=state.settings.max_rows)
@@ -150,8 +145,10 @@ async def model_stats(request: Request) -> Response:
     tag(request, "stats")
     model = request.path_params.get("model")
     version = _version(request)
-    if not state.registry.redis_ok:
-        raise UnavailableError("Redis is unreachable; statistics come from worker heartbeats")
+    if not state.registry.reachable:
+        raise UnavailableError(
+            f"{state.transport.name} is unreachable; statistics come from worker heartbeats"
+        )
     if model is None:
         selected = [mv for versions in state.registry.models().values() for mv in versions]
     elif version is None:

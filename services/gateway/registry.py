@@ -1,7 +1,7 @@
-"""What the gateway knows about models: live workers (from their Redis heartbeats) and
-the metadata they publish, refreshed by one background task; plus models seen earlier
-or found in the local model repository, so a model whose workers are all gone answers
-503 (known, not ready) instead of 404 (unknown).
+"""What the gateway knows about models: live workers (the transport's registry view of
+their heartbeats) and the metadata they publish, refreshed by one background task; plus
+models seen earlier or found in the local model repository, so a model whose workers
+are all gone answers 503 (known, not ready) instead of 404 (unknown).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.contract import protocol
 from services.contract.errors import ModelRepositoryError
 from services.contract.metadata import MODEL_NAME, VERSION, ModelMetadata, parse_metadata
-from services.contract.protocol import RedisClient, WorkerInfo
-from services.contract.resilience import FailureLog, describe, is_redis_error, unreachable
+from services.contract.protocol import WorkerInfo
+from services.contract.resilience import FailureLog
 from services.gateway.errors import NotFoundError, UnavailableError
+from services.gateway.transport import Transport, TransportDown, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -50,21 +50,22 @@ class Registry:
 
     def __init__(
         self,
-        redis: RedisClient,
+        transport: Transport,
         *,
         refresh_ms: int,
         no_worker_wait_ms: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._redis = redis
+        self._transport = transport
         self._refresh_s = refresh_ms / 1000
         self._no_worker_wait_ms = no_worker_wait_ms
         self._clock = clock
         self._last_seen: dict[tuple[str, int], float] = {}
         self._warned: set[str] = set()
         self._known: dict[tuple[str, int], ModelMetadata] = {}
-        self._versions: dict[tuple[str, int], ModelVersion] = {}
-        self.redis_ok = False
+        self._models: dict[str, list[ModelVersion]] = {}
+        self.reachable = False
+        """The queue answered the last refresh (and nothing saw it fail since)."""
         self.refreshed = asyncio.Event()
 
     def add_repository(self, root: Path) -> None:
@@ -84,10 +85,11 @@ class Registry:
         self._rebuild([])
 
     async def refresh(self) -> None:
-        """Read live workers from Redis and rebuild the snapshot. A heartbeat that does
-        not parse, or whose metadata is invalid, is skipped (logged once per key)."""
+        """Read live workers from the transport and rebuild the snapshot. A heartbeat
+        that does not parse, or whose metadata is invalid, is skipped (logged once per
+        key). Raises ``TransportDown`` / ``TransportError``."""
         malformed: list[str] = []
-        workers = await protocol.live_workers(self._redis, malformed=malformed)
+        workers = await self._transport.live_workers(malformed)
         for key_name in malformed:
             self._warn_once(key_name, "heartbeat is not a valid worker heartbeat")
         usable = []
@@ -115,21 +117,22 @@ class Registry:
             log.warning("%s: %s", what, message)
 
     def _rebuild(self, workers: list[WorkerInfo]) -> None:
+        """The snapshot, indexed by model once (lookups read it as is)."""
         by_key: dict[tuple[str, int], list[WorkerInfo]] = {}
         for info in workers:
             by_key.setdefault((info.model, info.version), []).append(info)
-        self._versions = {
-            key: ModelVersion(metadata, tuple(by_key.get(key, ())))
-            for key, metadata in sorted(self._known.items())
-        }
+        models: dict[str, list[ModelVersion]] = {}
+        for key, metadata in sorted(self._known.items()):
+            models.setdefault(key[0], []).append(ModelVersion(metadata, tuple(by_key.get(key, ()))))
+        self._models = models
 
     def mark_down(self) -> None:
-        """Another part of the gateway saw Redis fail: not ready until a refresh works."""
-        self.redis_ok = False
+        """Another part of the gateway saw the queue fail: not ready until a refresh works."""
+        self.reachable = False
         self._rebuild([])
 
     async def run(self) -> None:
-        """Refresh forever; no error ends it. Redis unreachable marks it down (not
+        """Refresh forever; no error ends it. The queue unreachable marks it down (not
         ready) until it answers; a failed command (OOM, NOPERM…) keeps the last
         snapshot; each failure streak is logged."""
         failures = FailureLog(log, "registry refresh", time.monotonic)
@@ -137,38 +140,32 @@ class Registry:
             try:
                 await self.refresh()
             except Exception as exc:
-                if unreachable(exc):
-                    if self.redis_ok:
-                        log.error("Redis unreachable: %s", describe(exc))
-                    self.redis_ok = False
-                    self._rebuild([])
-                elif not is_redis_error(exc):
+                if isinstance(exc, TransportDown):
+                    if self.reachable:
+                        log.error("%s", exc)
+                    self.mark_down()
+                elif not isinstance(exc, TransportError):
                     log.exception("registry refresh: unexpected error")
                 failures.failed(exc, retry_in_s=self._refresh_s)
             else:
-                if not self.redis_ok:
-                    log.info("Redis reachable; %d model versions known", len(self._versions))
-                self.redis_ok = True
+                if not self.reachable:
+                    log.info("queue reachable; %d model versions known", len(self._known))
+                self.reachable = True
                 failures.recovered()
             self.refreshed.set()
             await asyncio.sleep(self._refresh_s)
 
     # ----------------------------------------------------------------- queries
 
-    def models(self) -> dict[str, list[ModelVersion]]:
-        """Known models → their versions, ascending."""
-        result: dict[str, list[ModelVersion]] = {}
-        for (name, _version), mv in self._versions.items():
-            result.setdefault(name, []).append(mv)
-        return result
-
-    def known(self, model: str) -> bool:
-        return any(name == model for name, _ in self._versions)
+    def models(self) -> Mapping[str, list[ModelVersion]]:
+        """Known models (sorted) → their versions, ascending. The snapshot itself: do
+        not modify it."""
+        return self._models
 
     def lookup(self, model: str, version: str | int | None = None) -> ModelVersion:
         """A known model version (``None`` = the highest ready one, else the highest);
         404 for an unknown model or version. Readiness is not checked."""
-        versions = self.models().get(model)
+        versions = self._models.get(model)
         if not versions:
             raise NotFoundError(f"model {model!r} is not served here (see GET /v1/models)")
         if version is None or version == "":
@@ -184,13 +181,13 @@ class Registry:
         )
 
     def ready(self, model: str, version: str | int | None = None) -> ModelVersion:
-        """``lookup`` plus 503 when Redis is down, or when no live worker serves the
+        """``lookup`` plus 503 when the queue is down, or when no live worker serves the
         version and none did within the last ``no_worker_wait_ms`` (a worker that is
         restarting: its requests are queued, durable, and wait for it until their
         deadline)."""
         mv = self.lookup(model, version)
-        if not self.redis_ok:
-            raise UnavailableError("Redis is unreachable; try again shortly")
+        if not self.reachable:
+            raise UnavailableError(f"{self._transport.name} is unreachable; try again shortly")
         if not mv.ready and not self.recently_served(mv):
             raise UnavailableError(
                 f"model {model!r} version {mv.version} has no live worker; try again shortly"

@@ -11,22 +11,20 @@ from typing import Any
 from starlette.requests import Request
 
 from services.contract.codec import Scalar
-from services.contract.protocol import RedisClient
 from services.gateway.dispatcher import Dispatcher
 from services.gateway.errors import BadRequestError
 from services.gateway.fields import timeout_ms
-from services.gateway.listener import ReplyListener
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.registry import ModelVersion, Registry
 from services.gateway.settings import GatewaySettings
+from services.gateway.transport import Transport
 
 
 @dataclass
 class GatewayState:
     settings: GatewaySettings
-    redis: RedisClient
+    transport: Transport
     registry: Registry
-    listener: ReplyListener
     dispatcher: Dispatcher
     metrics: GatewayMetrics
     image_pool: ThreadPoolExecutor | None = None
@@ -38,6 +36,11 @@ class GatewayState:
     def dead_tasks(self) -> list[str]:
         """Names of background tasks that have ended (none should before shutdown)."""
         return [task.get_name() for task in self.tasks if task.done()]
+
+    @property
+    def ready(self) -> bool:
+        """The gateway itself can serve: the queue answers and replies can arrive."""
+        return self.registry.reachable and self.transport.healthy
 
 
 def gateway(request: Request) -> GatewayState:

@@ -50,7 +50,7 @@ async def list_models(request: Request) -> Response:
                 "name": name,
                 "task": versions[-1].metadata.task,
                 "versions": [
-                    {"version": mv.version, "ready": mv.ready and registry.redis_ok,
+                    {"version": mv.version, "ready": mv.ready and registry.reachable,
                      "workers": len(mv.workers)}
                     for mv in versions
                 ],

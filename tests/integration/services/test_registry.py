@@ -15,6 +15,7 @@ from services.contract import protocol
 from services.contract.protocol import WorkerInfo
 from services.gateway.errors import UnavailableError
 from services.gateway.registry import Registry
+from services.gateway.transport_redis import RedisTransport
 from tests.support.redis import RedisServer
 
 
@@ -26,8 +27,13 @@ def test_no_worker_wait_then_503(redis_server: RedisServer, model_repo: Path) ->
 
     async def scenario() -> None:
         redis: Redis[bytes] = Redis.from_url(redis_server.url)
-        registry = Registry(redis, refresh_ms=100, no_worker_wait_ms=15_000, clock=lambda: now[0])
-        registry.redis_ok = True
+        registry = Registry(
+            RedisTransport(redis, "axon:r:t", block_s=1.0),
+            refresh_ms=100,
+            no_worker_wait_ms=15_000,
+            clock=lambda: now[0],
+        )
+        registry.reachable = True
         await redis.set(key, info.to_json(), px=60_000)
         await redis.set(protocol.worker_key("digits-cnn", 1, "junk"), b"{not json", px=60_000)
         await registry.refresh()
@@ -49,8 +55,10 @@ def test_no_worker_wait_then_503(redis_server: RedisServer, model_repo: Path) ->
 def test_a_model_never_served_is_503_at_once(redis_server: RedisServer, model_repo: Path) -> None:
     async def scenario() -> None:
         redis: Redis[bytes] = Redis.from_url(redis_server.url)
-        registry = Registry(redis, refresh_ms=100, no_worker_wait_ms=15_000)
-        registry.redis_ok = True
+        registry = Registry(
+            RedisTransport(redis, "axon:r:t", block_s=1.0), refresh_ms=100, no_worker_wait_ms=15_000
+        )
+        registry.reachable = True
         registry.add_repository(model_repo)
         await registry.refresh()
         with pytest.raises(UnavailableError, match="no live worker"):

@@ -1,0 +1,100 @@
+"""The queue seam of the gateway: the one small interface between the gateway's request
+handling and the queue the workers pull from.
+
+The gateway needs three things of a queue, and nothing else:
+
+- **submit** a request's stream entry under the backlog limits → accepted (the entry
+  id) or ``Refused`` (a limit was reached);
+- **replies**: a future per waiting request, completed when its worker answers
+  (``Replies``, fed by the transport's ``receive`` task);
+- a **registry view**: the live workers and the metadata they publish.
+
+``services.gateway.transport_redis.RedisTransport`` is the implementation that runs;
+``services.gateway.transport_memory.MemoryTransport`` keeps everything in the process,
+for tests of the gateway's behaviour without Redis. Both pass the same contract tests
+(``tests/integration/gateway/test_transport_contract.py``, the Redis one against a real
+server).
+
+Errors: ``TransportDown`` (the queue is unreachable: the gateway marks itself not
+ready) and ``TransportError`` (the queue answered this one command with an error, e.g.
+Redis OOM or READONLY: only that request fails).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Protocol
+
+from services.contract.protocol import NewEntry, Refused, WorkerInfo
+from services.gateway.replies import Replies
+
+
+class TransportDown(Exception):
+    """The queue is unreachable; ``str(exc)`` names it (e.g. "Redis is unreachable")."""
+
+    def __init__(self, backend: str) -> None:
+        super().__init__(f"{backend} is unreachable")
+        self.backend = backend
+
+
+class TransportError(Exception):
+    """The queue refused one command; ``detail`` says why (e.g. Redis' OOM message)."""
+
+    def __init__(self, backend: str, detail: str) -> None:
+        super().__init__(f"{backend} refused the command ({detail})")
+        self.backend = backend
+        self.detail = detail
+
+
+class Transport(Protocol):
+    """What the gateway uses of a queue (see the module docstring)."""
+
+    replies: Replies
+    """Futures of the requests waiting for a reply, by entry id."""
+
+    name: str
+    """The queue as client messages name it ("Redis is unreachable")."""
+
+    @property
+    def reply_to(self) -> str:
+        """Where workers send this gateway's replies (the entry's ``reply`` field)."""
+        ...
+
+    @property
+    def healthy(self) -> bool:
+        """True while replies can arrive (the receive path is connected)."""
+        ...
+
+    def submit(
+        self,
+        model: str,
+        version: int,
+        entry: NewEntry,
+        *,
+        limit: int,
+        maxlen: int,
+        byte_limit: int,
+    ) -> asyncio.Future[str | Refused]:
+        """Queue ``entry`` for ``model`` ``version`` unless the stream holds ``limit``
+        entries or its bodies with this one would pass ``byte_limit`` bytes (atomic with
+        the add). The future's result is the entry id or ``Refused``; it raises
+        ``TransportDown`` / ``TransportError``. Never re-sent: after a timeout the entry
+        may or may not be queued. ``maxlen`` is a safety net on the stream's length."""
+        ...
+
+    async def live_workers(self, malformed: list[str]) -> list[WorkerInfo]:
+        """Workers whose heartbeat is alive, sorted by (model, version, instance);
+        heartbeats that do not parse are skipped and named in ``malformed``. Raises
+        ``TransportDown`` / ``TransportError``."""
+        ...
+
+    async def receive(self, on_down: Callable[[], None]) -> None:
+        """Deliver replies into ``replies`` until cancelled; no error ends it. When the
+        queue becomes unreachable it calls ``on_down`` and fails every waiting request
+        (``UnavailableError``), then retries with a backoff."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections (at shutdown, after ``receive`` was cancelled)."""
+        ...

@@ -1,0 +1,209 @@
+"""An in-process implementation of the queue seam (``transport.Transport``), for tests
+of the gateway's behaviour without Redis: the same answers as ``RedisTransport`` (the
+contract tests run against both), on one event loop, with no I/O.
+
+Per model version a stream keeps the entries not yet answered, in order; ``submit``
+applies the backlog limits exactly as the Redis enqueue script does (entry limit, and
+the byte limit once the stream is not empty). The worker side is a small API of its own:
+``register`` a heartbeat, ``take`` entries (as XREADGROUP), ``answer`` one (as the
+completion script: the reply goes to its ``reply_to`` through the real reply codec and
+the entry leaves the stream). ``serve`` runs a handler as a worker loop on the
+gateway's event loop. ``down`` makes every call fail as an unreachable Redis would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from services.contract.codec import Reply, encode_reply
+from services.contract.protocol import NewEntry, Refused, WorkerInfo
+from services.gateway.replies import Replies
+from services.gateway.transport import TransportDown
+
+log = logging.getLogger(__name__)
+
+BACKEND = "the in-memory queue"
+
+Handler = Callable[[Sequence[NewEntry]], Awaitable[Sequence[Reply]]]
+"""A worker: the entries of one batch → one reply per entry, in order."""
+
+
+@dataclass
+class _Stream:
+    entries: list[tuple[str, NewEntry]] = field(default_factory=list)
+    """Entries not yet answered, oldest first, with their ids."""
+    delivered: set[str] = field(default_factory=set)
+    """Ids of entries taken by a worker and not yet answered."""
+    queued_bytes: int = 0
+    added: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class MemoryTransport:
+    """The queue in this process (see the module docstring)."""
+
+    def __init__(self, instance: str = "memory") -> None:
+        self._reply_to = f"memory:r:{instance}"
+        self.replies = Replies(self._reply_to)
+        self.name = BACKEND
+        self.down = False
+        """True: every call fails as if the queue were unreachable (``TransportDown``)."""
+        self._streams: dict[tuple[str, int], _Stream] = {}
+        self._workers: dict[str, WorkerInfo] = {}
+        self._sequence = 0
+        self._serving: list[tuple[WorkerInfo, Handler]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._receiving = False
+
+    # ------------------------------------------------------------ the gateway's side
+
+    @property
+    def reply_to(self) -> str:
+        return self._reply_to
+
+    @property
+    def healthy(self) -> bool:
+        return self._receiving and not self.down
+
+    def submit(
+        self,
+        model: str,
+        version: int,
+        entry: NewEntry,
+        *,
+        limit: int,
+        maxlen: int,
+        byte_limit: int,
+    ) -> asyncio.Future[str | Refused]:
+        future: asyncio.Future[str | Refused] = asyncio.get_running_loop().create_future()
+        if self.down:
+            future.set_exception(TransportDown(BACKEND))
+            return future
+        stream = self._stream(model, version)
+        length, size = len(stream.entries), len(entry.body)
+        if length >= limit:
+            future.set_result(Refused(backlog=length))
+        elif length > 0 and stream.queued_bytes + size > byte_limit:
+            future.set_result(Refused(backlog=0, queued_bytes=stream.queued_bytes))
+        else:
+            self._sequence += 1
+            entry_id = f"{self._sequence}-0"
+            stream.entries.append((entry_id, entry))
+            stream.queued_bytes += size
+            stream.added.set()
+            future.set_result(entry_id)
+        return future
+
+    async def live_workers(self, malformed: list[str]) -> list[WorkerInfo]:
+        if self.down:
+            raise TransportDown(BACKEND)
+        return sorted(self._workers.values(), key=lambda w: (w.model, w.version, w.instance))
+
+    async def receive(self, on_down: Callable[[], None]) -> None:
+        """Run the ``serve``d workers; while ``down``, fail waiting requests once and
+        call ``on_down``, as the Redis transport does when Redis goes away."""
+        self._receiving = True
+        for info, handler in self._serving:
+            self._start(info, handler)
+        was_down = False
+        try:
+            while True:
+                if self.down and not was_down:
+                    on_down()
+                    self.replies.fail_all(f"lost the connection to {BACKEND}")
+                was_down = self.down
+                await asyncio.sleep(0.01)
+        finally:
+            self._receiving = False
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks.clear()
+
+    async def aclose(self) -> None:
+        return None
+
+    # ------------------------------------------------------------- the workers' side
+
+    def register(self, info: WorkerInfo) -> None:
+        """Publish (or refresh) a worker's heartbeat."""
+        self._workers[info.instance] = info
+
+    def deregister(self, instance: str) -> None:
+        self._workers.pop(instance, None)
+
+    def backlog(self, model: str, version: int) -> int:
+        """Entries queued and not yet answered (as XLEN of the Redis stream)."""
+        return len(self._stream(model, version).entries)
+
+    async def take(
+        self, model: str, version: int, *, count: int, timeout_s: float
+    ) -> list[tuple[str, NewEntry]]:
+        """Up to ``count`` entries no worker has taken yet, oldest first, waiting up to
+        ``timeout_s`` for the first; with their entry ids (for ``answer``)."""
+        stream = self._stream(model, version)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + timeout_s
+        while True:
+            fresh = [(i, e) for i, e in stream.entries if i not in stream.delivered][:count]
+            if fresh or loop.time() >= until:
+                stream.delivered.update(i for i, _ in fresh)
+                return fresh
+            stream.added.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stream.added.wait(), timeout=until - loop.time())
+
+    def answer(self, model: str, version: int, entry_id: str, reply: Reply) -> None:
+        """Send ``reply`` for entry ``entry_id`` and remove the entry (at most once: an
+        entry already answered is ignored, as by the Redis completion script)."""
+        stream = self._stream(model, version)
+        for index, (queued_id, entry) in enumerate(stream.entries):
+            if queued_id == entry_id:
+                del stream.entries[index]
+                stream.delivered.discard(entry_id)
+                stream.queued_bytes -= len(entry.body)
+                if not stream.entries:
+                    stream.queued_bytes = 0
+                if entry.reply_to == self._reply_to:
+                    self.replies.deliver(encode_reply(reply))
+                return
+
+    def serve(self, info: WorkerInfo, handler: Handler) -> None:
+        """Register ``info`` and answer its stream's entries with ``handler`` (batches of
+        up to ``info.max_batch_rows`` entries) while ``receive`` runs. Call it before the
+        gateway starts, or from its event loop."""
+        self.register(info)
+        self._serving.append((info, handler))
+        if self._receiving:
+            self._start(info, handler)
+
+    def _start(self, info: WorkerInfo, handler: Handler) -> None:
+        self._tasks.append(
+            asyncio.get_running_loop().create_task(
+                self._work(info, handler), name=f"memory-worker-{info.instance}"
+            )
+        )
+
+    async def _work(self, info: WorkerInfo, handler: Handler) -> None:
+        while True:
+            batch = await self.take(
+                info.model, info.version, count=info.max_batch_rows, timeout_s=1.0
+            )
+            if not batch:
+                continue
+            try:
+                replies = await handler([entry for _, entry in batch])
+            except Exception:
+                log.exception("memory worker %s: handler failed", info.instance)
+                continue
+            for (entry_id, _), reply in zip(batch, replies, strict=True):
+                self.answer(info.model, info.version, entry_id, reply)
+
+    def _stream(self, model: str, version: int) -> _Stream:
+        stream = self._streams.get((model, version))
+        if stream is None:
+            stream = self._streams[(model, version)] = _Stream()
+        return stream

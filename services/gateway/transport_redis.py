@@ -1,0 +1,127 @@
+"""The Redis implementation of the queue seam (``transport.Transport``): the stream
+entries go out through the coalescing ``Enqueuer`` (one script call per stream and
+event-loop tick), replies come back on the process's reply list ``axon:r:{instance}``
+(one receive task: BLMPOP on Redis >= 7, else BLPOP then LPOP), and the registry view
+reads the workers' heartbeat keys. Keys and scripts: ``services.contract.protocol``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from services.contract import protocol, redis_client
+from services.contract.protocol import NewEntry, RedisClient, Refused, WorkerInfo
+from services.contract.resilience import Backoff, FailureLog, describe, is_redis_error, unreachable
+from services.gateway.enqueuer import BACKEND, Enqueuer, as_transport_error
+from services.gateway.replies import Replies
+from services.gateway.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+
+class RedisTransport:
+    """The gateway's queue on Redis; ``redis`` is opened by the caller (``connect``)."""
+
+    def __init__(self, redis: RedisClient, reply_to: str, *, block_s: float) -> None:
+        self.redis = redis
+        self._reply_to = reply_to
+        self._block_s = block_s
+        self._enqueuer = Enqueuer(redis)
+        self._healthy = False
+        self.replies = Replies(reply_to)
+        self.name = BACKEND
+
+    @classmethod
+    def connect(cls, settings: GatewaySettings) -> RedisTransport:
+        """A transport on ``settings.redis_url`` for gateway ``settings.instance``;
+        connections open on first use. The socket timeout covers the blocking pop."""
+        redis = redis_client.connect(
+            settings.redis_url,
+            socket_timeout_s=settings.redis_timeout_s + settings.reply_block_s,
+            connect_timeout_s=settings.redis_timeout_s,
+        )
+        return cls(redis, protocol.reply_key(settings.instance), block_s=settings.reply_block_s)
+
+    @property
+    def reply_to(self) -> str:
+        return self._reply_to
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy
+
+    def submit(
+        self,
+        model: str,
+        version: int,
+        entry: NewEntry,
+        *,
+        limit: int,
+        maxlen: int,
+        byte_limit: int,
+    ) -> asyncio.Future[str | Refused]:
+        return self._enqueuer.submit(
+            model, version, entry, limit=limit, maxlen=maxlen, byte_limit=byte_limit
+        )
+
+    async def live_workers(self, malformed: list[str]) -> list[WorkerInfo]:
+        try:
+            return await protocol.live_workers(self.redis, malformed=malformed)
+        except Exception as exc:
+            raise as_transport_error(exc) from exc
+
+    async def receive(self, on_down: Callable[[], None]) -> None:
+        """Pop replies forever; no error ends it. ``healthy`` turns true as soon as Redis
+        answers (before the first blocking pop returns). When Redis is unreachable,
+        waiting requests get 503 (their entries may be gone with the server); a failed
+        command (an error reply) only pauses the receiving. Either way it retries with a
+        backoff until Redis answers again."""
+        backoff = Backoff(first_s=0.05, longest_s=1.0)
+        failures = FailureLog(log, "reply listener", time.monotonic)
+        blmpop: bool | None = None  # learnt per connection to a server (Redis >= 7)
+        while True:
+            try:
+                if blmpop is None:
+                    blmpop = await protocol.supports_blmpop(self.redis)
+                    # Redis answered: healthy from now on, not only once the first
+                    # blocking pop returns (up to ``block_s`` later).
+                    self._healthy = True
+                payloads = await protocol.pop_replies(
+                    self.redis, self._reply_to, timeout_s=self._block_s, blmpop=blmpop
+                )
+                self._healthy = True
+            except Exception as exc:  # no error ends the listener
+                pause = backoff.failure()
+                failures.failed(exc, retry_in_s=pause)
+                if unreachable(exc):
+                    if self._healthy:
+                        log.error("reply listener lost Redis: %s", describe(exc))
+                    self._healthy = False
+                    blmpop = None  # the server may come back as another version
+                    on_down()
+                    self.replies.fail_all(
+                        "lost the connection to Redis while waiting for the reply"
+                    )
+                elif not is_redis_error(exc):
+                    log.exception("reply listener: unexpected error")
+                # A failed command (OOM, NOPERM…): the replies stay in their list and
+                # the waiting requests keep waiting (until their deadline at most).
+                await asyncio.sleep(pause)
+                continue
+            if backoff.failures:
+                backoff.success()
+                failures.recovered()
+            for payload in payloads:
+                try:
+                    self.replies.deliver(payload)
+                except Exception:  # a bug must not end the listener
+                    log.exception("reply listener: cannot deliver a reply")
+            # Let the requests just completed answer their clients before the next
+            # blocking pop is written (docs/decisions.md, "Gateway hot path").
+            await asyncio.sleep(0)
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()  # type: ignore[attr-defined]  # stale types-redis stubs
