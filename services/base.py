@@ -34,8 +34,10 @@ from services.contract.inputs import validate_inputs
 from services.runtime.executor import BatchExecutor
 from services.runtime.metrics import WorkerMetrics
 from services.runtime.prepare import Tensors
+from services.runtime.recorder import Recorder
 from services.runtime.session import ModelSession
 from services.runtime.settings import WorkerSettings
+from services.runtime.stats import WorkerStats
 from services.runtime.worker import Worker, load_model
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,15 @@ class ModelServiceBase:
         self.session: ModelSession = load_model(self.settings)
         self.metadata = self.session.metadata
         self.metrics = _process_metrics()
+        # The HTTP API's runs: the same metrics as the queue worker's, counters of their
+        # own (the heartbeat publishes the queue worker's only).
+        self._http_recorder = Recorder(
+            WorkerStats(),
+            self.metrics,
+            model=self.metadata.name,
+            version=self.metadata.version,
+            provider=self.session.provider,
+        )
         self._executor = BatchExecutor(self.session.run)
         self._redis: Redis[bytes] | None = None
         self._worker: Worker | None = None
@@ -153,12 +164,8 @@ class ModelServiceBase:
         except AxonError as exc:
             raise bentoml.exceptions.InvalidArgument(str(exc)) from None
         result = self._executor.execute(requests)
-        labels = (self.metadata.name, str(self.metadata.version))
         for run in result.runs:
-            self.metrics.batch_rows.labels(*labels).observe(run.rows)
-            self.metrics.inference_duration.labels(*labels, self.session.provider).observe(
-                run.seconds
-            )
+            self._http_recorder.ran(run.rows, run.seconds)
         outputs = []
         for outcome in result.outcomes:
             if outcome.outputs is None:

@@ -69,12 +69,6 @@ class BadEntryError(AxonError):
     code = ErrorCode.BAD_ENTRY
 
 
-class DeadlineExceededError(AxonError):
-    """The request's deadline passed before it was computed."""
-
-    code = ErrorCode.DEADLINE_EXCEEDED
-
-
 class InferenceError(AxonError):
     """ONNX Runtime failed on a request even when it was run on its own."""
 

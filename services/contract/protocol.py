@@ -15,9 +15,9 @@ Keys:
 - ``axon:w:{model}:{version}:{instance}``: worker heartbeat (JSON, expires after the
   heartbeat TTL) with the model's metadata and the worker's counters.
 
-Gateway side: ``enqueue`` (one request), ``enqueue_many`` (the requests of one event-loop
-tick: backlog check and XADD in one server-side script, one round trip),
-``backlog``, ``live_workers``, ``pop_replies``.
+Gateway side: ``enqueue_many`` (the requests of one event-loop tick: backlog check and
+XADD in one server-side script, one round trip), ``backlog``, ``live_workers``,
+``pop_replies``.
 Worker side: ``ensure_group``, ``read_entries``, ``claim_stale``, ``complete``,
 ``dead_letter``, ``publish_heartbeat``, ``deregister``.
 """
@@ -142,37 +142,6 @@ class Outgoing:
 # --------------------------------------------------------------------------- gateway
 
 
-async def enqueue(
-    redis: RedisClient,
-    model: str,
-    version: int,
-    *,
-    request_id: str,
-    reply_to: str,
-    deadline_ms: int,
-    body: bytes,
-    maxlen: int | None = None,
-) -> str:
-    """XADD a request to ``axon:q:{model}:{version}``; returns the entry id.
-
-    ``maxlen`` (approximate trimming) is a safety net only: the gateway refuses work
-    when ``backlog`` is over its limit, so trimming should never drop live entries.
-    """
-    fields: dict[bytes, bytes] = {
-        FIELD_ID: request_id.encode(),
-        FIELD_REPLY: reply_to.encode(),
-        FIELD_DEADLINE: str(int(deadline_ms)).encode(),
-        FIELD_BODY: body,
-    }
-    entry_id = await redis.xadd(
-        stream_key(model, version),
-        fields,  # type: ignore[arg-type]
-        maxlen=maxlen,
-        approximate=True,
-    )
-    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-
-
 @dataclass(frozen=True)
 class NewEntry:
     """A request to queue with ``enqueue_many``."""
@@ -251,7 +220,8 @@ async def enqueue_many(
     XADD; a body alone over ``byte_limit`` is queued only into an empty stream, the
     gateway refuses it before). Returns, per entry, its stream entry id or ``Refused``.
 
-    ``maxlen`` is the same approximate-trimming safety net as in ``enqueue``.
+    ``maxlen`` (approximate trimming) is a safety net only: the gateway refuses work
+    when ``backlog`` is over its limit, so trimming should never drop live entries.
     """
     args: list[bytes | str | int] = [limit, maxlen, byte_limit]
     for entry in entries:

@@ -11,10 +11,16 @@ No I/O and no clock: the caller passes ``now_ms``. Rows, not requests, fill a ba
   fit), when ``max_queue_delay_ms`` has passed since the oldest pending entry arrived,
   when the earliest deadline among live entries is reached, or when ``flush`` is set
   (draining on shutdown). Otherwise ``wait_ms`` says how long more entries may be awaited.
+- ``due_ms`` is when the batch is ready without more entries; it does not depend on
+  ``now_ms``. A batch that is not ready stays so until ``due_ms`` (every live deadline is at
+  or after it, so nothing expires before): collating its ``remaining`` again at a later
+  ``t < due_ms`` gives the same answer with ``wait_ms = due_ms - t``. The worker relies on
+  this to collate once per step.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
@@ -43,13 +49,16 @@ E = TypeVar("E", bound=Schedulable)
 @dataclass(frozen=True)
 class Collation(Generic[E]):
     """Result of ``collate``: ``batch`` to run now (may be empty), ``expired`` to answer
-    with a deadline error, ``remaining`` to keep pending, and ``wait_ms`` (> 0 only when
-    the batch is not ready) for how long more entries may be awaited."""
+    with a deadline error, ``remaining`` to keep pending, ``wait_ms`` (> 0 only when
+    the batch is not ready) for how long more entries may be awaited, and ``due_ms``
+    (unix ms; ``math.inf`` when nothing is live) when the batch is ready at the latest:
+    the oldest arrival plus the queue delay, or the earliest live deadline if sooner."""
 
     batch: list[E]
     expired: list[E]
     remaining: list[E]
     wait_ms: float
+    due_ms: float
 
     @property
     def rows(self) -> int:
@@ -75,7 +84,7 @@ def collate(
     expired = [entry for entry in pending if is_expired(entry, now_ms)]
     live = [entry for entry in pending if not is_expired(entry, now_ms)]
     if not live:
-        return Collation(batch=[], expired=expired, remaining=[], wait_ms=0.0)
+        return Collation(batch=[], expired=expired, remaining=[], wait_ms=0.0, due_ms=math.inf)
 
     taken: list[E] = []
     rows = 0
@@ -91,5 +100,13 @@ def collate(
     if deadlines:
         due_ms = min(due_ms, min(deadlines))
     if flush or full or now_ms >= due_ms:
-        return Collation(batch=taken, expired=expired, remaining=live[len(taken) :], wait_ms=0.0)
-    return Collation(batch=[], expired=expired, remaining=live, wait_ms=due_ms - now_ms)
+        return Collation(
+            batch=taken,
+            expired=expired,
+            remaining=live[len(taken) :],
+            wait_ms=0.0,
+            due_ms=due_ms,
+        )
+    return Collation(
+        batch=[], expired=expired, remaining=live, wait_ms=due_ms - now_ms, due_ms=due_ms
+    )

@@ -8,18 +8,21 @@ One loop iteration (``_step``):
    the dead-letter stream with an error reply;
 2. ``batching.collate`` the pending entries: expired ones are answered with a deadline
    error, a ready batch is run (one ONNX Runtime run per shape group) and answered with
-   one atomic script call (RPUSH replies + EXPIRE + XACK + XDEL; ``protocol.complete``);
+   one atomic script call (RPUSH replies + EXPIRE + XACK + XDEL; ``protocol.complete``,
+   sent by the ``outbox.Outbox``);
 3. otherwise XREADGROUP as many entries as the batch has room (rows): blocking (up to
    ``read_block_ms``) while nothing is pending; without blocking, then sleeping on the
-   worker's own timer (at most 1 ms at a time), while a batch is filling.
+   worker's own timer (at most 1 ms at a time, until the same step's collation is due),
+   while a batch is filling.
 
 A request whose run fails even on its own is answered ``inference_failed`` at once
 (the others of its batch get their results). A worker that dies mid-batch leaves its
 entries pending: another replica claims them, up to ``max_deliveries`` times. Replies
 computed while Redis is away are kept and re-sent until it is back
-(``deadline_exceeded`` for an entry whose deadline passed meanwhile). ``stop()`` makes
-the loop stop reading, run and acknowledge everything already read (re-sending for at
-most ``STOP_DELIVERY_S``), and delete the heartbeat key.
+(``deadline_exceeded`` for an entry whose deadline passed meanwhile; ``outbox``).
+``stop()`` makes the loop stop reading, run and acknowledge everything already read
+(re-sending for at most ``outbox.STOP_DELIVERY_S``), and delete the heartbeat key. Every
+count goes through one ``recorder.Recorder`` (heartbeat stats and Prometheus metrics).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -40,12 +43,14 @@ from services.contract.codec import Reply, decode_request
 from services.contract.errors import AxonError, ErrorCode
 from services.contract.inputs import check_request
 from services.contract.protocol import Outgoing, RedisClient, StreamEntry
-from services.contract.resilience import Backoff, FailureLog, describe, is_redis_error
-from services.runtime.batching import collate
+from services.contract.resilience import Backoff, FailureLog, is_redis_error
+from services.runtime.batching import Collation, collate
 from services.runtime.executor import BatchExecutor
 from services.runtime.gpu import gpu_memory_used_bytes
 from services.runtime.metrics import WorkerMetrics
+from services.runtime.outbox import Answer, Outbox
 from services.runtime.prepare import Tensors, prepare_inputs
+from services.runtime.recorder import Recorder
 from services.runtime.repository import ModelRepository
 from services.runtime.session import CPU, ModelSession, SessionOptions, create_session
 from services.runtime.settings import WorkerSettings
@@ -56,20 +61,14 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], float]
 """Returns the current unix time in milliseconds."""
 
-DELIVERY_BACKOFF_S = (0.05, 1.0)
-"""First and longest pause between attempts to send computed replies while Redis is away."""
-
-STOP_DELIVERY_S = 5.0
-"""After ``stop()``, how long replies still unsent (Redis away) are retried before they are
-dropped; their entries stay pending in Redis and another replica claims them."""
-
 MAX_ERROR_CHARS = 500
 """Longest error message a reply carries (ONNX Runtime's can be pages long)."""
 
 INLINE_RUN_MAX_S = 0.001
 """A batch whose expected run time (moving average per row × rows) is at most this runs
 on the event loop itself; longer ones run in the worker's ONNX Runtime thread so that
-heartbeats (and the BentoML HTTP API) keep being served."""
+heartbeats (and the BentoML HTTP API) keep being served (why: docs/decisions.md, "Worker
+hot path: measured choices")."""
 
 
 def _size(entry: StreamEntry) -> int:
@@ -95,17 +94,6 @@ def load_model(settings: WorkerSettings) -> ModelSession:
     if settings.warmup:
         session.warm_up()
     return session
-
-
-@dataclass
-class Answer:
-    """A reply in the outbox with the entry it acknowledges (``protocol.complete``)."""
-
-    outgoing: Outgoing
-    entry_id: str
-    deadline_ms: float | None
-    size: int = 0
-    """Bytes of the entry's body (subtracted from the stream's queued-bytes counter)."""
 
 
 @dataclass
@@ -142,7 +130,13 @@ class Worker:
         self.stream = protocol.stream_key(self.model, self.version)
         self.instance = settings.instance
         self.stats = WorkerStats()
-        self._metrics = metrics
+        self.recorder = Recorder(
+            self.stats,
+            metrics,
+            model=self.model,
+            version=self.version,
+            provider=session.provider,
+        )
         self._clock = clock
         self._executor = BatchExecutor(session.run)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{self.model}")
@@ -150,12 +144,13 @@ class Worker:
         # the thread.
         self._seconds_per_row = math.inf
         self._pending: list[PendingEntry] = []
-        self._immediate: list[Answer] = []
-        # Set when sending the outbox failed (Redis away) until a send succeeds.
-        self._undelivered = False
-        # After stop(): when retrying to send replies gives up (monotonic seconds).
-        self._give_up_at: float | None = None
         self._stop = asyncio.Event()
+        self._outbox = Outbox(
+            self._complete,
+            now_ms=self._now,
+            on_expired=self.recorder.expired,
+            stopping=self._stop.is_set,
+        )
         self._registered = asyncio.Event()
         self._closed = asyncio.Event()
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -164,7 +159,6 @@ class Worker:
         # Redis' clock (``StreamEntry.deadline_ms``), so host clock skew cannot matter.
         self._offset_ms = 0.0
         self._started_ms = int(clock())
-        self._labels = (self.model, str(self.version))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -290,26 +284,21 @@ class Worker:
                 count=max(settings.max_batch_rows - len(orphans), 1),
             )
             await self._admit([*orphans, *claimed], claimed=True)
-        if await self._run_ready(flush=False):
+        plan = await self._run_ready(flush=False)
+        if plan.batch:
             return
-        await self._flush_immediate()
+        await self._outbox.flush()
         room = max(1, settings.max_batch_rows - sum(p.rows for p in self._pending))
         if self._pending:
             # A batch is filling: take whatever is queued without blocking, then wait on
             # our own timer. (A short XREADGROUP BLOCK would not do: Redis checks blocked
-            # clients' timeouts only every 1/hz s, 100 ms by default, measured here as a
-            # 100 ms p50 for a lone request.)
-            plan = collate(
-                self._pending,
-                max_batch_rows=settings.max_batch_rows,
-                max_queue_delay_ms=settings.max_queue_delay_ms,
-                now_ms=self._now(),
-            )
+            # clients' timeouts only every 1/hz s, 100 ms by default; docs/decisions.md.)
+            wait_ms = self._wait_ms(plan)
             entries = await protocol.read_entries(
                 self.redis, self.stream, self.instance, count=room, block_ms=None
             )
-            if not entries and plan.wait_ms > 0:
-                await self._pause_or_stop(min(plan.wait_ms, 1.0) / 1000.0)
+            if not entries and wait_ms > 0:
+                await self._pause_or_stop(min(wait_ms, 1.0) / 1000.0)
             await self._admit(entries)
             return
         block_ms = min(float(settings.read_block_ms), self._next_claim_ms - self._now())
@@ -318,15 +307,19 @@ class Worker:
         )
         await self._admit(entries)
 
-    async def _run_ready(self, *, flush: bool) -> bool:
-        """Answer expired entries; run the batch if it is ready. True if a batch ran."""
-        plan = collate(
+    def _collate(self, now_ms: float, *, flush: bool) -> Collation[PendingEntry]:
+        return collate(
             self._pending,
             max_batch_rows=self.settings.max_batch_rows,
             max_queue_delay_ms=self.settings.max_queue_delay_ms,
-            now_ms=self._now(),
+            now_ms=now_ms,
             flush=flush,
         )
+
+    async def _run_ready(self, *, flush: bool) -> Collation[PendingEntry]:
+        """Collate: answer expired entries, run the batch if it is ready (``plan.batch``
+        is then not empty). Returns the collation, which the step reuses."""
+        plan = self._collate(self._now(), flush=flush)
         self._pending = plan.remaining
         for pending in plan.expired:
             self._answer_error(
@@ -334,20 +327,30 @@ class Worker:
                 ErrorCode.DEADLINE_EXCEEDED,
                 "deadline passed before the request was computed",
             )
-            self.stats.expired += 1
-            if self._metrics:
-                self._metrics.expired.labels(*self._labels).inc()
-        if not plan.batch:
-            return False
-        await self._run_batch(plan.batch)
-        return True
+            self.recorder.expired()
+        if plan.batch:
+            await self._run_batch(plan.batch)
+        return plan
+
+    def _wait_ms(self, plan: Collation[PendingEntry]) -> float:
+        """How long more entries may be awaited now for ``plan``, a collation of this step
+        whose batch was not ready (``self._pending`` is its ``remaining``): exactly what
+        collating again now would say. Until ``plan.due_ms`` nothing can have changed
+        but the clock (``batching``), so no second collation is needed; once it passed
+        (the step's own round trips took that long), collate again: an entry may have
+        expired meanwhile and no longer count towards the due time."""
+        now = self._now()
+        wait_ms = plan.due_ms - now
+        if wait_ms > 0:
+            return wait_ms
+        return self._collate(now, flush=False).wait_ms
 
     async def _drain(self) -> None:
         """Run and answer everything already read (graceful stop; sending is retried for
-        at most ``STOP_DELIVERY_S`` while Redis is unavailable)."""
+        at most ``outbox.STOP_DELIVERY_S`` while Redis is unavailable)."""
         while self._pending:
             await self._run_ready(flush=True)
-        await self._deliver()
+        await self._outbox.deliver()
 
     # ------------------------------------------------------------------ entries
 
@@ -356,9 +359,7 @@ class Worker:
         now = self._now()
         for entry in entries:
             if claimed:
-                self.stats.redeliveries += 1
-                if self._metrics:
-                    self._metrics.redeliveries.labels(*self._labels).inc()
+                self.recorder.redelivered()
             request_id, reply_to = entry.request_id, entry.reply_to
             if not request_id or not reply_to:
                 await self._dead_letter(
@@ -384,7 +385,7 @@ class Worker:
                 inputs = prepare_inputs(self.metadata, request.inputs, request.parameters)
             except AxonError as exc:
                 code = exc.code if exc.code != ErrorCode.INTERNAL else ErrorCode.BAD_ENTRY
-                self._immediate.append(
+                self._outbox.add(
                     Answer(
                         Outgoing(reply_to, Reply.failure(request_id, code, str(exc))),
                         entry.entry_id,
@@ -408,7 +409,7 @@ class Worker:
 
     def _answer_error(self, pending: PendingEntry, code: ErrorCode, message: str) -> None:
         reply = Reply.failure(pending.request_id, code, message)
-        self._immediate.append(
+        self._outbox.add(
             Answer(
                 Outgoing(pending.reply_to, reply),
                 pending.entry.entry_id,
@@ -419,9 +420,7 @@ class Worker:
         self._count_failure(pending.entry, code)
 
     def _count_failure(self, entry: StreamEntry, code: str) -> None:
-        self.stats.fail.add(self._age_ns(entry))
-        if self._metrics:
-            self._metrics.replies.labels(*self._labels, str(code)).inc()
+        self.recorder.failed(code, self._age_ns(entry))
 
     def _age_ns(self, entry: StreamEntry) -> int:
         return int((self._now() - protocol.entry_time_ms(entry.entry_id)) * 1e6)
@@ -439,95 +438,17 @@ class Worker:
             reply_ttl_s=self.settings.reply_ttl_s,
             maxlen=self.settings.dlq_maxlen,
         )
-        self.stats.dead_letters += 1
-        if self._metrics:
-            self._metrics.dead_letters.labels(*self._labels).inc()
+        self.recorder.dead_lettered()
         if reply is not None:
             self._count_failure(entry, ErrorCode.DEAD_LETTER)
 
-    async def _flush_immediate(self) -> None:
-        """Send the outbox (replies with the entries they acknowledge) in one round trip.
-
-        On failure the outbox is kept for the next attempt. Replies kept over a failure
-        whose entry's deadline has passed since are turned into ``deadline_exceeded``
-        (``protocol.complete`` answers each entry at most once, however often it is
-        retried)."""
-        if not self._immediate:
-            self._undelivered = False
-            return
-        if self._undelivered:
-            self._expire_undelivered()
-        immediate, self._immediate = self._immediate, []
-        try:
-            await protocol.complete(
-                self.redis,
-                self.stream,
-                [(answer.outgoing, answer.entry_id) for answer in immediate],
-                reply_ttl_s=self.settings.reply_ttl_s,
-                sizes=[answer.size for answer in immediate],
-            )
-        except BaseException:
-            self._immediate = immediate + self._immediate
-            self._undelivered = True
-            raise
-        self._undelivered = False
-
-    def _expire_undelivered(self) -> None:
-        """Answer ``deadline_exceeded`` instead of results kept past their deadline."""
-        now = self._now()
-        for answer in self._immediate:
-            reply = answer.outgoing.reply
-            if reply.ok and answer.deadline_ms is not None and answer.deadline_ms <= now:
-                answer.outgoing = Outgoing(
-                    answer.outgoing.reply_to,
-                    Reply.failure(
-                        reply.id,
-                        ErrorCode.DEADLINE_EXCEEDED,
-                        "deadline passed while Redis was unavailable to take the reply",
-                    ),
-                )
-                self.stats.expired += 1
-                if self._metrics:
-                    self._metrics.expired.labels(*self._labels).inc()
-
-    async def _deliver(self) -> None:
-        """Send the outbox; while Redis is unavailable, keep it and retry with a backoff
-        until Redis is back. After ``stop()`` the retries last at most
-        ``STOP_DELIVERY_S``; then the replies are dropped and their entries stay pending
-        in Redis for another replica to claim."""
-        backoff = Backoff(*DELIVERY_BACKOFF_S)
-        while True:
-            try:
-                await self._flush_immediate()
-                if backoff.failures:
-                    log.info(
-                        "redis is back; replies sent after %d failed attempts", backoff.failures
-                    )
-                return
-            except Exception as exc:  # OOM, READONLY… as well as an unreachable Redis
-                if not is_redis_error(exc):
-                    raise
-                pause = backoff.failure()
-                if backoff.failures == 1:
-                    log.warning(
-                        "sending replies failed (%s); keeping %d replies and retrying",
-                        describe(exc),
-                        len(self._immediate),
-                    )
-            if self._stop.is_set():
-                now = time.monotonic()
-                if self._give_up_at is None:
-                    self._give_up_at = now + STOP_DELIVERY_S
-                if now >= self._give_up_at:
-                    log.error(
-                        "stopping with Redis unavailable: %d replies not sent; their "
-                        "entries stay pending and will be claimed by another worker",
-                        len(self._immediate),
-                    )
-                    self._immediate = []
-                    self._undelivered = False
-                    return
-            await asyncio.sleep(pause)
+    def _complete(
+        self, answers: Sequence[tuple[Outgoing, str]], sizes: Sequence[int]
+    ) -> Awaitable[int]:
+        """The outbox's one round trip (``outbox.Complete``): ``protocol.complete``."""
+        return protocol.complete(
+            self.redis, self.stream, answers, reply_ttl_s=self.settings.reply_ttl_s, sizes=sizes
+        )
 
     # ------------------------------------------------------------------ execution
 
@@ -535,15 +456,14 @@ class Worker:
         """Run ``batch``; its replies and the outbox go out in one round trip."""
         started = self._now()
         for pending in batch:
-            self.stats.queue.add(
+            self.recorder.queued(
                 int((started - protocol.entry_time_ms(pending.entry.entry_id)) * 1e6)
             )
         requests = [p.inputs for p in batch]
         rows = sum(p.rows for p in batch)
         if self._seconds_per_row * rows <= INLINE_RUN_MAX_S:
-            # A tiny run costs less than the two thread switches of the executor hop
-            # (measured ~15 µs vs ~100+ µs for one 8x8 digit); the loop is blocked only
-            # that long.
+            # A tiny run costs less than the executor hop's two thread switches
+            # (docs/decisions.md); the loop is blocked only that long.
             result = self._executor.execute(requests)
         else:
             loop = asyncio.get_running_loop()
@@ -556,14 +476,8 @@ class Worker:
                 per_row if math.isinf(previous) else 0.8 * previous + 0.2 * per_row
             )
         for run in result.runs:
-            self.stats.execution_count += 1
-            self.stats.compute_infer.add(int(run.seconds * 1e9))
-            if self._metrics:
-                self._metrics.batch_rows.labels(*self._labels).observe(run.rows)
-                self._metrics.inference_duration.labels(
-                    *self._labels, self.session.provider
-                ).observe(run.seconds)
-        self.stats.last_inference_ms = int(self._now())
+            self.recorder.ran(run.rows, run.seconds)
+        self.recorder.batch_done(self._now())
         for pending, outcome in zip(batch, result.outcomes, strict=True):
             if outcome.outputs is None:
                 # The run failed for this request even on its own (the executor re-runs a
@@ -575,7 +489,7 @@ class Worker:
                     message = message[:MAX_ERROR_CHARS] + "…"
                 self._answer_error(pending, ErrorCode.INFERENCE_FAILED, message)
                 continue
-            self._immediate.append(
+            self._outbox.add(
                 Answer(
                     Outgoing(pending.reply_to, Reply.success(pending.request_id, outcome.outputs)),
                     pending.entry.entry_id,
@@ -583,14 +497,10 @@ class Worker:
                     _size(pending.entry),
                 )
             )
-            self.stats.inference_count += pending.rows
-            self.stats.success.add(self._age_ns(pending.entry))
-            if self._metrics:
-                self._metrics.replies.labels(*self._labels, "ok").inc()
-        # Measured: sending the replies at once beats sending them with the next
-        # XREADGROUP in one pipeline (lone request 0.58 vs 0.85 ms queue round trip).
+            self.recorder.succeeded(pending.rows, self._age_ns(pending.entry))
+        # Sent at once, not with the next XREADGROUP (measured: docs/decisions.md).
         # Computed replies are never thrown away because Redis is briefly away.
-        await self._deliver()
+        await self._outbox.deliver()
 
     # ------------------------------------------------------------------ heartbeat
 
@@ -626,13 +536,12 @@ class Worker:
         await protocol.publish_heartbeat(
             self.redis, self.info(), ttl_ms=self.settings.heartbeat_ttl_ms
         )
-        if self._metrics:
-            depth = await protocol.backlog(self.redis, self.model, self.version)
-            self._metrics.backlog.labels(*self._labels).set(depth)
+        if self.recorder.samples_gauges:
+            self.recorder.backlog(await protocol.backlog(self.redis, self.model, self.version))
             if self.session.provider != CPU:
                 used = await asyncio.to_thread(gpu_memory_used_bytes)
                 if used is not None:
-                    self._metrics.gpu_memory_used.labels(*self._labels, "0").set(used)
+                    self.recorder.gpu_memory(used)
 
     async def _heartbeat_loop(self) -> None:
         """Refresh the heartbeat every interval until ``run`` sets ``_closed``; a failed

@@ -44,6 +44,26 @@ def worker_settings(
     return WorkerSettings.from_env(env)
 
 
+async def enqueue(
+    redis: Redis[bytes],
+    model: str,
+    version: int,
+    *,
+    request_id: str,
+    reply_to: str,
+    deadline_ms: int,
+    body: bytes,
+) -> str:
+    """Queue one request as the gateway does (``protocol.enqueue_many``, no budget, no
+    backlog limit); returns its stream entry id."""
+    entry = protocol.NewEntry(request_id, reply_to, deadline_ms, body)
+    (answer,) = await protocol.enqueue_many(
+        redis, model, version, [entry], limit=2**62, maxlen=2**62
+    )
+    assert isinstance(answer, str), f"refused: {answer}"
+    return answer
+
+
 @contextlib.asynccontextmanager
 async def running_worker(settings: WorkerSettings) -> AsyncIterator[Worker]:
     """A worker serving in a task of the current loop; stopped gracefully on exit."""
@@ -79,7 +99,7 @@ class Client:
     ) -> str:
         request_id = request_id or uuid.uuid4().hex
         deadline = deadline_ms if deadline_ms is not None else int(time.time() * 1000) + 120_000
-        await protocol.enqueue(
+        await enqueue(
             self.redis,
             self.model,
             self.version,

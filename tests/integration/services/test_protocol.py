@@ -13,7 +13,7 @@ from services.contract import protocol
 from services.contract.codec import decode_reply, encode_request
 from services.contract.errors import ErrorCode
 from tests.support.redis import RedisServer, wait_for_async
-from tests.support.workers import Client, running_worker, worker_settings
+from tests.support.workers import Client, enqueue, running_worker, worker_settings
 
 
 def test_backlog_counts_outstanding_entries(redis_server: RedisServer) -> None:
@@ -23,14 +23,17 @@ def test_backlog_counts_outstanding_entries(redis_server: RedisServer) -> None:
         assert await protocol.backlog(redis, model, 1) == 0
         body = encode_request({"x": np.zeros((1, 2), np.float32)})
         for i in range(3):
-            entry_id = await protocol.enqueue(
+            entry_id = await enqueue(
                 redis, model, 1, request_id=f"r{i}", reply_to="axon:r:gw", deadline_ms=0, body=body
             )
             assert abs(protocol.entry_time_ms(entry_id) - time.time() * 1000) < 60_000
         assert await protocol.backlog(redis, model, 1) == 3
         fields = (await redis.xrange(protocol.stream_key(model, 1)))[0][1]
-        assert set(fields) == {b"id", b"reply", b"deadline", b"body"}
-        await redis.delete(protocol.stream_key(model, 1))
+        assert set(fields) == {b"id", b"reply", b"deadline", b"budget", b"body"}
+        assert fields[b"budget"] == b""  # none given: workers go by `deadline`
+        await redis.delete(
+            protocol.stream_key(model, 1), protocol.queued_bytes_key(protocol.stream_key(model, 1))
+        )
         await redis.aclose()
 
     asyncio.run(scenario())
@@ -165,7 +168,7 @@ def test_dead_letters_keep_bounded_bodies_and_expire(redis_server: RedisServer) 
         stream = protocol.stream_key(model, 1)
         await protocol.ensure_group(redis, stream)
         big = b"y" * (protocol.DLQ_MAX_BODY_BYTES * 3)
-        await protocol.enqueue(
+        await enqueue(
             redis, model, 1, request_id="big", reply_to="axon:r:gw", deadline_ms=0, body=big
         )
         (read,) = await protocol.read_entries(redis, stream, "w", count=1, block_ms=None)
@@ -179,7 +182,7 @@ def test_dead_letters_keep_bounded_bodies_and_expire(redis_server: RedisServer) 
         assert int(fields[b"body_bytes"]) == len(big)
         ttl = await redis.ttl(protocol.dlq_key(model))
         assert 0 < ttl <= protocol.DLQ_TTL_S
-        await redis.delete(stream, protocol.dlq_key(model))
+        await redis.delete(stream, protocol.queued_bytes_key(stream), protocol.dlq_key(model))
         await redis.aclose()
 
     asyncio.run(scenario())

@@ -4,6 +4,7 @@ rows split back to the right request, mixed sizes, per-request errors isolated."
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,37 @@ def test_generator_seed_gives_the_same_images(redis_server: RedisServer, model_r
         np.testing.assert_array_equal(a["image"], b["image"])
         np.testing.assert_allclose(a["image"], expected["image"], atol=1e-5)
         assert c["image"].shape[0] == 2 and not np.allclose(c["image"][0], a["image"][0])
+        await redis.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_filling_batch_waits_for_the_queue_delay_and_takes_what_arrives(
+    redis_server: RedisServer, model_repo: Path
+) -> None:
+    """With ``max_queue_delay_ms`` set, a lone request waits (on the worker's own timer)
+    for its batch to fill; one sent meanwhile joins it: one run, both answered after the
+    delay."""
+    delay_ms = 1500
+
+    async def scenario() -> None:
+        redis: Redis[bytes] = Redis.from_url(redis_server.url)
+        client = Client(redis, "digits-cnn")
+        settings = worker_settings(
+            redis_server.url, model_repo, "digits-cnn", max_queue_delay_ms=str(delay_ms)
+        )
+        async with running_worker(settings) as worker:
+            runs = worker.stats.execution_count
+            started = time.monotonic()
+            first = await client.send({"image": np.zeros((1, 1, 8, 8), np.float32)})
+            await asyncio.sleep(0.2)
+            second = await client.send({"image": np.ones((2, 1, 8, 8), np.float32)})
+            replies = by_id(await client.replies(2))
+            waited_s = time.monotonic() - started
+            assert worker.stats.execution_count - runs == 1
+        assert replies[first].ok and replies[second].ok
+        # (50 ms of slack: the worker's clock follows Redis' TIME, re-measured each heartbeat)
+        assert delay_ms / 1000 - 0.05 <= waited_s < delay_ms / 1000 + 5.0
         await redis.aclose()
 
     asyncio.run(scenario())

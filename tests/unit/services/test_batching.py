@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pytest
 
-from services.runtime.batching import collate
+from services.runtime.batching import Collation, collate
 
 
 @dataclass(frozen=True)
@@ -87,3 +88,37 @@ def test_empty_pending() -> None:
 def test_zero_rows_limit_is_refused() -> None:
     with pytest.raises(ValueError, match="max_batch_rows"):
         collate([Entry("a")], max_batch_rows=0, max_queue_delay_ms=1, now_ms=0.0)
+
+
+def test_due_time_is_the_oldest_arrival_plus_delay_or_the_earliest_deadline() -> None:
+    pending = [Entry("a", arrived_ms=1000.0), Entry("b", arrived_ms=1001.0, deadline_ms=1030.0)]
+    plan = collate(pending, max_batch_rows=8, max_queue_delay_ms=50, now_ms=1002.0)
+    assert plan.due_ms == 1030.0 and plan.wait_ms == 28.0
+    plan = collate(pending, max_batch_rows=8, max_queue_delay_ms=20, now_ms=1002.0)
+    assert plan.due_ms == 1020.0
+    assert collate([], max_batch_rows=8, max_queue_delay_ms=1, now_ms=0.0).due_ms == math.inf
+
+
+def test_a_waiting_plan_is_unchanged_until_its_due_time() -> None:
+    """What the worker's collate-once-per-step relies on: collating a waiting plan's
+    ``remaining`` again at any later time before ``due_ms`` gives the same answer, with
+    ``wait_ms = due_ms - now``. From ``due_ms`` on it must be collated again: here the
+    entry whose deadline made it due has expired, and the others wait longer."""
+    pending = [
+        Entry("a", rows=2, arrived_ms=1000.0),
+        Entry("b", rows=1, arrived_ms=1000.5, deadline_ms=1007.25),
+        Entry("c", rows=3, arrived_ms=1001.0, deadline_ms=1003.0),
+        Entry("gone", arrived_ms=999.0, deadline_ms=1000.5),
+    ]
+
+    def collate_at(now_ms: float, entries: list[Entry]) -> Collation[Entry]:
+        return collate(entries, max_batch_rows=8, max_queue_delay_ms=6.0, now_ms=now_ms)
+
+    first = collate_at(1001.0, pending)
+    assert first.batch == [] and names(first.expired) == ["gone"] and first.due_ms == 1003.0
+    for now_ms in (1001.0, 1001.001, 1002.0, 1002.999):
+        again = collate_at(now_ms, first.remaining)
+        assert (again.batch, again.expired, again.remaining) == ([], [], first.remaining)
+        assert again.due_ms == first.due_ms and again.wait_ms == first.due_ms - now_ms
+    due = collate_at(first.due_ms, first.remaining)
+    assert names(due.expired) == ["c"] and due.batch == [] and due.due_ms == 1006.0
