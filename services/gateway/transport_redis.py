@@ -82,7 +82,12 @@ class RedisTransport:
         backoff = Backoff(first_s=0.05, longest_s=1.0)
         failures = FailureLog(log, "reply listener", time.monotonic)
         blmpop: bool | None = None  # learnt per connection to a server (Redis >= 7)
+        me = asyncio.current_task()
         while True:
+            if me is not None and me.cancelling():
+                # redis-py may swallow a cancellation that lands in a blocking read (seen:
+                # BLMPOP returned, the task went on "cancelling" forever): stop here.
+                raise asyncio.CancelledError
             try:
                 if blmpop is None:
                     blmpop = await protocol.supports_blmpop(self.redis)

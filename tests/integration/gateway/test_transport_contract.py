@@ -1,0 +1,268 @@
+"""The queue seam's contract (``services.gateway.transport.Transport``), run against both
+implementations: ``RedisTransport`` on a real Redis server this suite started, and
+``MemoryTransport``. The worker's side of each is driven through its own real API (the
+Redis protocol's read and completion scripts; the memory queue's take/answer)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import pytest
+
+from services.contract import protocol, redis_client
+from services.contract.codec import Reply, decode_request, encode_request
+from services.contract.protocol import NewEntry, Outgoing, Refused, WorkerInfo
+from services.gateway.errors import UnavailableError
+from services.gateway.transport import Transport, TransportDown
+from services.gateway.transport_memory import MemoryTransport
+from services.gateway.transport_redis import RedisTransport
+from services.runtime.redis_server import free_port
+from tests.support.redis import RedisServer
+
+_models = (f"contract-m{i}" for i in itertools.count())
+
+
+class WorkerSide(Protocol):
+    """The worker's half of a queue, as the contract tests need it."""
+
+    async def register(self, info: WorkerInfo) -> None: ...
+
+    async def take(self, model: str, count: int) -> list[tuple[str, bytes, str]]:
+        """Up to ``count`` entries of ``model`` v1: (entry id, body, reply_to)."""
+        ...
+
+    async def answer(self, model: str, entry_id: str, reply_to: str, reply: Reply) -> None: ...
+
+
+@dataclass
+class RedisWorkerSide:
+    redis: protocol.RedisClient
+
+    async def register(self, info: WorkerInfo) -> None:
+        await protocol.publish_heartbeat(self.redis, info, ttl_ms=60_000)
+
+    async def take(self, model: str, count: int) -> list[tuple[str, bytes, str]]:
+        stream = protocol.stream_key(model, 1)
+        await protocol.ensure_group(self.redis, stream)
+        entries = await protocol.read_entries(
+            self.redis, stream, "contract-worker", count=count, block_ms=1000
+        )
+        return [(e.entry_id, e.body or b"", e.reply_to or "") for e in entries]
+
+    async def answer(self, model: str, entry_id: str, reply_to: str, reply: Reply) -> None:
+        await protocol.complete(
+            self.redis,
+            protocol.stream_key(model, 1),
+            [(Outgoing(reply_to, reply), entry_id)],
+            reply_ttl_s=60,
+        )
+
+
+@dataclass
+class MemoryWorkerSide:
+    queue: MemoryTransport
+
+    async def register(self, info: WorkerInfo) -> None:
+        self.queue.register(info)
+
+    async def take(self, model: str, count: int) -> list[tuple[str, bytes, str]]:
+        taken = await self.queue.take(model, 1, count=count, timeout_s=1.0)
+        return [(entry_id, entry.body, entry.reply_to) for entry_id, entry in taken]
+
+    async def answer(self, model: str, entry_id: str, reply_to: str, reply: Reply) -> None:
+        self.queue.answer(model, 1, entry_id, reply)
+
+
+Scenario = Callable[[Transport, WorkerSide], Awaitable[None]]
+
+
+@pytest.fixture(params=["redis", "memory"])
+def run(request: pytest.FixtureRequest) -> Callable[[Scenario], None]:
+    """Runs a scenario with a started transport (its receive task running) and its
+    worker side, on a fresh event loop."""
+
+    def runner(scenario: Scenario) -> None:
+        async def main() -> None:
+            async with started(request.param, request) as (transport, worker):
+                await scenario(transport, worker)
+
+        asyncio.run(main())
+
+    return runner
+
+
+@contextlib.asynccontextmanager
+async def started(
+    kind: str, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[Transport, WorkerSide]]:
+    transport: Transport
+    worker: WorkerSide
+    if kind == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        redis = redis_client.connect(server.url, socket_timeout_s=5.0, connect_timeout_s=2.0)
+        transport = RedisTransport(redis, protocol.reply_key("contract-gw"), block_s=0.2)
+        worker_redis = redis_client.connect(server.url, socket_timeout_s=5.0, connect_timeout_s=2.0)
+        worker = RedisWorkerSide(worker_redis)
+    else:
+        transport = memory = MemoryTransport("contract-gw")
+        worker = MemoryWorkerSide(memory)
+    downs: list[None] = []
+    receiving = asyncio.create_task(transport.receive(lambda: downs.append(None)))
+    try:
+        while not transport.healthy:
+            await asyncio.sleep(0.01)
+        yield transport, worker
+    finally:
+        receiving.cancel()
+        await asyncio.gather(receiving, return_exceptions=True)
+        await transport.aclose()
+        if isinstance(worker, RedisWorkerSide):
+            await worker.redis.aclose()  # type: ignore[attr-defined]
+    assert not downs, "the queue never went away in these scenarios"
+
+
+def entry(request_id: str, reply_to: str, body: bytes = b"x") -> NewEntry:
+    return NewEntry(request_id, reply_to, 0, body, budget_ms=60_000)
+
+
+async def submit(
+    transport: Transport, model: str, e: NewEntry, *, limit: int = 100, byte_limit: int = 2**40
+) -> str | Refused:
+    return await transport.submit(model, 1, e, limit=limit, maxlen=1000, byte_limit=byte_limit)
+
+
+def test_an_accepted_entry_reaches_a_worker_and_its_reply_the_waiting_request(
+    run: Callable[[Scenario], None],
+) -> None:
+    async def scenario(transport: Transport, worker: WorkerSide) -> None:
+        model = next(_models)
+        body = encode_request({"x": np.arange(6, dtype=np.float32).reshape(2, 3)}, {"seed": 3})
+        waiting = transport.replies.expect("r1")
+        accepted = await submit(transport, model, entry("r1", transport.reply_to, body))
+        assert isinstance(accepted, str) and accepted
+        [(entry_id, got_body, reply_to)] = await worker.take(model, 10)
+        assert entry_id == accepted and reply_to == transport.reply_to
+        decoded = decode_request(got_body)
+        np.testing.assert_array_equal(decoded.inputs["x"], np.arange(6).reshape(2, 3))
+        assert decoded.parameters == {"seed": 3}
+        out = {"y": np.ones((2, 1), np.float32)}
+        await worker.answer(model, entry_id, reply_to, Reply.success("r1", out))
+        reply = await asyncio.wait_for(waiting, 5.0)
+        assert reply.ok and reply.outputs is not None
+        np.testing.assert_array_equal(reply.outputs["y"], out["y"])
+
+    run(scenario)
+
+
+def test_entries_are_refused_at_the_entry_limit_and_the_byte_limit(
+    run: Callable[[Scenario], None],
+) -> None:
+    async def scenario(transport: Transport, worker: WorkerSide) -> None:
+        model = next(_models)
+        to = transport.reply_to
+        answers = [await submit(transport, model, entry(f"r{i}", to), limit=2) for i in range(3)]
+        assert [isinstance(a, str) for a in answers] == [True, True, False]
+        assert answers[2] == Refused(backlog=2)
+        other = next(_models)
+        big = b"y" * 100
+        first = await submit(transport, other, entry("a", to, big), byte_limit=150)
+        second = await submit(transport, other, entry("b", to, big), byte_limit=150)
+        assert isinstance(first, str)
+        assert second == Refused(backlog=0, queued_bytes=100)
+        # A body alone over the byte limit is queued into an empty stream (the gateway
+        # refuses such a request itself, with 413, before submitting).
+        empty = next(_models)
+        assert isinstance(await submit(transport, empty, entry("c", to, big), byte_limit=10), str)
+
+    run(scenario)
+
+
+def test_answered_entries_leave_the_backlog(run: Callable[[Scenario], None]) -> None:
+    async def scenario(transport: Transport, worker: WorkerSide) -> None:
+        model = next(_models)
+        to = transport.reply_to
+        assert isinstance(await submit(transport, model, entry("a", to), limit=1), str)
+        assert isinstance(await submit(transport, model, entry("b", to), limit=1), Refused)
+        [(entry_id, _, reply_to)] = await worker.take(model, 10)
+        await worker.answer(model, entry_id, reply_to, Reply.failure("a", "internal", "x"))
+        assert isinstance(await submit(transport, model, entry("c", to), limit=1), str)
+
+    run(scenario)
+
+
+def test_replies_for_forgotten_or_unknown_ids_are_dropped(
+    run: Callable[[Scenario], None],
+) -> None:
+    async def scenario(transport: Transport, worker: WorkerSide) -> None:
+        model = next(_models)
+        to = transport.reply_to
+        transport.replies.expect("gone")
+        transport.replies.forget("gone")
+        kept = transport.replies.expect("kept")
+        for rid in ("gone", "kept"):
+            await submit(transport, model, entry(rid, to))
+        taken = await worker.take(model, 10)
+        for (entry_id, _, reply_to), rid in zip(taken, ("gone", "kept"), strict=True):
+            await worker.answer(model, entry_id, reply_to, Reply.failure(rid, "internal", rid))
+        reply = await asyncio.wait_for(kept, 5.0)
+        assert reply.error is not None and reply.error.message == "kept"
+        assert transport.healthy
+
+    run(scenario)
+
+
+def test_the_registry_view_lists_live_workers(run: Callable[[Scenario], None]) -> None:
+    async def scenario(transport: Transport, worker: WorkerSide) -> None:
+        model = next(_models)
+        infos = [
+            WorkerInfo(name, model, 1, "CPUExecutionProvider", 8, {"name": model}, {}, 0, 0)
+            for name in ("w2", "w1")
+        ]
+        for info in infos:
+            await worker.register(info)
+        mine = [w for w in await transport.live_workers([]) if w.model == model]
+        assert [w.instance for w in mine] == ["w1", "w2"]
+        assert mine[0].metadata == {"name": model}
+
+    run(scenario)
+
+
+def test_an_unreachable_queue_raises_transport_down() -> None:
+    """Redis: nothing listens on the port; memory: ``down``. Submit and the registry
+    view raise ``TransportDown``; the receive task reports it and fails waiting requests."""
+
+    async def check(transport: Transport, go_down: Callable[[], None]) -> None:
+        downs: list[None] = []
+        go_down()
+        waiting = transport.replies.expect("w")
+        receiving = asyncio.create_task(transport.receive(lambda: downs.append(None)))
+        with pytest.raises(TransportDown, match="unreachable"):
+            await transport.submit("m", 1, entry("r", transport.reply_to), limit=9,
+                                   maxlen=9, byte_limit=2**40)  # fmt: skip
+        with pytest.raises(TransportDown):
+            await transport.live_workers([])
+        with pytest.raises(UnavailableError):
+            await asyncio.wait_for(waiting, 10.0)
+        assert downs and not transport.healthy
+        receiving.cancel()
+        await asyncio.gather(receiving, return_exceptions=True)
+        await transport.aclose()
+
+    async def main() -> None:
+        url = f"redis://127.0.0.1:{free_port()}"
+        redis = redis_client.connect(url, socket_timeout_s=1.0, connect_timeout_s=0.5)
+        await check(RedisTransport(redis, "axon:r:x", block_s=0.2), lambda: None)
+        memory = MemoryTransport()
+
+        def down() -> None:
+            memory.down = True
+
+        await check(memory, down)
+
+    asyncio.run(main())
