@@ -87,7 +87,7 @@ class Registry:
     async def refresh(self) -> None:
         """Read live workers from the transport and rebuild the snapshot. A heartbeat
         that does not parse, or whose metadata is invalid, is skipped (logged once per
-        key). Raises ``TransportDown`` / ``TransportError``."""
+        key); ``reachable`` from then on. Raises ``TransportDown`` / ``TransportError``."""
         malformed: list[str] = []
         workers = await self._transport.live_workers(malformed)
         for key_name in malformed:
@@ -108,6 +108,7 @@ class Registry:
         for info in usable:
             self._last_seen[(info.model, info.version)] = now
         self._rebuild(usable)
+        self.reachable = True
 
     def _warn_once(self, what: str, message: str) -> None:
         if what not in self._warned:
@@ -137,6 +138,7 @@ class Registry:
         snapshot; each failure streak is logged."""
         failures = FailureLog(log, "registry refresh", time.monotonic)
         while True:
+            was_reachable = self.reachable
             try:
                 await self.refresh()
             except Exception as exc:
@@ -148,9 +150,8 @@ class Registry:
                     log.exception("registry refresh: unexpected error")
                 failures.failed(exc, retry_in_s=self._refresh_s)
             else:
-                if not self.reachable:
+                if not was_reachable:
                     log.info("queue reachable; %d model versions known", len(self._known))
-                self.reachable = True
                 failures.recovered()
             self.refreshed.set()
             await asyncio.sleep(self._refresh_s)

@@ -108,3 +108,85 @@ def write_poison_classifier(root: Path, name: str = "poison-cnn", version: int =
         side=2,
         labels=["a", "b", "c"],
     )
+
+
+def write_tiny_forecaster(
+    root: Path, name: str = "tiny-lstm", version: int = 1, *, window: int = 4, horizon: int = 2
+) -> Path:
+    """A forecaster graph, no training: ``history`` FP32 [N, T] → ``forecast`` FP32
+    [N, horizon], every step the mean of the history (T variable, at most 64)."""
+    ones = numpy_helper.from_array(np.ones((1, horizon), dtype=np.float32), "ones")
+    axes = numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")
+    nodes = [
+        helper.make_node("ReduceMean", ["history", "axes"], ["mean"], keepdims=1),  # [N, 1]
+        helper.make_node("Mul", ["mean", "ones"], ["forecast"]),  # [N, horizon]
+    ]
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("history", TensorProto.FLOAT, ["batch", "time"])],
+        [helper.make_tensor_value_info("forecast", TensorProto.FLOAT, ["batch", horizon])],
+        initializer=[ones, axes],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    meta = {
+        "task": "forecast",
+        "architecture": "lstm",
+        "inputs": [{"name": "history", "datatype": "FP32", "shape": [-1, -1]}],
+        "outputs": [{"name": "forecast", "datatype": "FP32", "shape": [-1, horizon]}],
+        "window": window,
+        "horizon": horizon,
+        "max_history": 64,
+    }
+    return write_version(root, name, version, model, meta)
+
+
+def write_tiny_generator(
+    root: Path, name: str = "tiny-gan", version: int = 1, *, latent: int = 4, classes: int = 3
+) -> Path:
+    """A conditional generator graph, no training: ``latent`` FP32 [N, latent] and
+    ``label`` INT64 [N] → ``image`` FP32 [N, 1, 2, 2] in 0..16 (sigmoid of a fixed
+    projection, scaled; the label shifts it)."""
+    rng = np.random.default_rng(1)
+    weights = numpy_helper.from_array(rng.standard_normal((latent, 4)).astype(np.float32), "w")
+    shape = numpy_helper.from_array(np.array([-1, 1, 2, 2], dtype=np.int64), "shape")
+    scale = numpy_helper.from_array(np.array(16.0, dtype=np.float32), "scale")
+    nodes = [
+        helper.make_node("MatMul", ["latent", "w"], ["raw"]),  # [N, 4]
+        helper.make_node("Cast", ["label"], ["label_f"], to=TensorProto.FLOAT),  # [N]
+        helper.make_node("Unsqueeze", ["label_f", "one"], ["label_col"]),  # [N, 1]
+        helper.make_node("Add", ["raw", "label_col"], ["shifted"]),  # [N, 4]
+        helper.make_node("Sigmoid", ["shifted"], ["unit"]),  # [N, 4] in 0..1
+        helper.make_node("Mul", ["unit", "scale"], ["pixels"]),  # [N, 4] in 0..16
+        helper.make_node("Reshape", ["pixels", "shape"], ["image"]),  # [N, 1, 2, 2]
+    ]
+    one = numpy_helper.from_array(np.array([1], dtype=np.int64), "one")
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [
+            helper.make_tensor_value_info("latent", TensorProto.FLOAT, ["batch", latent]),
+            helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
+        ],
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, 2, 2])],
+        initializer=[weights, shape, scale, one],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    meta = {
+        "task": "generate",
+        "architecture": "dcgan",
+        "inputs": [
+            {"name": "latent", "datatype": "FP32", "shape": [-1, latent]},
+            {"name": "label", "datatype": "INT64", "shape": [-1]},
+        ],
+        "outputs": [{"name": "image", "datatype": "FP32", "shape": [-1, 1, 2, 2]}],
+        "latent_size": latent,
+        "conditional": True,
+        "num_classes": classes,
+        "image": {"channels": 1, "height": 2, "width": 2, "value_range": [0, 16]},
+    }
+    return write_version(root, name, version, model, meta)

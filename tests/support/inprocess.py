@@ -1,0 +1,140 @@
+"""The gateway in-process: its real app (routes, middlewares, lifespan) on a
+``MemoryTransport``, driven with Starlette's ``TestClient``; workers are real ONNX
+Runtime sessions of hand-written models (``onnx_models``) answering through the memory
+queue. No Redis, no subprocess, no sockets: each test takes milliseconds.
+
+``stack(tmp_path, env=…)`` yields a ``Stack``: ``client`` (TestClient), ``queue`` (the
+transport) and ``serve(model)`` / ``register(model)`` to attach a computing worker or a
+heartbeat only (a worker that never answers: its entries stay queued).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.testclient import TestClient
+
+from services.contract.codec import Reply, decode_request
+from services.contract.errors import AxonError, ErrorCode
+from services.contract.inputs import check_request
+from services.contract.protocol import NewEntry, WorkerInfo
+from services.gateway.app import create_app
+from services.gateway.settings import GatewaySettings
+from services.gateway.transport_memory import MemoryTransport
+from services.runtime.executor import BatchExecutor
+from services.runtime.prepare import prepare_inputs
+from services.runtime.repository import ModelFiles, ModelRepository
+from services.runtime.session import SessionOptions, create_session
+from tests.support.onnx_models import (
+    write_poison_classifier,
+    write_tiny_forecaster,
+    write_tiny_generator,
+)
+
+CLASSIFIER, FORECASTER, GENERATOR = "poison-cnn", "tiny-lstm", "tiny-gan"
+
+
+def tiny_repository(root: Path) -> Path:
+    """A model repository of the three hand-written models (one version each)."""
+    write_poison_classifier(root, CLASSIFIER)
+    write_tiny_forecaster(root, FORECASTER)
+    write_tiny_generator(root, GENERATOR)
+    return root
+
+
+class OnnxHandler:
+    """A memory-queue worker: decodes each entry, checks it with the one validator,
+    runs the batch in ONNX Runtime (``BatchExecutor``) and answers as a real worker
+    does (``invalid_input`` / ``inference_failed`` replies for bad requests)."""
+
+    def __init__(self, files: ModelFiles) -> None:
+        self.metadata = files.metadata
+        session = create_session(files, SessionOptions(provider="cpu"))
+        self._executor = BatchExecutor(session.run)
+        self.entries = 0
+
+    async def __call__(self, entries: Sequence[NewEntry]) -> list[Reply]:
+        replies: dict[int, Reply] = {}
+        runnable: list[tuple[int, dict[str, object]]] = []
+        for index, entry in enumerate(entries):
+            self.entries += 1
+            try:
+                request = decode_request(entry.body)
+                check_request(self.metadata, request.inputs, request.parameters)
+                inputs = prepare_inputs(self.metadata, request.inputs, request.parameters)
+            except AxonError as exc:
+                replies[index] = Reply.failure(entry.request_id, exc.code, str(exc))
+                continue
+            runnable.append((index, inputs))  # type: ignore[arg-type]
+        result = self._executor.execute([inputs for _, inputs in runnable])  # type: ignore[misc]
+        for (index, _), outcome in zip(runnable, result.outcomes, strict=True):
+            rid = entries[index].request_id
+            replies[index] = (
+                Reply.success(rid, outcome.outputs)
+                if outcome.outputs is not None
+                else Reply.failure(rid, ErrorCode.INFERENCE_FAILED, str(outcome.error))
+            )
+        await asyncio.sleep(0)
+        return [replies[i] for i in range(len(entries))]
+
+
+@dataclass
+class Stack:
+    client: TestClient
+    queue: MemoryTransport
+    repository: ModelRepository
+
+    def info(self, model: str, instance: str | None = None) -> WorkerInfo:
+        metadata = self.repository.load(model).metadata
+        return WorkerInfo(
+            instance or f"{model}-w1", model, metadata.version, "CPUExecutionProvider", 64,
+            metadata.raw, {}, 0, 0,
+        )  # fmt: skip
+
+    def serve(self, model: str) -> OnnxHandler:
+        """A worker that computes ``model``'s requests (registered at once)."""
+        handler = OnnxHandler(self.repository.load(model))
+        self._on_loop(lambda: self.queue.serve(self.info(model), handler))
+        return handler
+
+    def register(self, model: str) -> None:
+        """A heartbeat for ``model`` with no worker behind it: entries stay queued."""
+        self._on_loop(lambda: self.queue.register(self.info(model, f"{model}-idle")))
+
+    def refresh(self) -> None:
+        """Make the gateway's registry see the workers now (instead of at its next tick)."""
+        state = self.client.app.state.gateway  # type: ignore[attr-defined]
+        self.client.portal.call(state.registry.refresh)  # type: ignore[union-attr]
+
+    def _on_loop(self, action: Callable[[], None]) -> None:
+        """Run ``action`` on the app's event loop (the memory queue lives there)."""
+
+        async def run() -> None:
+            action()
+
+        self.client.portal.call(run)  # type: ignore[union-attr]
+        self.refresh()
+
+
+@contextlib.contextmanager
+def stack(
+    root: Path, env: Mapping[str, str] | None = None, *, serve: Sequence[str] = ()
+) -> Iterator[Stack]:
+    """The gateway app on a fresh ``MemoryTransport`` with the tiny repository under
+    ``root``; ``serve`` names models to start computing workers for."""
+    repo = tiny_repository(root / "models")
+    settings = GatewaySettings.from_env(
+        {"AXON_REDIS_URL": "redis://unused.invalid", "AXON_MODELS_DIR": str(repo),
+         "AXON_GATEWAY_INSTANCE": "inproc", **(env or {})}
+    )  # fmt: skip
+    queue = MemoryTransport("inproc")
+    app = create_app(settings, transport=lambda _settings: queue)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        result = Stack(client, queue, ModelRepository(repo))
+        for model in serve:
+            result.serve(model)
+        yield result
