@@ -16,7 +16,6 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from services.contract.errors import AxonError
 from services.gateway import oip, openapi, task_endpoints
@@ -25,12 +24,12 @@ from services.gateway.errors import BacklogFullError, GatewayError, client_messa
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.middleware.auth import ApiKeyMiddleware
 from services.gateway.middleware.body_limit import BodyLimitMiddleware
-from services.gateway.middleware.infer_route import InferRouteMiddleware
 from services.gateway.middleware.inflight_bytes import InflightBytesMiddleware
 from services.gateway.middleware.metrics import MetricsMiddleware
 from services.gateway.middleware.request_id import RequestIdMiddleware
 from services.gateway.registry import Registry
 from services.gateway.responses import error_response
+from services.gateway.routing import DirectRoute
 from services.gateway.settings import GatewaySettings
 from services.gateway.state import GatewayState, tag
 from services.gateway.transport import Transport
@@ -95,7 +94,7 @@ def create_app(
         routes=[
             *oip.routes,
             *task_endpoints.routes,
-            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            DirectRoute("/metrics", metrics_endpoint, methods=["GET"]),
             *openapi.routes,
         ],
         middleware=[
@@ -109,7 +108,6 @@ def create_app(
                 max_body_bytes=settings.max_body_bytes,
                 retry_after_s=settings.retry_after_s,
             ),
-            Middleware(InferRouteMiddleware, error_handler=_error),
         ],
         exception_handlers={
             HTTPException: _http_error,

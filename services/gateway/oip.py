@@ -7,13 +7,13 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from services.gateway.dispatcher import encode_body
 from services.gateway.errors import UnavailableError
 from services.gateway.oip_codec import outputs_json, parse_infer
 from services.gateway.registry import ModelVersion
 from services.gateway.responses import JSON, FastJSON
+from services.gateway.routing import DirectRoute
 from services.gateway.state import (
     deadline_ms,
     gateway,
@@ -164,18 +164,18 @@ async def model_stats(request: Request) -> Response:
 routes = [
     # Inference first: the router tries routes in order and these are the hot path.
     # (No other route's pattern matches a path ending in /infer.)
-    Route("/v2/models/{model}/infer", infer, methods=["POST"]),
-    Route("/v2/models/{model}/versions/{version}/infer", infer, methods=["POST"]),
-    Route("/v2", server_metadata, methods=["GET"]),
-    Route("/v2/health/live", live, methods=["GET"]),
-    Route("/v2/health/ready", ready, methods=["GET"]),
-    Route("/healthz/live", live, methods=["GET"]),
-    Route("/healthz/ready", gateway_ready, methods=["GET"]),
-    Route("/v2/models/stats", model_stats, methods=["GET"]),
-    Route("/v2/models/{model}", model_metadata, methods=["GET"]),
-    Route("/v2/models/{model}/versions/{version}", model_metadata, methods=["GET"]),
-    Route("/v2/models/{model}/ready", model_ready, methods=["GET"]),
-    Route("/v2/models/{model}/versions/{version}/ready", model_ready, methods=["GET"]),
-    Route("/v2/models/{model}/stats", model_stats, methods=["GET"]),
-    Route("/v2/models/{model}/versions/{version}/stats", model_stats, methods=["GET"]),
+    DirectRoute("/v2/models/{model}/infer", infer, methods=["POST"]),
+    DirectRoute("/v2/models/{model}/versions/{version}/infer", infer, methods=["POST"]),
+    DirectRoute("/v2", server_metadata, methods=["GET"]),
+    DirectRoute("/v2/health/live", live, methods=["GET"]),
+    DirectRoute("/v2/health/ready", ready, methods=["GET"]),
+    DirectRoute("/healthz/live", live, methods=["GET"]),
+    DirectRoute("/healthz/ready", gateway_ready, methods=["GET"]),
+    DirectRoute("/v2/models/stats", model_stats, methods=["GET"]),
+    DirectRoute("/v2/models/{model}", model_metadata, methods=["GET"]),
+    DirectRoute("/v2/models/{model}/versions/{version}", model_metadata, methods=["GET"]),
+    DirectRoute("/v2/models/{model}/ready", model_ready, methods=["GET"]),
+    DirectRoute("/v2/models/{model}/versions/{version}/ready", model_ready, methods=["GET"]),
+    DirectRoute("/v2/models/{model}/stats", model_stats, methods=["GET"]),
+    DirectRoute("/v2/models/{model}/versions/{version}/stats", model_stats, methods=["GET"]),
 ]

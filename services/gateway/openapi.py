@@ -6,9 +6,9 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import Route
 
 from services.gateway.responses import JSON
+from services.gateway.routing import DirectRoute
 from services.gateway.state import tag
 
 _ERROR = {
@@ -129,6 +129,6 @@ async def docs(request: Request) -> Response:
 
 
 routes = [
-    Route("/openapi.json", openapi_json, methods=["GET"]),
-    Route("/docs", docs, methods=["GET"]),
+    DirectRoute("/openapi.json", openapi_json, methods=["GET"]),
+    DirectRoute("/docs", docs, methods=["GET"]),
 ]

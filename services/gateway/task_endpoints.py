@@ -24,7 +24,6 @@ from typing import Any, TypeVar
 import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from services.contract.codec import Scalar
 from services.contract.inputs import check_request
@@ -35,6 +34,7 @@ from services.gateway.images import PixelLimits, pixels_to_pngs, pngs_to_pixels
 from services.gateway.oip_codec import to_array
 from services.gateway.registry import ModelVersion
 from services.gateway.responses import JSON
+from services.gateway.routing import DirectRoute
 from services.gateway.state import deadline_ms, gateway, read_json, request_id, tag
 
 T = TypeVar("T")
@@ -213,8 +213,8 @@ async def generate(request: Request) -> Response:
 
 
 routes = [
-    Route("/v1/models", list_models, methods=["GET"]),
-    Route("/v1/models/{model}/classify", classify, methods=["POST"]),
-    Route("/v1/models/{model}/forecast", forecast, methods=["POST"]),
-    Route("/v1/models/{model}/generate", generate, methods=["POST"]),
+    DirectRoute("/v1/models", list_models, methods=["GET"]),
+    DirectRoute("/v1/models/{model}/classify", classify, methods=["POST"]),
+    DirectRoute("/v1/models/{model}/forecast", forecast, methods=["POST"]),
+    DirectRoute("/v1/models/{model}/generate", generate, methods=["POST"]),
 ]

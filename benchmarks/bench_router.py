@@ -1,0 +1,151 @@
+"""The gateway's own cost per ``POST /v2/models/{m}/infer``, in-process: the real app
+(middlewares, router, handler, JSON codec, dispatcher) driven as an ASGI callable on one
+event loop, on the memory queue with a worker that answers at once (no ONNX Runtime, no
+sockets, no Redis). So the figure is the gateway's Python work per request, and two
+variants of the app compare exactly.
+
+    python benchmarks/bench_router.py [--requests 20000] [--variant NAME ...]
+
+Variants: ``as-built`` (the app as ``create_app`` builds it); with ``--variant
+no-<MiddlewareClass>`` the named middleware is left out (e.g. to price one).
+Prints µs per request (best of 5 rounds) and the ratio to ``as-built``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from services.contract.codec import Reply, decode_request  # noqa: E402
+from services.contract.protocol import NewEntry, WorkerInfo  # noqa: E402
+from services.gateway.app import create_app  # noqa: E402
+from services.gateway.settings import GatewaySettings  # noqa: E402
+from services.gateway.transport_memory import MemoryTransport  # noqa: E402
+from services.runtime.repository import ModelRepository  # noqa: E402
+from tests.support.onnx_models import write_poison_classifier  # noqa: E402
+
+MODEL = "bench-cnn"
+BODY = json.dumps(
+    {"inputs": [{"name": "image", "shape": [1, 1, 2, 2], "datatype": "FP32",
+                 "data": [1.0, 2.0, 3.0, 4.0]}]}
+).encode()  # fmt: skip
+OUTPUTS = {
+    "logits": np.zeros((1, 3), np.float32),
+    "probabilities": np.full((1, 3), 1 / 3, np.float32),
+}
+
+
+async def instant(entries: Sequence[NewEntry]) -> list[Reply]:
+    for entry in entries:
+        decode_request(entry.body)  # a worker decodes every entry
+    return [Reply.success(entry.request_id, OUTPUTS) for entry in entries]
+
+
+async def measure(variant: str, repo: Path, requests: int) -> float:
+    settings = GatewaySettings.from_env(
+        {"AXON_REDIS_URL": "redis://unused.invalid", "AXON_MODELS_DIR": str(repo),
+         "AXON_GATEWAY_INSTANCE": "bench"}
+    )  # fmt: skip
+    queue = MemoryTransport("bench")
+    metadata = ModelRepository(repo).load(MODEL).metadata
+    queue.serve(WorkerInfo("w", MODEL, 1, "CPU", 64, metadata.raw, {}, 0, 0), instant)
+    app = create_app(settings, transport=lambda _s: queue)
+    if variant.startswith("no-"):
+        name = variant[3:]
+        kept = [m for m in app.user_middleware if getattr(m.cls, "__name__", "") != name]
+        if len(kept) == len(app.user_middleware):
+            raise SystemExit(f"--variant {variant}: no middleware named {name}")
+        app.user_middleware = kept
+    lifespan: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    started = asyncio.Event()
+
+    async def lifespan_receive() -> dict[str, Any]:
+        return await lifespan.get()
+
+    async def lifespan_send(message: dict[str, Any]) -> None:
+        if message["type"] == "lifespan.startup.complete":
+            started.set()
+
+    running = asyncio.create_task(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
+            lifespan_receive, lifespan_send)
+    )  # fmt: skip
+    await lifespan.put({"type": "lifespan.startup"})
+    await started.wait()
+    statuses: list[int] = []
+
+    async def one() -> None:
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": "POST", "scheme": "http", "path": f"/v2/models/{MODEL}/infer",
+            "raw_path": f"/v2/models/{MODEL}/infer".encode(), "query_string": b"",
+            "root_path": "", "headers": [(b"content-type", b"application/json"),
+                                         (b"content-length", str(len(BODY)).encode())],
+            "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8000), "state": {},
+        }  # fmt: skip
+        sent = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                await asyncio.sleep(3600)
+            sent = True
+            return {"type": "http.request", "body": BODY, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        await app(scope, receive, send)
+
+    rounds = []
+    for _ in range(5):
+        begin = time.perf_counter()
+        for _ in range(requests // 5):
+            await one()
+        rounds.append((time.perf_counter() - begin) / (requests // 5) * 1e6)
+    await lifespan.put({"type": "lifespan.shutdown"})
+    await running
+    if set(statuses) != {200}:
+        raise SystemExit(f"variant {variant}: statuses {sorted(set(statuses))}")
+    return min(rounds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--variant", action="append", default=[])
+    args = parser.parse_args(argv)
+    variants = ["as-built", *args.variant]
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp)
+        write_poison_classifier(repo, MODEL)
+        # Interleave variants over three passes so that drift on a shared machine
+        # spreads over all of them.
+        results: dict[str, list[float]] = {v: [] for v in variants}
+        for _ in range(3):
+            for variant in variants:
+                results[variant].append(asyncio.run(measure(variant, repo, args.requests)))
+    base = statistics.median(results["as-built"])
+    print(f"{'variant':<36} {'µs/request':>10} {'ratio':>7}")
+    for variant, values in results.items():
+        value = statistics.median(values)
+        print(f"{variant:<36} {value:>10.1f} {value / base:>7.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
