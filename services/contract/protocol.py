@@ -550,8 +550,8 @@ async def complete(
     Atomic per entry: an entry is never acknowledged without its reply, nor answered and
     left pending. Idempotent: an entry no longer pending (already answered, or gone with
     a Redis restart without persistence) gets no reply, so retrying after a connection
-    error cannot answer a request twice. The script costs the worker ~40 % less CPU than
-    the equivalent MULTI pipeline (measured 92 vs 153 µs a batch on the bench machine).
+    error cannot answer a request twice. A script rather than MULTI: less worker CPU
+    (docs/decisions.md, "The gateway's request path").
     """
     done = 0
     all_sizes = list(sizes) if sizes is not None else [0] * len(answers)
