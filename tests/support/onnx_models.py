@@ -40,6 +40,15 @@ def write_version(
     return folder
 
 
+def checked_model(graph: onnx.GraphProto, *, opset: int) -> onnx.ModelProto:
+    """``graph`` as a model of ``opset`` (IR 8, loadable by every supported ONNX Runtime),
+    passed through ``onnx.checker``."""
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
 def write_classifier(
     root: Path,
     name: str,
@@ -64,9 +73,7 @@ def write_classifier(
         ],
         initializer=initializers,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
+    model = checked_model(graph, opset=17)
     meta = {
         "task": "classify",
         "architecture": "mlp",
@@ -128,9 +135,7 @@ def write_tiny_forecaster(
         [helper.make_tensor_value_info("forecast", TensorProto.FLOAT, ["batch", horizon])],
         initializer=[ones, axes],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
+    model = checked_model(graph, opset=18)
     meta = {
         "task": "forecast",
         "architecture": "lstm",
@@ -173,9 +178,7 @@ def write_tiny_generator(
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, 2, 2])],
         initializer=[weights, shape, scale, one],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
+    model = checked_model(graph, opset=17)
     meta = {
         "task": "generate",
         "architecture": "dcgan",
