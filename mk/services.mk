@@ -4,10 +4,8 @@ MODELS_DIR ?= exported_models
 
 .PHONY: bench-worker gpu-check
 
-## bench-worker: requests/s through Redis to one worker, max batch 1 vs 64, per model family
-bench-worker:
+bench-worker: ## requests/s through Redis to one worker, max batch 1 vs 64, per model family
 	$(PY) benchmarks/bench_worker.py --models-dir $(MODELS_DIR)
 
-## gpu-check: on an NVIDIA GPU machine, CUDA provider used, CUDA vs CPU diffs, throughput
-gpu-check:
+gpu-check: ## on an NVIDIA GPU machine, CUDA provider used, CUDA vs CPU diffs, throughput
 	PYTHON=$(PY) bash scripts/gpu_check.sh $(MODELS_DIR)

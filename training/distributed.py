@@ -6,7 +6,9 @@ in their environment. This module turns that environment into a ``DistContext`` 
 gives the training loop what it needs to run under DDP:
 
 - ``init_distributed`` / ``shutdown``: join the process group (NCCL on CUDA, gloo on
-  CPU) and pin each process to its GPU (``cuda:LOCAL_RANK``).
+  CPU) and pin each process to its GPU (``cuda:LOCAL_RANK``); ``shutdown`` really ends
+  the group, so its threads are joined before the interpreter exits (see
+  ``init_distributed``).
 - ``wrap_model`` / ``unwrap``: DistributedDataParallel around the network, and back to
   the plain module for checkpoints and export (no ``module.`` prefixes).
 - ``shard_indices`` / ``sharded_batches``: each rank gets a disjoint, equally sized share
@@ -25,6 +27,7 @@ here is a no-op: the context is rank 0 of 1, ``wrap_model`` returns the model it
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -134,6 +137,7 @@ def init_distributed(
         return _current
     group_backend = backend or ("nccl" if use_cuda else "gloo")
     if not dist.is_initialized():
+        _import_group_defaults()
         dist.init_process_group(backend=group_backend, rank=ctx.rank, world_size=ctx.world_size)
     _current = DistContext(
         rank=ctx.rank,
@@ -145,8 +149,36 @@ def init_distributed(
     return _current
 
 
+GROUP_DEFAULT_MODULES = ("torch.distributed.nn",)
+"""Modules whose functions take ``group=group.WORLD`` as a default argument."""
+
+
+def _import_group_defaults() -> None:
+    """Import, before the default process group exists, the torch modules that bind it
+    into default arguments at import time.
+
+    ``torch.distributed.nn.functional`` declares ``def all_reduce(..., group=group.WORLD)``:
+    imported after ``init_process_group`` (DDP's constructor gets there through
+    ``torch._dynamo`` → ``torch.distributed.fsdp`` → …), its ten functions hold the group
+    for the life of the interpreter, so ``destroy_process_group`` cannot free it and gloo's
+    worker threads run on into interpreter shutdown. A worker thread that is still letting
+    go of its last collective then (a loaded machine delays it) drops a tensor with a
+    Python object on a finalizing interpreter: SIGABRT, "terminate called without an
+    active exception". Imported first, the defaults are ``None`` and ``shutdown`` joins
+    those threads while the interpreter is whole.
+    """
+    for name in GROUP_DEFAULT_MODULES:
+        importlib.import_module(name)
+
+
 def shutdown(ctx: DistContext) -> None:
-    """Leave the process group (call once, at the end of training)."""
+    """Leave the process group (call once, at the end of training).
+
+    The group is freed here, which drains and joins its backend's threads (gloo: a worker
+    pool and an I/O loop) while the interpreter is whole, provided nothing else holds it:
+    drop the ``wrap_model`` wrapper first (DDP keeps the group; ``engine.fit``'s is gone
+    when it returns). tests/integration/training/test_torchrun.py checks no thread is left.
+    """
     global _current
     if ctx.enabled and dist.is_initialized():
         dist.destroy_process_group()

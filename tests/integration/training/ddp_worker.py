@@ -1,13 +1,15 @@
-"""One process of the 2-process DDP test (tests/unit/training/test_distributed.py).
+"""One process of the 2-process DDP test (tests/integration/training/test_torchrun.py).
 
 Started by ``torchrun --standalone --nproc-per-node=2 ddp_worker.py OUT``. Each rank seeds
 its network differently (DDP must broadcast rank 0's weights), trains two epochs on its
-shard, and writes its final weights and what it saw into OUT for the test to compare.
+shard, and writes its final weights and what it saw into OUT for the test to compare,
+including the backend threads still running after ``shutdown`` (there must be none).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import torch
 from torch import nn
 
 from training.distributed import (
+    DistContext,
     current,
     init_distributed,
     mean_across_ranks,
@@ -45,7 +48,16 @@ def network(seed: int) -> nn.Module:
 
 
 def main(out: Path) -> None:
+    """As ``python -m training train`` does: join, train (the DDP wrapper lives only in
+    there, like engine.fit's), leave the group; then report what is still running."""
     ctx = init_distributed("cpu")
+    seen = train(ctx, out)
+    shutdown(ctx)
+    seen["gloo_threads_after_shutdown"] = gloo_threads()
+    (out / f"seen-{ctx.rank}.json").write_text(json.dumps(seen))
+
+
+def train(ctx: DistContext, out: Path) -> dict[str, object]:
     model = wrap_model(network(100 + ctx.rank), ctx)
     x, y = data()
     batches = sharded_batches((x, y), BATCH, ctx, seed=0)
@@ -61,7 +73,7 @@ def main(out: Path) -> None:
     plain = unwrap(model)
     torch.save(plain.state_dict(), out / f"params-{ctx.rank}.pt")
     on_main(ctx, lambda: (out / f"main-{ctx.rank}").write_text("written by rank 0\n"))
-    seen = {
+    return {
         "rank": ctx.rank,
         "world_size": ctx.world_size,
         "backend": ctx.backend,
@@ -72,8 +84,15 @@ def main(out: Path) -> None:
         "wrapped": type(model).__name__,
         "current_is_ctx": current() is ctx,
     }
-    (out / f"seen-{ctx.rank}.json").write_text(json.dumps(seen))
-    shutdown(ctx)
+
+
+def gloo_threads() -> list[str]:
+    """Names of this process's threads that belong to gloo (Linux: /proc/self/task)."""
+    names = (
+        Path(f"/proc/self/task/{tid}/comm").read_text().strip()
+        for tid in os.listdir("/proc/self/task")
+    )
+    return sorted(n for n in names if "gloo" in n)
 
 
 if __name__ == "__main__":
