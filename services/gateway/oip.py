@@ -10,19 +10,19 @@ from starlette.responses import Response
 
 from services.gateway.dispatcher import encode_body
 from services.gateway.errors import UnavailableError
-from services.gateway.oip_codec import outputs_json, parse_infer
+from services.gateway.oip_codec import encode_outputs, parse_infer
 from services.gateway.registry import ModelVersion
-from services.gateway.responses import JSON, FastJSON
+from services.gateway.responses import JSON, BinaryTensors, FastJSON
 from services.gateway.routing import DirectRoute
 from services.gateway.state import (
     deadline_ms,
     gateway,
-    read_json,
+    read_infer,
     request_id,
     tag,
 )
 
-EXTENSIONS = ["statistics"]
+EXTENSIONS = ["binary_tensor_data", "statistics"]
 
 try:
     __version__ = version("axon")
@@ -118,11 +118,13 @@ async def infer(request: Request) -> Response:
     tag(request, "infer", mv)
     if not mv.ready or not state.registry.reachable:
         mv = state.registry.ready(mv.name, mv.version)  # raises the right 503
-    doc = await read_json(request)
-    parsed = parse_infer(doc, mv.metadata, max_rows=state.settings.max_rows)
-    del doc  # the parsed JSON is many times the body: not kept across the await
+    doc, data = await read_infer(request)
+    parsed = parse_infer(doc, mv.metadata, max_rows=state.settings.max_rows, binary_data=data)
+    # The parsed JSON is many times the body, and binary inputs are views on the body:
+    # neither is kept across the await, only the encoded entry.
+    del doc, data
     timeout = deadline_ms(request, mv, parsed.parameters)
-    oip_id, selection = parsed.id, parsed.outputs
+    oip_id, selection, as_raw = parsed.id, parsed.outputs, parsed.binary_outputs
     entry_body = encode_body(parsed.inputs, parsed.parameters)
     del parsed
     outputs = await state.dispatcher.infer(
@@ -135,8 +137,11 @@ async def infer(request: Request) -> Response:
     body: dict[str, Any] = {"model_name": mv.name, "model_version": str(mv.version)}
     if oip_id is not None:
         body["id"] = oip_id
-    body["outputs"] = outputs_json(outputs, mv.metadata, selection)
-    return FastJSON(body, finite=outputs.values())
+    body["outputs"], raw = encode_outputs(outputs, mv.metadata, selection, as_raw)
+    as_json = [outputs[tensor["name"]] for tensor in body["outputs"] if "data" in tensor]
+    if raw:
+        return BinaryTensors(body, raw, finite=as_json)
+    return FastJSON(body, finite=as_json)
 
 
 async def model_stats(request: Request) -> Response:

@@ -1,7 +1,8 @@
-"""The OIP v2 JSON codec of the gateway (pure, no I/O), both directions: an inference
-request's JSON → numpy tensors checked against the model's metadata
-(``services.contract.inputs``, the one validator), and reply tensors → OIP JSON output
-tensors. Every error names the field and why.
+"""The OIP v2 codec of the gateway, JSON and binary (pure, no I/O), both directions: an
+inference request's JSON header and binary tensor data (``oip_binary``, the binary tensor
+data extension) → numpy tensors checked against the model's metadata
+(``services.contract.inputs``, the one validator), and reply tensors → OIP output tensors,
+as JSON ``data`` or raw bytes. Every error names the field and why.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from services.contract.codec import DATATYPES, Scalar
 from services.contract.errors import InvalidInputError
 from services.contract.inputs import check_request, check_shape
 from services.contract.metadata import ModelMetadata
+from services.gateway import oip_binary as binary
 from services.gateway.errors import BadRequestError
 
 Tensors = dict[str, np.ndarray[Any, Any]]
@@ -30,34 +32,61 @@ class InferRequest:
     parameters: dict[str, Scalar] = field(default_factory=dict)
     outputs: tuple[str, ...] | None = None
     id: str | None = None
+    binary_outputs: frozenset[str] = frozenset()
+    """Outputs to answer as raw bytes (``binary_data`` / ``binary_data_output``)."""
 
 
-def parse_infer(doc: object, metadata: ModelMetadata, *, max_rows: int) -> InferRequest:
-    """OIP v2 inference request JSON → validated tensors for ``metadata``'s model."""
+def parse_infer(
+    doc: object,
+    metadata: ModelMetadata,
+    *,
+    max_rows: int,
+    binary_data: memoryview | bytes | None = None,
+) -> InferRequest:
+    """OIP v2 inference request → validated tensors for ``metadata``'s model.
+
+    ``doc`` is the JSON (header); ``binary_data`` the bytes after it when the request
+    had a positive ``Inference-Header-Content-Length`` (``oip_binary.split_body``),
+    else None: then only inputs with ``binary_data_size`` 0 can be binary."""
     if not isinstance(doc, Mapping):
         raise BadRequestError("body: expected a JSON object with 'inputs'")
     request_id = doc.get("id")
     if request_id is not None and (not isinstance(request_id, str) or not request_id):
         raise BadRequestError("id: must be a non-empty string")
     parameters = parse_parameters(doc.get("parameters"), "parameters")
+    # A transport setting, not the model's: workers never see it.
+    all_binary = binary.flag(parameters, binary.BINARY_DATA_OUTPUT, "parameters", default=False)
+    parameters.pop(binary.BINARY_DATA_OUTPUT, None)
     raw_inputs = doc.get("inputs", [])
     if not isinstance(raw_inputs, list):
         raise BadRequestError("inputs: must be a list of tensors")
+    section = binary.BinarySection(binary_data or b"", framed=binary_data is not None)
     inputs: Tensors = {}
     for index, tensor in enumerate(raw_inputs):
-        name, array = parse_tensor(tensor, f"inputs[{index}]", metadata)
+        name, array = parse_tensor(tensor, f"inputs[{index}]", metadata, section)
         if name in inputs:
             raise BadRequestError(f"inputs[{index}].name: {name!r} appears twice")
         inputs[name] = array
-    outputs = parse_output_selection(doc.get("outputs"), metadata)
+    section.finish()
+    outputs, binary_outputs = parse_output_selection(doc.get("outputs"), metadata, all_binary)
     check_request(metadata, inputs, parameters, max_rows=max_rows)
-    return InferRequest(inputs=inputs, parameters=parameters, outputs=outputs, id=request_id)
+    return InferRequest(
+        inputs=inputs,
+        parameters=parameters,
+        outputs=outputs,
+        id=request_id,
+        binary_outputs=binary_outputs,
+    )
 
 
 def parse_tensor(
-    obj: object, where: str, metadata: ModelMetadata | None = None
+    obj: object,
+    where: str,
+    metadata: ModelMetadata | None = None,
+    section: binary.BinarySection | None = None,
 ) -> tuple[str, np.ndarray[Any, Any]]:
-    """One OIP JSON tensor ``{name, shape, datatype, data}`` (data nested or flat).
+    """One OIP tensor ``{name, shape, datatype, data}`` (data nested or flat), or with
+    ``parameters.binary_data_size`` instead of ``data``, its bytes from ``section``.
 
     With ``metadata``, a declared input's ``shape`` is checked against its spec (fixed
     axes, ``max_shape``) before any data is converted: an oversized tensor costs no
@@ -69,6 +98,11 @@ def parse_tensor(
         raise BadRequestError(f"{where}.name: required, a non-empty string")
     where = f"{where} ({name})"
     datatype = obj.get("datatype")
+    if datatype == "BYTES":
+        raise BadRequestError(
+            f"{where}.datatype: BYTES (string) tensors are not supported: Axon's models "
+            f"take numbers ({', '.join(DATATYPES)})"
+        )
     if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise BadRequestError(
             f"{where}.datatype: {datatype!r} is not one of {', '.join(DATATYPES)}"
@@ -87,8 +121,16 @@ def parse_tensor(
         except InvalidInputError as exc:
             raise BadRequestError(f"{where}.shape: {exc}") from None
     data = obj.get("data")
+    size = binary.input_binary_size(obj.get("parameters"), where, has_data=data is not None)
+    if size is not None:
+        binary.expected_size(datatype, shape, size, where)
+        raw = (section or binary.BinarySection(b"", framed=False)).take(size, where)
+        return name, binary.from_bytes(raw, datatype, shape, where)
     if not isinstance(data, list):
-        raise BadRequestError(f"{where}.data: required, a (nested or flat) list of numbers")
+        raise BadRequestError(
+            f"{where}.data: required, a (nested or flat) list of numbers (or "
+            f"parameters.{binary.BINARY_DATA_SIZE} and the tensor's bytes after the JSON)"
+        )
     array = to_array(data, datatype, where)
     if array.size != math.prod(shape):
         raise BadRequestError(
@@ -168,14 +210,18 @@ def parse_parameters(obj: object, where: str) -> dict[str, Scalar]:
     return dict(obj)
 
 
-def parse_output_selection(obj: object, metadata: ModelMetadata) -> tuple[str, ...] | None:
-    """OIP ``outputs`` ([{name}, …]) → names, each a declared output; None = all."""
-    if obj is None:
-        return None
+def parse_output_selection(
+    obj: object, metadata: ModelMetadata, all_binary: bool = False
+) -> tuple[tuple[str, ...] | None, frozenset[str]]:
+    """OIP ``outputs`` ([{name, parameters}, …]) → (names, each a declared output, None =
+    all; the names to answer as raw bytes: ``binary_data``, else ``all_binary``, the
+    request's ``binary_data_output``)."""
     declared = [spec.name for spec in metadata.outputs]
+    if obj is None:
+        return None, frozenset(declared if all_binary else ())
     if not isinstance(obj, list) or not obj:
         raise BadRequestError("outputs: must be a non-empty list of {name}")
-    names = []
+    names, raw = [], set()
     for index, item in enumerate(obj):
         name = item.get("name") if isinstance(item, Mapping) else None
         if not isinstance(name, str) or name not in declared:
@@ -183,8 +229,12 @@ def parse_output_selection(obj: object, metadata: ModelMetadata) -> tuple[str, .
                 f"outputs[{index}].name: {name!r} is not an output of {metadata.name} "
                 f"(outputs: {declared})"
             )
+        assert isinstance(item, Mapping)
+        where = f"outputs[{index}] ({name})"
+        if binary.output_binary(item.get("parameters"), where, default=all_binary):
+            raw.add(name)
         names.append(name)
-    return tuple(names)
+    return tuple(names), frozenset(raw)
 
 
 def outputs_json(
@@ -193,17 +243,32 @@ def outputs_json(
     selection: Sequence[str] | None,
 ) -> list[dict[str, Any]]:
     """Reply tensors → OIP JSON output tensors (flat data), in declared order."""
+    return encode_outputs(outputs, metadata, selection)[0]
+
+
+def encode_outputs(
+    outputs: Mapping[str, np.ndarray[Any, Any]],
+    metadata: ModelMetadata,
+    selection: Sequence[str] | None,
+    binary_outputs: frozenset[str] = frozenset(),
+) -> tuple[list[dict[str, Any]], list[np.ndarray[Any, Any]]]:
+    """Reply tensors → (OIP output tensors in ``selection`` or declared order, the raw
+    arrays to send after the JSON header in that order). An output in
+    ``binary_outputs`` carries ``parameters.binary_data_size`` instead of ``data``."""
     names = selection or [spec.name for spec in metadata.outputs if spec.name in outputs]
-    result = []
+    result, raw = [], []
     for name in names:
         array = outputs[name]
         datatype = next(s.datatype for s in metadata.outputs if s.name == name)
-        result.append(
-            {
-                "name": name,
-                "datatype": datatype,
-                "shape": [int(d) for d in array.shape],
-                "data": array.ravel().tolist(),
-            }
-        )
-    return result
+        tensor: dict[str, Any] = {
+            "name": name,
+            "datatype": datatype,
+            "shape": [int(d) for d in array.shape],
+        }
+        if name in binary_outputs:
+            raw.append(binary.raw_output(array, datatype))
+            tensor["parameters"] = {binary.BINARY_DATA_SIZE: raw[-1].nbytes}
+        else:
+            tensor["data"] = array.ravel().tolist()
+        result.append(tensor)
+    return result, raw

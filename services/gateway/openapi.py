@@ -25,13 +25,18 @@ _ERROR = {
 }
 _TENSOR = {
     "type": "object",
-    "required": ["name", "shape", "datatype", "data"],
+    "required": ["name", "shape", "datatype"],
     "properties": {
         "name": {"type": "string"},
         "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
         "datatype": {"type": "string", "enum": ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64",
                      "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"]},
-        "data": {"type": "array", "description": "flat or nested (row-major)"},
+        "data": {"type": "array", "description": "flat or nested (row-major); required "
+                 "unless parameters.binary_data_size is given"},
+        "parameters": {"type": "object", "properties": {"binary_data_size": {
+            "type": "integer", "minimum": 0, "description": "binary tensor data extension: "
+            "the tensor's raw bytes (little-endian, row-major) follow the JSON header, in "
+            "input order; then there is no data"}}},
     },
 }  # fmt: skip
 _ERRORS = {str(code): _ERROR for code in (400, 401, 404, 413, 429, 503, 504)}
@@ -58,12 +63,49 @@ _INT = {"type": "integer"}
 _NUM_LIST = {"type": "array", "items": {"type": "number"}}
 _MODEL = {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
 _VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+_BOOL = {"type": "boolean"}
 _INFER = _obj(
     id={"type": "string"},
-    parameters=_obj(timeout_ms=_INT, seed=_INT, count=_INT, label=_INT),
+    parameters=_obj(timeout_ms=_INT, seed=_INT, count=_INT, label=_INT,
+                    binary_data_output=_BOOL),
     inputs={"type": "array", "items": _TENSOR},
-    outputs={"type": "array", "items": _obj(name={"type": "string"})},
-)
+    outputs={"type": "array", "items": _obj(name={"type": "string"},
+                                            parameters=_obj(binary_data=_BOOL))},
+)  # fmt: skip
+_BINARY = {
+    "type": "string",
+    "format": "binary",
+    "description": "binary tensor data extension: the JSON request (the first "
+    "Inference-Header-Content-Length bytes), then the raw bytes of the inputs that have "
+    "parameters.binary_data_size, in input order",
+}
+_INFER_OK = {
+    "description": "the inference response: JSON; or, when an output is requested with "
+    "parameters.binary_data (or the request has parameters.binary_data_output), "
+    "application/octet-stream: the JSON response (Inference-Header-Content-Length bytes; "
+    "such outputs carry parameters.binary_data_size instead of data), then their raw "
+    "bytes in output order",
+    "headers": {"Inference-Header-Content-Length": {"schema": _INT, "description":
+                "bytes of JSON at the start of a binary (octet-stream) response"}},
+    "content": {"application/json": {"schema": {"type": "object"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+}  # fmt: skip
+_HEADER_LENGTH = {
+    "name": "Inference-Header-Content-Length",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 0},
+    "description": "binary tensor data extension: bytes of JSON at the start of the body "
+    "(absent or 0: the body is JSON only)",
+}
+
+
+def _infer_op() -> dict[str, Any]:
+    operation = _op("Inference (OIP v2, JSON or binary tensor data)", _INFER)
+    operation["requestBody"]["content"]["application/octet-stream"] = {"schema": _BINARY}
+    operation["responses"]["200"] = _INFER_OK
+    operation["parameters"] = [_HEADER_LENGTH]
+    return operation
 
 
 def spec() -> dict[str, Any]:
@@ -91,7 +133,7 @@ def spec() -> dict[str, Any]:
         base = "/v2/models/{model}" + suffix
         paths[base] = {"get": _op("Model metadata"), "parameters": params}
         paths[base + "/ready"] = {"get": _op("Model readiness"), "parameters": params}
-        paths[base + "/infer"] = {"post": _op("Inference (OIP v2)", _INFER), "parameters": params}
+        paths[base + "/infer"] = {"post": _infer_op(), "parameters": params}
         paths[base + "/stats"] = {"get": _op("Statistics (Triton extension)"),
                                   "parameters": params}  # fmt: skip
     for path in (

@@ -1,4 +1,5 @@
-"""JSON responses of the gateway (compact, no NaN) and the ``{"error": ...}`` body."""
+"""JSON responses of the gateway (compact, no NaN), the binary tensor data response (JSON
+header + raw tensor bytes) and the ``{"error": ...}`` body."""
 
 from __future__ import annotations
 
@@ -34,13 +35,44 @@ class FastJSON(JSON):
         finite: Iterable[np.ndarray[Any, Any]] = (),
         background: BackgroundTask | None = None,
     ) -> None:
-        for array in finite:
-            if array.dtype.kind in "fc" and not np.isfinite(array).all():
-                raise ValueError("Out of range float values are not JSON compliant")
+        check_finite(finite)
         super().__init__(content, status_code, headers, background=background)
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+
+def check_finite(arrays: Iterable[np.ndarray[Any, Any]]) -> None:
+    """``ValueError`` (a 500, as ``json.dumps``) if a float array to be sent as JSON
+    holds NaN or an infinity."""
+    for array in arrays:
+        if array.dtype.kind in "fc" and not np.isfinite(array).all():
+            raise ValueError("Out of range float values are not JSON compliant")
+
+
+class BinaryTensors(Response):
+    """An OIP response with binary tensor data (the binary tensor data extension):
+    ``header`` as JSON (orjson), then the raw bytes of ``raw`` (arrays in output
+    order, each its buffer as is: no copy before the body's), with
+    ``Inference-Header-Content-Length`` giving the JSON's length. ``finite`` lists the
+    float arrays sent as JSON in ``header`` (checked as ``FastJSON`` does); raw bytes
+    may be any value, NaN included."""
+
+    media_type = "application/octet-stream"
+
+    def __init__(
+        self,
+        header: Mapping[str, Any],
+        raw: Iterable[np.ndarray[Any, Any]],
+        *,
+        finite: Iterable[np.ndarray[Any, Any]] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        check_finite(finite)
+        head = orjson.dumps(header)
+        body = b"".join([head, *(array.data for array in raw)])
+        extra = {**(headers or {}), "inference-header-content-length": str(len(head))}
+        super().__init__(body, 200, extra)
 
 
 def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSON:

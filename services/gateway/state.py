@@ -15,6 +15,7 @@ from services.gateway.dispatcher import Dispatcher
 from services.gateway.errors import BadRequestError
 from services.gateway.fields import timeout_ms
 from services.gateway.metrics import GatewayMetrics
+from services.gateway.oip_binary import HEADER_LENGTH, split_body
 from services.gateway.registry import ModelVersion, Registry
 from services.gateway.settings import GatewaySettings
 from services.gateway.transport import Transport
@@ -61,22 +62,48 @@ def request_id(request: Request) -> str:
     return rid
 
 
-async def read_json(request: Request) -> Any:
-    """The body as JSON; 400 saying where it is malformed (413 comes from the limit).
-
-    Read from the stream, not ``request.body()``: the raw bytes are not cached on the
-    request, so they are freed once parsed instead of living until the response."""
+async def read_body(request: Request) -> bytes:
+    """The whole body, read from the stream, not ``request.body()``: the raw bytes are
+    not cached on the request, so they are freed once parsed instead of living until
+    the response (413 comes from the body limit middleware)."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise BadRequestError(
+            f"header Content-Encoding: {encoding[:20]!r} bodies are not supported; send "
+            "the body uncompressed"
+        )
     chunks = [chunk async for chunk in request.stream()]
     body = b"".join(chunks)
     del chunks
     if not body:
         raise BadRequestError("body: empty; expected a JSON object")
+    return body
+
+
+def parse_json(body: bytes, where: str = "body") -> Any:
+    """``body`` as JSON; 400 saying where it is malformed."""
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequestError(f"body: not valid JSON ({exc})") from None
+        raise BadRequestError(f"{where}: not valid JSON ({exc})") from None
     except RecursionError:  # nesting deeper than the interpreter's recursion limit
-        raise BadRequestError("body: JSON nested too deeply") from None
+        raise BadRequestError(f"{where}: JSON nested too deeply") from None
+
+
+async def read_json(request: Request) -> Any:
+    """The body as JSON; 400 saying where it is malformed (413 comes from the limit)."""
+    return parse_json(await read_body(request))
+
+
+async def read_infer(request: Request) -> tuple[Any, memoryview | None]:
+    """An OIP infer body: its JSON (header) and, with a positive
+    ``Inference-Header-Content-Length``, the binary tensor data after it (a view on the
+    body: the body lives as long as the view). Else None: the body is JSON only."""
+    body = await read_body(request)
+    header, data = split_body(body, request.headers.get(HEADER_LENGTH))
+    del body
+    where = "body" if data is None else "JSON header (Inference-Header-Content-Length bytes)"
+    return parse_json(header, where), data
 
 
 def deadline_ms(request: Request, mv: ModelVersion, parameters: dict[str, Scalar]) -> int:

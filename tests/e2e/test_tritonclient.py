@@ -1,0 +1,127 @@
+"""A stock ``tritonclient.http`` client with its defaults (binary inputs, outputs
+requested as binary data) against ``axon serve``: metadata, readiness, inference on
+every model and statistics; each result equals what the JSON path answers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from tritonclient.utils import InferenceServerException
+
+from tests.e2e.conftest import MODELS, Stack
+from tests.e2e.payloads import history, images
+
+
+@pytest.fixture
+def client(stack: Stack) -> Iterator[triton.InferenceServerClient]:
+    with triton.InferenceServerClient(url=stack.url.removeprefix("http://")) as tc:
+        yield tc
+
+
+def json_outputs(stack: Stack, model: str, doc: dict[str, Any]) -> dict[str, np.ndarray[Any, Any]]:
+    """The same request through the JSON path, its outputs as arrays."""
+    with stack.client() as http:
+        response = http.post(f"/v2/models/{model}/infer", json=doc)
+    assert response.status_code == 200, response.text
+    return {
+        out["name"]: np.asarray(out["data"], np.float32).reshape(out["shape"])
+        for out in response.json()["outputs"]
+    }
+
+
+def tensor_json(name: str, array: np.ndarray[Any, Any], datatype: str) -> dict[str, Any]:
+    return {"name": name, "shape": list(array.shape), "datatype": datatype,
+            "data": array.ravel().tolist()}  # fmt: skip
+
+
+def infer_input(name: str, array: np.ndarray[Any, Any], datatype: str) -> triton.InferInput:
+    tensor = triton.InferInput(name, list(array.shape), datatype)
+    tensor.set_data_from_numpy(array)  # default: binary_data=True
+    return tensor
+
+
+def test_metadata_and_readiness(client: triton.InferenceServerClient) -> None:
+    assert client.is_server_live()
+    server = client.get_server_metadata()
+    assert server["name"] == "axon"
+    assert {"binary_tensor_data", "statistics"} <= set(server["extensions"])
+    for model in MODELS:
+        assert client.is_model_ready(model)
+        assert client.is_model_ready(model, "1")
+        meta = client.get_model_metadata(model)
+        assert meta["name"] == model and meta["versions"] == ["1"]
+
+
+def test_classifier_with_defaults_equals_json(
+    client: triton.InferenceServerClient, stack: Stack
+) -> None:
+    pixels = np.asarray(images(5, seed=11), np.float32)
+    expected = json_outputs(stack, "digits-cnn", {"inputs": [tensor_json("image", pixels, "FP32")]})
+    tensor = infer_input("image", pixels, "FP32")
+    # Outputs requested one by one (binary_data=True each) …
+    chosen = client.infer(
+        "digits-cnn",
+        [tensor],
+        outputs=[
+            triton.InferRequestedOutput("probabilities"),
+            triton.InferRequestedOutput("logits"),
+        ],
+        request_id="tc-1",
+    )
+    assert chosen.get_response()["id"] == "tc-1"
+    assert [o["name"] for o in chosen.get_response()["outputs"]] == ["probabilities", "logits"]
+    # … or none named: the client asks for all with binary_data_output.
+    everything = client.infer("digits-cnn", [tensor], model_version="1")
+    for result in (chosen, everything):
+        for name in ("logits", "probabilities"):
+            got = result.as_numpy(name)
+            assert got.dtype == np.float32 and got.shape == expected[name].shape
+            np.testing.assert_allclose(got, expected[name], rtol=0, atol=1e-6)
+            assert "binary_data_size" in result.get_output(name)["parameters"]
+
+
+def test_forecaster_and_generator_with_defaults_equal_json(
+    client: triton.InferenceServerClient, stack: Stack
+) -> None:
+    histories = np.asarray([history(12), history(20)[-12:]], np.float32)
+    expected = json_outputs(
+        stack, "sunspots-lstm", {"inputs": [tensor_json("history", histories, "FP32")]}
+    )
+    forecast = client.infer("sunspots-lstm", [infer_input("history", histories, "FP32")])
+    np.testing.assert_allclose(forecast.as_numpy("forecast"), expected["forecast"], atol=1e-6)
+
+    latent = np.random.default_rng(5).standard_normal((3, 8)).astype(np.float32)
+    labels = np.array([1, 4, 9], np.int64)
+    doc = {"inputs": [tensor_json("latent", latent, "FP32"), tensor_json("label", labels, "INT64")]}
+    expected = json_outputs(stack, "digits-gan", doc)
+    generated = client.infer(
+        "digits-gan",
+        [infer_input("latent", latent, "FP32"), infer_input("label", labels, "INT64")],
+        outputs=[triton.InferRequestedOutput("image")],
+    )
+    assert generated.as_numpy("image").shape == (3, 1, 8, 8)
+    np.testing.assert_allclose(generated.as_numpy("image"), expected["image"], atol=1e-6)
+
+    # No tensors, only parameters (Axon's generator form), still answered in binary.
+    seeded = {"seed": 3, "count": 2, "label": 5}
+    expected = json_outputs(stack, "digits-gan", {"inputs": [], "parameters": seeded})
+    result = client.infer("digits-gan", [], parameters=seeded)
+    np.testing.assert_allclose(result.as_numpy("image"), expected["image"], atol=1e-6)
+
+
+def test_statistics_and_errors(client: triton.InferenceServerClient) -> None:
+    stats = client.get_inference_statistics("digits-cnn")
+    assert stats["model_stats"][0]["name"] == "digits-cnn"
+    assert {s["name"] for s in client.get_inference_statistics()["model_stats"]} >= set(MODELS)
+    wrong = np.zeros((1, 1, 8, 7), np.float32)
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("digits-cnn", [infer_input("image", wrong, "FP32")])
+    assert caught.value.status() == "400"
+    assert "axis 3 must be 8" in caught.value.message()
+    with pytest.raises(InferenceServerException) as missing:
+        client.infer("no-such-model", [infer_input("image", wrong, "FP32")])
+    assert missing.value.status() == "404"
