@@ -221,13 +221,13 @@ def start_gateway(
             "AXON_MODELS_DIR": str(e2e_repo),
             **extra,
         }
-        log = (tmp_path / f"gateway-{port}.log").open("wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.gateway", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        with (tmp_path / f"gateway-{port}.log").open("wb") as log:  # the child keeps its copy
+            process = subprocess.Popen(
+                [sys.executable, "-m", "services.gateway", "--port", str(port)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         processes.append(process)
         url = f"http://127.0.0.1:{port}"
 
