@@ -4,8 +4,14 @@ MODELS_DIR ?= exported_models
 # e.g. BENCH_ARGS="--compare-tree /tmp/axon-before --duration 10" (see benchmarks/bench_gateway.py)
 BENCH_ARGS ?=
 
-.PHONY: bench
+.PHONY: bench bench-tools
 
-bench: install ## gateway benchmark: Axon vs BentoML adaptive batching vs Starlette+ORT (c=1/16/64)
+# wrk drives the load (Debian's package); installed when missing, as `make tools` does for tests.
+bench-tools: ## install wrk (the benchmark's load generator) when it is missing
+	@command -v wrk >/dev/null 2>&1 || apt-get install -y -qq wrk >/dev/null 2>&1 \
+	  || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq wrk >/dev/null 2>&1) \
+	  || { echo "bench-tools: could not install wrk (apt-get install wrk)" >&2; exit 1; }
+
+bench: install bench-tools ## gateway benchmark: Axon vs BentoML adaptive batching vs Starlette+ORT (c=1/16/64)
 	@test -f $(MODELS_DIR)/digits-cnn/1/model.onnx || $(PY) -m training models --models-dir $(MODELS_DIR)
 	$(PY) benchmarks/bench_gateway.py --models-dir $(MODELS_DIR) $(BENCH_ARGS)
