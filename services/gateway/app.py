@@ -29,7 +29,7 @@ from services.gateway.middleware.metrics import MetricsMiddleware
 from services.gateway.middleware.request_id import RequestIdMiddleware
 from services.gateway.registry import Registry
 from services.gateway.responses import error_response
-from services.gateway.routing import DirectRoute
+from services.gateway.routing import DirectRoute, ErrorHandler, HotRoutes
 from services.gateway.settings import GatewaySettings
 from services.gateway.state import GatewayState, tag
 from services.gateway.transport import Transport
@@ -90,13 +90,14 @@ def create_app(
         tag(request, "metrics")
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    routes = [
+        *oip.routes,
+        *task_endpoints.routes,
+        DirectRoute("/metrics", metrics_endpoint, methods=["GET"]),
+        *openapi.routes,
+    ]
     app = Starlette(
-        routes=[
-            *oip.routes,
-            *task_endpoints.routes,
-            DirectRoute("/metrics", metrics_endpoint, methods=["GET"]),
-            *openapi.routes,
-        ],
+        routes=routes,
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(MetricsMiddleware, metrics=metrics),
@@ -108,13 +109,9 @@ def create_app(
                 max_body_bytes=settings.max_body_bytes,
                 retry_after_s=settings.retry_after_s,
             ),
+            Middleware(HotRoutes, routes=routes, handlers=EXCEPTION_HANDLERS),
         ],
-        exception_handlers={
-            HTTPException: _http_error,
-            GatewayError: _error,
-            AxonError: _error,
-            Exception: _error,  # last resort: logged with its traceback, client gets 500
-        },
+        exception_handlers=dict(EXCEPTION_HANDLERS),
         lifespan=lifespan,
     )
     return app
@@ -134,3 +131,12 @@ async def _error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, BacklogFullError):
         headers["Retry-After"] = str(exc.retry_after_s)
     return error_response(status, client_message(exc), headers=headers)
+
+
+EXCEPTION_HANDLERS: dict[type[BaseException], ErrorHandler] = {
+    HTTPException: _http_error,
+    GatewayError: _error,
+    AxonError: _error,
+    Exception: _error,  # last resort: logged with its traceback, client gets 500
+}
+"""The one error → response mapping: registered on the app, and used by ``HotRoutes``."""

@@ -169,8 +169,8 @@ async def model_stats(request: Request) -> Response:
 routes = [
     # Inference first: the router tries routes in order and these are the hot path.
     # (No other route's pattern matches a path ending in /infer.)
-    DirectRoute("/v2/models/{model}/infer", infer, methods=["POST"]),
-    DirectRoute("/v2/models/{model}/versions/{version}/infer", infer, methods=["POST"]),
+    DirectRoute("/v2/models/{model}/infer", infer, methods=["POST"], hot=True),
+    DirectRoute("/v2/models/{model}/versions/{version}/infer", infer, methods=["POST"], hot=True),
     DirectRoute("/v2", server_metadata, methods=["GET"]),
     DirectRoute("/v2/health/live", live, methods=["GET"]),
     DirectRoute("/v2/health/ready", ready, methods=["GET"]),
