@@ -35,6 +35,7 @@ from onnx import helper, numpy_helper
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.asgi_harness import post, running  # noqa: E402
 from services.contract.codec import Reply, decode_request  # noqa: E402
 from services.contract.protocol import NewEntry, WorkerInfo  # noqa: E402
 from services.gateway.app import create_app  # noqa: E402
@@ -129,62 +130,18 @@ async def measure(repo: Path, case: Case, rows: int, requests: int) -> tuple[flo
         info = WorkerInfo("w-" + model, model, 1, "CPU", 64, metadata.raw, {}, 0, 0)
         queue.serve(info, instant_worker(replies[model]))
     app = create_app(settings, transport=lambda _s: queue)
-    lifespan: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    started = asyncio.Event()
-
-    async def lifespan_receive() -> dict[str, Any]:
-        return await lifespan.get()
-
-    async def lifespan_send(message: dict[str, Any]) -> None:
-        if message["type"] == "lifespan.startup.complete":
-            started.set()
-
-    running = asyncio.create_task(
-        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
-            lifespan_receive, lifespan_send)
-    )  # fmt: skip
-    await lifespan.put({"type": "lifespan.startup"})
-    await started.wait()
     path = f"/v2/models/{case.model}/infer"
     statuses: list[int] = []
     sizes: list[int] = []
-
-    async def one() -> None:
-        scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-            "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(),
-            "query_string": b"", "root_path": "",
-            "headers": [(b"content-length", str(len(case.body)).encode()), *case.headers],
-            "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8000), "state": {},
-        }  # fmt: skip
-        sent = False
-        size = 0
-
-        async def receive() -> dict[str, Any]:
-            nonlocal sent
-            if sent:
-                await asyncio.sleep(3600)
-            sent = True
-            return {"type": "http.request", "body": case.body, "more_body": False}
-
-        async def send(message: dict[str, Any]) -> None:
-            nonlocal size
-            if message["type"] == "http.response.start":
-                statuses.append(message["status"])
-            elif message["type"] == "http.response.body":
-                size += len(message.get("body", b""))
-
-        await app(scope, receive, send)
-        sizes.append(size)
-
     rounds = []
-    for _ in range(5):
-        begin = time.perf_counter()
-        for _ in range(requests // 5):
-            await one()
-        rounds.append((time.perf_counter() - begin) / (requests // 5) * 1e6)
-    await lifespan.put({"type": "lifespan.shutdown"})
-    await running
+    async with running(app):
+        for _ in range(5):
+            begin = time.perf_counter()
+            for _ in range(requests // 5):
+                status, size = await post(app, path, case.body, case.headers)
+                statuses.append(status)
+                sizes.append(size)
+            rounds.append((time.perf_counter() - begin) / (requests // 5) * 1e6)
     if set(statuses) != {200}:
         raise SystemExit(f"{case.name}: statuses {sorted(set(statuses))}")
     return min(rounds), sizes[-1]

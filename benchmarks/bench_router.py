@@ -22,13 +22,13 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.asgi_harness import post, running  # noqa: E402
 from services.contract.codec import Reply, decode_request  # noqa: E402
 from services.contract.protocol import NewEntry, WorkerInfo  # noqa: E402
 from services.gateway.app import create_app  # noqa: E402
@@ -69,56 +69,16 @@ async def measure(variant: str, repo: Path, requests: int) -> float:
         if len(kept) == len(app.user_middleware):
             raise SystemExit(f"--variant {variant}: no middleware named {name}")
         app.user_middleware = kept
-    lifespan: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    started = asyncio.Event()
-
-    async def lifespan_receive() -> dict[str, Any]:
-        return await lifespan.get()
-
-    async def lifespan_send(message: dict[str, Any]) -> None:
-        if message["type"] == "lifespan.startup.complete":
-            started.set()
-
-    running = asyncio.create_task(
-        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
-            lifespan_receive, lifespan_send)
-    )  # fmt: skip
-    await lifespan.put({"type": "lifespan.startup"})
-    await started.wait()
+    path = f"/v2/models/{MODEL}/infer"
+    headers = [(b"content-type", b"application/json")]
     statuses: list[int] = []
-
-    async def one() -> None:
-        scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-            "method": "POST", "scheme": "http", "path": f"/v2/models/{MODEL}/infer",
-            "raw_path": f"/v2/models/{MODEL}/infer".encode(), "query_string": b"",
-            "root_path": "", "headers": [(b"content-type", b"application/json"),
-                                         (b"content-length", str(len(BODY)).encode())],
-            "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8000), "state": {},
-        }  # fmt: skip
-        sent = False
-
-        async def receive() -> dict[str, Any]:
-            nonlocal sent
-            if sent:
-                await asyncio.sleep(3600)
-            sent = True
-            return {"type": "http.request", "body": BODY, "more_body": False}
-
-        async def send(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                statuses.append(message["status"])
-
-        await app(scope, receive, send)
-
     rounds = []
-    for _ in range(5):
-        begin = time.perf_counter()
-        for _ in range(requests // 5):
-            await one()
-        rounds.append((time.perf_counter() - begin) / (requests // 5) * 1e6)
-    await lifespan.put({"type": "lifespan.shutdown"})
-    await running
+    async with running(app):
+        for _ in range(5):
+            begin = time.perf_counter()
+            for _ in range(requests // 5):
+                statuses.append((await post(app, path, BODY, headers))[0])
+            rounds.append((time.perf_counter() - begin) / (requests // 5) * 1e6)
     if set(statuses) != {200}:
         raise SystemExit(f"variant {variant}: statuses {sorted(set(statuses))}")
     return min(rounds)
