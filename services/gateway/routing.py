@@ -40,7 +40,6 @@ class DirectRoute(Route):
     ) -> None:
         super().__init__(path, endpoint, methods=list(methods))
         self.hot = hot
-        self.call = endpoint
 
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
             response = await endpoint(Request(scope, receive, send))
@@ -81,7 +80,7 @@ class HotRoutes:
     async def _serve(self, route: DirectRoute, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive, send)
         try:
-            response = await route.call(request)
+            response: Response = await route.endpoint(request)
         except Exception as exc:
             handler = next(
                 (

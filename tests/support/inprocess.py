@@ -15,7 +15,9 @@ import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from starlette.testclient import TestClient
 
 from services.contract.codec import Reply, decode_request
@@ -36,6 +38,15 @@ from tests.support.onnx_models import (
 )
 
 CLASSIFIER, FORECASTER, GENERATOR = "poison-cnn", "tiny-lstm", "tiny-gan"
+
+
+def infer_image(rows: int = 1, *, flat: bool = False, **extra: Any) -> dict[str, Any]:
+    """An OIP infer body for the tiny classifier: ``rows`` images [rows, 1, 2, 2] with
+    pixels 0..16 (nested, or ``flat``), plus any top-level ``extra`` fields."""
+    pixels = (np.arange(rows * 4, dtype=np.float32).reshape(rows, 1, 2, 2) % 17).tolist()
+    data = np.asarray(pixels).ravel().tolist() if flat else pixels
+    tensor = {"name": "image", "shape": [rows, 1, 2, 2], "datatype": "FP32", "data": data}
+    return {"inputs": [tensor], **extra}
 
 
 def tiny_repository(root: Path) -> Path:

@@ -10,19 +10,13 @@ from typing import Any
 
 import pytest
 
-from tests.support.inprocess import CLASSIFIER, FORECASTER, GENERATOR, Stack, stack
+from tests.support.inprocess import CLASSIFIER, FORECASTER, GENERATOR, Stack, infer_image, stack
 
 IMAGE = f"/v2/models/{CLASSIFIER}/infer"
 FORECAST = f"/v1/models/{FORECASTER}/forecast"
 GENERATE = f"/v1/models/{GENERATOR}/generate"
 CLASSIFY = f"/v1/models/{CLASSIFIER}/classify"
 ENV = {"AXON_MAX_ROWS": "32", "AXON_MAX_BODY_BYTES": str(256 * 1024)}
-
-
-def infer_image(rows: int = 1, **extra: Any) -> dict[str, Any]:
-    data = [[[[float((r + i + j) % 17) for j in range(2)] for i in range(2)]] for r in range(rows)]
-    tensor = {"name": "image", "shape": [rows, 1, 2, 2], "datatype": "FP32", "data": data}
-    return {"inputs": [tensor], **extra}
 
 
 def tensor(**overrides: Any) -> dict[str, Any]:

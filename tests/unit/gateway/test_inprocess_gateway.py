@@ -9,22 +9,14 @@ from __future__ import annotations
 import base64
 import io
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from tests.support.inprocess import CLASSIFIER, FORECASTER, GENERATOR, stack
+from tests.support.inprocess import CLASSIFIER, FORECASTER, GENERATOR, infer_image, stack
 from tests.support.onnx_models import write_poison_classifier
 
 IMAGE = f"/v2/models/{CLASSIFIER}/infer"
-
-
-def infer_image(rows: int = 1, *, flat: bool = False, **extra: Any) -> dict[str, Any]:
-    pixels = (np.arange(rows * 4, dtype=np.float32).reshape(rows, 1, 2, 2) % 17).tolist()
-    data = np.asarray(pixels).ravel().tolist() if flat else pixels
-    tensor = {"name": "image", "shape": [rows, 1, 2, 2], "datatype": "FP32", "data": data}
-    return {"inputs": [tensor], **extra}
 
 
 def test_server_metadata_health_and_model_metadata(tmp_path: Path) -> None:
