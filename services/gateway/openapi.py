@@ -1,12 +1,15 @@
-"""OpenAPI 3.1 description of the gateway (``/openapi.json``) and a Swagger UI (``/docs``)."""
+"""OpenAPI 3.1 description of the gateway (``/openapi.json``) and a Swagger UI (``/docs``,
+its files served by the gateway itself: ``docs_ui``)."""
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from services.gateway import docs_ui
 from services.gateway.responses import JSON
 from services.gateway.routing import DirectRoute
 from services.gateway.state import tag
@@ -157,20 +160,27 @@ async def openapi_json(request: Request) -> Response:
     return JSON(spec())
 
 
-DOCS_HTML = """<!doctype html><html><head><title>Axon gateway</title>
-<link rel="stylesheet" href="https://unpkg.com/swagger-ui-dist@5/swagger-ui.css"></head>
-<body><div id="ui"></div><script src="https://unpkg.com/swagger-ui-dist@5/swagger-ui-bundle.js">
-</script><script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script>
+DOCS_HTML = f"""<!doctype html><html><head><meta charset="utf-8"><title>Axon gateway</title>
+<link rel="icon" type="image/png" href="{docs_ui.url("favicon-32x32.png")}">
+<link rel="stylesheet" href="{docs_ui.url("swagger-ui.css")}"></head>
+<body><div id="ui"></div><script src="{docs_ui.url("swagger-ui-bundle.js")}"></script>
+<script>SwaggerUIBundle({{url: "/openapi.json", dom_id: "#ui", validatorUrl: null}});</script>
 <noscript>The API description is at <a href="/openapi.json">/openapi.json</a>.</noscript>
 </body></html>"""
+"""Swagger UI from the gateway's own ``/docs/assets/`` (``docs_ui``): no outside host, not
+even Swagger's online validator (``validatorUrl: null``)."""
 
 
 async def docs(request: Request) -> Response:
     tag(request, "docs")
+    if not docs_ui.FILES.available:  # 503 that says what to install, not a blank page
+        message = html.escape(docs_ui.FILES.missing or "")
+        return HTMLResponse(f"<!doctype html><title>Axon gateway</title><p>{message}</p>", 503)
     return HTMLResponse(DOCS_HTML)
 
 
 routes = [
     DirectRoute("/openapi.json", openapi_json, methods=["GET"]),
     DirectRoute("/docs", docs, methods=["GET"]),
+    *docs_ui.routes,
 ]
