@@ -26,6 +26,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="gateway host (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="gateway port (default 8000)")
     serve.add_argument(
+        "--grpc-port",
+        type=int,
+        default=None,
+        help="OIP gRPC port of the gateway (default $AXON_GRPC_PORT or 8001; 0 = none)",
+    )
+    serve.add_argument(
         "--models-dir",
         type=Path,
         default=Path(os.environ.get("AXON_MODELS_DIR") or "exported_models"),
@@ -70,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_dir=options.log_dir,
         ready_timeout_s=options.ready_timeout,
         replicas=dict(options.replicas),
+        grpc_port=options.grpc_port,
     )
 
 

@@ -7,7 +7,8 @@
 - Model services: one ``bentoml serve`` per family whose model is in the repository, or
   ``N`` of them with ``--replicas MODEL=N`` (on the shared queue, each with its own port
   and worker instance name), on ``AXON_{FAMILY}_PORT`` (+ replica index) or free ports.
-- Gateway: ``python -m services.gateway`` (uvicorn) on ``--host``/``--port``.
+- Gateway: ``python -m services.gateway`` (uvicorn) on ``--host``/``--port``, its OIP gRPC
+  server on ``--grpc-port`` (default ``AXON_GRPC_PORT``, else 8001; 0 = none).
 
 Supervision (decisions in ``services/supervisor.py``, process mechanics in
 ``services/processes.py``):
@@ -208,6 +209,7 @@ def plan(
     redis_dir: Path | None = None,
     redis_binary: str = "",
     instance_prefix: str,
+    grpc_port: int = 0,
     ports: Callable[[], int] = free_port,
 ) -> list[ChildSpec]:
     """Every child in start order: Redis (when ``redis_port``), services, gateway.
@@ -262,12 +264,22 @@ def plan(
         ChildSpec(
             "gateway",
             "gateway",
-            (sys.executable, "-m", "services.gateway", "--host", host, "--port", str(port)),
+            (
+                sys.executable,
+                "-m",
+                "services.gateway",
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--grpc-port",
+                str(grpc_port),
+            ),
             child_env,
             ready_url=f"{url}/healthz/ready",
             ready_headers=auth_headers(env),
             live_url=f"{url}/healthz/live",
-            banner=url,
+            banner=url + (f", gRPC {grpc_address(host, grpc_port)}" if grpc_port else ""),
         )
     )
     return specs
@@ -277,6 +289,22 @@ def gateway_url(host: str, port: int) -> str:
     """Where a local client reaches the gateway bound to ``host``."""
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     return f"http://{local}:{port}"
+
+
+def grpc_address(host: str, port: int) -> str:
+    """Where a local gRPC client reaches the gateway's gRPC server (``host:port``)."""
+    return gateway_url(host, port).removeprefix("http://")
+
+
+def grpc_port_of(option: int | None, env: Mapping[str, str]) -> int:
+    """The gRPC port: ``--grpc-port`` when given, else ``AXON_GRPC_PORT``, else 8001."""
+    raw = env.get("AXON_GRPC_PORT", "").strip()
+    if option is None and raw and not raw.isdigit():
+        raise ServeError(f"AXON_GRPC_PORT={raw!r}: must be a port 1..65535, or 0 for none")
+    value = option if option is not None else int(raw) if raw else 8001
+    if not 0 <= value <= 65535:
+        raise ServeError(f"--grpc-port {value}: must be 1..65535, or 0 for no gRPC server")
+    return value
 
 
 def auth_headers(env: Mapping[str, str]) -> dict[str, str]:
@@ -556,6 +584,7 @@ def serve(
     ready_timeout_s: float = 180.0,
     replicas: Mapping[str, int] | None = None,
     policy: RestartPolicy | None = None,
+    grpc_port: int | None = None,
 ) -> int:
     """Run the supervised stack until Ctrl-C / SIGTERM; returns the exit status.
 
@@ -582,6 +611,12 @@ def serve(
         models = models_present(models_dir, environment)
         if port_taken(host, port):
             raise ServeError(f"port {port} on {host} is taken; choose another with --port")
+        grpc = grpc_port_of(grpc_port, environment)
+        if grpc and port_taken(host, grpc):
+            raise ServeError(
+                f"gRPC port {grpc} on {host} is taken; choose another with --grpc-port "
+                "(0 = no gRPC server)"
+            )
         redis_url = environment.get("AXON_REDIS_URL", "")
         redis_port, binary = 0, ""
         if not redis_url:
@@ -604,6 +639,7 @@ def serve(
             redis_dir=redis_dir,
             redis_binary=binary,
             instance_prefix=f"{socket.gethostname()}-{os.getpid()}",
+            grpc_port=grpc,
         )
         processes.become_subreaper()
         supervisor = Supervisor(specs, logs, policy or RestartPolicy())
@@ -612,7 +648,7 @@ def serve(
             print(f"  {'redis':<10} {shown} (AXON_REDIS_URL, not supervised)", flush=True)
         supervisor.start(stop)
         _run(supervisor, gateway_url(host, port), models_dir, models, environment,
-             ready_timeout_s, stop)  # fmt: skip
+             ready_timeout_s, stop, grpc_address(host, grpc) if grpc else "")  # fmt: skip
     except ServeError as exc:
         say(str(exc), error=True)
         status = 1
@@ -636,8 +672,10 @@ def _run(
     env: Mapping[str, str],
     ready_timeout_s: float,
     stop: threading.Event,
+    grpc: str = "",
 ) -> None:
-    """Supervise until ``stop``; print the banner once everything is ready."""
+    """Supervise until ``stop``; print the banner once everything is ready (``grpc``:
+    the gRPC address, "" when there is none)."""
     headers = auth_headers(env)
     deadline = time.monotonic() + ready_timeout_s
     pending = [f"{url}/v2/models/{model}/ready" for model in models.values()]
@@ -649,7 +687,7 @@ def _run(
                 pending = [u for u in pending if not http_ok(u, headers)]
             if supervisor.all_ready() and not pending:
                 announced = True
-                _banner(url, models_dir, models, bool(headers))
+                _banner(url, models_dir, models, bool(headers), grpc)
             elif time.monotonic() > deadline:
                 waiting = [c.name for c in supervisor.children if not c.ready] + pending
                 raise ServeError(
@@ -659,9 +697,14 @@ def _run(
         stop.wait(TICK_S)
 
 
-def _banner(url: str, models_dir: Path, models: Mapping[str, str], keyed: bool) -> None:
+def _banner(
+    url: str, models_dir: Path, models: Mapping[str, str], keyed: bool, grpc: str = ""
+) -> None:
     print(f"\nAxon is ready at {url}  (docs {url}/docs, metrics {url}/metrics). "
-          "Ctrl-C stops everything.\n", flush=True)  # fmt: skip
+          "Ctrl-C stops everything.", flush=True)  # fmt: skip
+    if grpc:
+        print(f"OIP gRPC (inference.GRPCInferenceService) at {grpc}.", flush=True)
+    print(flush=True)
     if keyed:
         print("  API keys are on: add -H 'Authorization: Bearer <key>' to these.", flush=True)
     for line in examples(url, models_dir, models):

@@ -22,6 +22,11 @@ import pytest
 
 DEFAULT_MODELS = ("digits-cnn", "sunspots-lstm", "digits-gan")
 
+# The gateway serves gRPC on a fixed default port (8001, Triton's); tests bind only free
+# ports, so every gateway a test starts has no gRPC server unless the test gives it a
+# port (`--grpc-port`, AXON_GRPC_PORT in the child's environment).
+os.environ["AXON_GRPC_PORT"] = "0"
+
 TESTS = Path(__file__).resolve().parent
 TIERS = ("unit", "integration", "e2e", "chaos", "load", "security", "k8s")
 """Each is a folder of tests/ and a marker in pyproject.toml, with the same name."""

@@ -1,5 +1,7 @@
-"""``python -m services.gateway [--host H] [--port P]``: serve the gateway with uvicorn
-(``server.serve``: header and body timeouts, connection cap).
+"""``python -m services.gateway [--host H] [--port P] [--grpc-port G]``: serve the
+gateway with uvicorn (``server.serve``: header and body timeouts, connection cap) and
+its OIP gRPC server on ``G`` (default ``AXON_GRPC_PORT``, else 8001; 0 = none) on the same
+host.
 
 Settings come from ``AXON_*`` variables (docs/gateway.md); a bad value stops it at once.
 """
@@ -7,6 +9,7 @@ Settings come from ``AXON_*`` variables (docs/gateway.md); a bad value stops it 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -21,6 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.gateway")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--grpc-port",
+        type=int,
+        default=None,
+        help="OIP gRPC port (default: AXON_GRPC_PORT, else 8001); 0 = no gRPC server",
+    )
     args = parser.parse_args(argv)
     level = os.environ.get("AXON_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -31,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"axon gateway: {exc}", file=sys.stderr)
         return 2
+    grpc_port = settings.grpc_port if args.grpc_port is None else args.grpc_port
+    if not 0 <= grpc_port <= 65535:
+        print(f"axon gateway: --grpc-port {grpc_port}: must be 1..65535, or 0", file=sys.stderr)
+        return 2
+    settings = dataclasses.replace(settings, grpc_port=grpc_port, grpc_host=args.host)
     serve(create_app(settings), settings, host=args.host, port=args.port, log_level=level.lower())
     return 0
 

@@ -1,6 +1,6 @@
 """The gateway application factory: routes, middlewares, error handling and the lifespan
-that opens the queue (``transport``) and starts its reply listener and the registry
-refresher."""
+that opens the queue (``transport``), starts its reply listener, the registry refresher
+and the OIP gRPC server (``grpc_server``, same loop and state)."""
 
 from __future__ import annotations
 
@@ -21,10 +21,11 @@ from services.contract.errors import AxonError
 from services.gateway import oip, openapi, task_endpoints
 from services.gateway.dispatcher import Dispatcher
 from services.gateway.errors import BacklogFullError, GatewayError, client_message, status_for
-from services.gateway.metrics import GatewayMetrics
+from services.gateway.grpc_server import start_grpc, stop_grpc
+from services.gateway.metrics import GatewayMetrics, RequestRecorder
 from services.gateway.middleware.auth import ApiKeyMiddleware
 from services.gateway.middleware.body_limit import BodyLimitMiddleware
-from services.gateway.middleware.inflight_bytes import InflightBytesMiddleware
+from services.gateway.middleware.inflight_bytes import ByteBudget, InflightBytesMiddleware
 from services.gateway.middleware.metrics import MetricsMiddleware
 from services.gateway.middleware.request_id import RequestIdMiddleware
 from services.gateway.registry import Registry
@@ -46,6 +47,8 @@ def create_app(
     the app starts (lifespan) and closed when it stops: Redis by default; tests pass a
     ``MemoryTransport``."""
     metrics = GatewayMetrics.create()
+    recorder = RequestRecorder(metrics)
+    inflight = ByteBudget(settings.max_inflight_bytes)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -63,6 +66,8 @@ def create_app(
             registry=registry,
             dispatcher=Dispatcher(queue, settings, metrics, registry),
             metrics=metrics,
+            recorder=recorder,
+            inflight=inflight,
             image_pool=ThreadPoolExecutor(
                 max_workers=settings.image_threads, thread_name_prefix="axon-image"
             ),
@@ -74,10 +79,13 @@ def create_app(
         app.state.gateway.tasks = tuple(background)
         with contextlib.suppress(TimeoutError):  # start even when the queue is down
             await asyncio.wait_for(registry.refreshed.wait(), timeout=settings.redis_timeout_s)
-        log.info("gateway %s serving; replies on %s", settings.instance, queue.reply_to)
+        grpc_server = None
         try:
+            grpc_server = await start_grpc(app.state.gateway)
+            log.info("gateway %s serving; replies on %s", settings.instance, queue.reply_to)
             yield
         finally:
+            await stop_grpc(grpc_server)
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
@@ -100,12 +108,12 @@ def create_app(
         routes=routes,
         middleware=[
             Middleware(RequestIdMiddleware),
-            Middleware(MetricsMiddleware, metrics=metrics),
+            Middleware(MetricsMiddleware, recorder=recorder),
             Middleware(ApiKeyMiddleware, keys=settings.api_keys),
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
             Middleware(
                 InflightBytesMiddleware,
-                max_bytes=settings.max_inflight_bytes,
+                budget=inflight,
                 max_body_bytes=settings.max_body_bytes,
                 retry_after_s=settings.retry_after_s,
             ),

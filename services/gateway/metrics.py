@@ -7,7 +7,7 @@ so a client cannot blow up label cardinality with made-up names.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -32,14 +32,15 @@ class GatewayMetrics:
             registry=registry,
             requests=Counter(
                 "axon_requests_total",
-                "HTTP requests answered, by model, version, endpoint and status code",
-                ["model", "version", "endpoint", "code"],
+                "Requests answered, by model, version, endpoint, status code and protocol "
+                "(http, grpc: code is the HTTP status a gRPC status maps from)",
+                ["model", "version", "endpoint", "code", "protocol"],
                 registry=registry,
             ),
             request_duration=Histogram(
                 "axon_request_duration_seconds",
-                "Time from request arrival to response, by model and endpoint",
-                ["model", "endpoint"],
+                "Time from request arrival to response, by model, endpoint and protocol",
+                ["model", "endpoint", "protocol"],
                 buckets=LATENCY_BUCKETS,
                 registry=registry,
             ),
@@ -75,3 +76,33 @@ REJECT_REASONS = {
     504: "deadline",
 }
 """``reason`` label of ``axon_rejected_total`` per status code."""
+
+
+@dataclass
+class RequestRecorder:
+    """Counts one answered request in ``axon_requests_total``,
+    ``axon_request_duration_seconds`` and, for a refusal, ``axon_rejected_total``: the
+    one place both protocols (the HTTP middleware, the gRPC service) record a request.
+    Labelled children are looked up once per label set (``labels()`` takes a lock and
+    builds a tuple each call); label values are bounded (known models only)."""
+
+    metrics: GatewayMetrics
+    _counters: dict[tuple[str, str, str, int, str], Counter] = field(default_factory=dict)
+    _durations: dict[tuple[str, str, str], Histogram] = field(default_factory=dict)
+
+    def observe(
+        self, protocol: str, model: str, version: str, endpoint: str, status: int, seconds: float
+    ) -> None:
+        """``status`` is the HTTP status (for gRPC, the one its code maps from)."""
+        key = (model, version, endpoint, status, protocol)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self.metrics.requests.labels(*key)
+        counter.inc()
+        duration = self._durations.get((model, endpoint, protocol))
+        if duration is None:
+            duration = self.metrics.request_duration.labels(model, endpoint, protocol)
+            self._durations[(model, endpoint, protocol)] = duration
+        duration.observe(seconds)
+        if status in REJECT_REASONS:
+            self.metrics.rejected.labels(model, REJECT_REASONS[status]).inc()

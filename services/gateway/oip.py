@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from services.gateway.dispatcher import encode_body
-from services.gateway.errors import UnavailableError
+from services.gateway.errors import BadRequestError
 from services.gateway.oip_codec import encode_outputs, parse_infer
 from services.gateway.registry import ModelVersion
 from services.gateway.responses import JSON, BinaryTensors, FastJSON
@@ -17,12 +17,13 @@ from services.gateway.routing import DirectRoute
 from services.gateway.state import (
     deadline_ms,
     gateway,
+    parse_json,
     read_infer,
     request_id,
     tag,
 )
 
-EXTENSIONS = ["binary_tensor_data", "statistics"]
+EXTENSIONS = ["binary_tensor_data", "statistics", "model_repository"]
 
 try:
     __version__ = version("axon")
@@ -150,20 +151,27 @@ async def model_stats(request: Request) -> Response:
     tag(request, "stats")
     model = request.path_params.get("model")
     version = _version(request)
-    if not state.registry.reachable:
-        raise UnavailableError(
-            f"{state.transport.name} is unreachable; statistics come from worker heartbeats"
-        )
-    if model is None:
-        selected = [mv for versions in state.registry.models().values() for mv in versions]
-    elif version is None:
-        state.registry.lookup(model)  # 404 for an unknown model
-        selected = state.registry.models()[model]
-    else:
-        selected = [state.registry.lookup(model, version)]
     if model is not None:
-        tag(request, "stats", selected[-1])
-    return JSON({"model_stats": [state.registry.stats(mv) for mv in selected]})
+        tag(request, "stats", state.registry.lookup(model, version))
+    return JSON({"model_stats": state.registry.statistics(model, version)})
+
+
+async def repository_index(request: Request) -> Response:
+    """Model repository extension, read side: every known model version and its state
+    (READY, or UNAVAILABLE with a reason); body ``{"ready": true}`` (optional) keeps only
+    the READY ones."""
+    tag(request, "repository_index")
+    ready_only = False
+    body = await request.body()
+    if body.strip():
+        doc = parse_json(body)
+        if not isinstance(doc, dict):
+            raise BadRequestError('body: expected a JSON object such as {"ready": true}')
+        ready_only = doc.get("ready", False)
+        if not isinstance(ready_only, bool):
+            raise BadRequestError(f"ready: must be true or false, got {ready_only!r}")
+    entries = gateway(request).registry.index(ready_only=ready_only)
+    return JSON([entry.as_dict() for entry in entries])
 
 
 routes = [
@@ -183,4 +191,5 @@ routes = [
     DirectRoute("/v2/models/{model}/versions/{version}/ready", model_ready, methods=["GET"]),
     DirectRoute("/v2/models/{model}/stats", model_stats, methods=["GET"]),
     DirectRoute("/v2/models/{model}/versions/{version}/stats", model_stats, methods=["GET"]),
+    DirectRoute("/v2/repository/index", repository_index, methods=["POST"]),
 ]

@@ -97,29 +97,8 @@ def parse_tensor(
     if not isinstance(name, str) or not name:
         raise BadRequestError(f"{where}.name: required, a non-empty string")
     where = f"{where} ({name})"
-    datatype = obj.get("datatype")
-    if datatype == "BYTES":
-        raise BadRequestError(
-            f"{where}.datatype: BYTES (string) tensors are not supported: Axon's models "
-            f"take numbers ({', '.join(DATATYPES)})"
-        )
-    if not isinstance(datatype, str) or datatype not in DATATYPES:
-        raise BadRequestError(
-            f"{where}.datatype: {datatype!r} is not one of {', '.join(DATATYPES)}"
-        )
-    shape = obj.get("shape")
-    if (
-        not isinstance(shape, list)
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
-        or len(shape) > 8
-    ):
-        raise BadRequestError(f"{where}.shape: must be a list of non-negative integers")
-    spec = next((s for s in metadata.inputs if s.name == name), None) if metadata else None
-    if spec is not None and len(shape) == len(spec.shape):
-        try:
-            check_shape(spec, shape)
-        except InvalidInputError as exc:
-            raise BadRequestError(f"{where}.shape: {exc}") from None
+    datatype = check_datatype(obj.get("datatype"), where)
+    shape = check_tensor_shape(obj.get("shape"), name, where, metadata)
     data = obj.get("data")
     size = binary.input_binary_size(obj.get("parameters"), where, has_data=data is not None)
     if size is not None:
@@ -142,6 +121,42 @@ def parse_tensor(
         return name, array.reshape(shape)
     except (ValueError, OverflowError):  # e.g. [0, 2**62, 2**62]: no data, impossible shape
         raise BadRequestError(f"{where}.shape: {shape} is too large for an array") from None
+
+
+def check_datatype(datatype: object, where: str) -> str:
+    """A tensor's ``datatype``: one of ``DATATYPES`` (BYTES is refused: no Axon model
+    takes strings)."""
+    if datatype == "BYTES":
+        raise BadRequestError(
+            f"{where}.datatype: BYTES (string) tensors are not supported: Axon's models "
+            f"take numbers ({', '.join(DATATYPES)})"
+        )
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
+        raise BadRequestError(
+            f"{where}.datatype: {datatype!r} is not one of {', '.join(DATATYPES)}"
+        )
+    return datatype
+
+
+def check_tensor_shape(
+    shape: object, name: str, where: str, metadata: ModelMetadata | None
+) -> list[int]:
+    """A tensor's ``shape``: at most 8 non-negative integers and, for an input
+    ``metadata`` declares with the same rank, within its spec (``check_shape``): checked
+    before any data is converted."""
+    if (
+        not isinstance(shape, list)
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        or len(shape) > 8
+    ):
+        raise BadRequestError(f"{where}.shape: must be a list of at most 8 non-negative integers")
+    spec = next((s for s in metadata.inputs if s.name == name), None) if metadata else None
+    if spec is not None and len(shape) == len(spec.shape):
+        try:
+            check_shape(spec, shape)
+        except InvalidInputError as exc:
+            raise BadRequestError(f"{where}.shape: {exc}") from None
+    return shape
 
 
 def to_array(data: Sequence[Any], datatype: str, where: str) -> np.ndarray[Any, Any]:

@@ -45,6 +45,22 @@ class ModelVersion:
         return bool(self.workers)
 
 
+@dataclass(frozen=True)
+class IndexEntry:
+    """One model version of the repository index (OIP model repository extension)."""
+
+    name: str
+    version: str
+    state: str
+    """``READY`` (a live worker serves it and the queue answers) or ``UNAVAILABLE``."""
+    reason: str
+    """Why it is not ready ("" when it is)."""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version, "state": self.state,
+                "reason": self.reason}  # fmt: skip
+
+
 class Registry:
     """A snapshot of model versions, refreshed every ``refresh_ms`` by ``run``."""
 
@@ -194,6 +210,43 @@ class Registry:
                 f"model {model!r} version {mv.version} has no live worker; try again shortly"
             )
         return mv
+
+    def index(self, *, ready_only: bool = False) -> list[IndexEntry]:
+        """Every known model version (the model repository and live workers), by name
+        and version, with its state; only the READY ones with ``ready_only``."""
+        entries = []
+        for versions in self._models.values():
+            for mv in versions:
+                if not self.reachable:
+                    reason = f"{self._transport.name} is unreachable"
+                elif not mv.ready:
+                    reason = "no live worker serves it"
+                else:
+                    reason = ""
+                if ready_only and reason:
+                    continue
+                state = "UNAVAILABLE" if reason else "READY"
+                entries.append(IndexEntry(mv.name, str(mv.version), state, reason))
+        return entries
+
+    def statistics(self, model: str | None, version: str | None) -> list[dict[str, Any]]:
+        """Triton statistics entries (``stats``) of every version of every model (model
+        None), of every version of ``model`` (version None), or of one version. 404 for
+        an unknown model or version; 503 when the queue is down (statistics come from
+        worker heartbeats)."""
+        if model is not None:
+            self.lookup(model, version)  # 404 before 503: the name is wrong either way
+        if not self.reachable:
+            raise UnavailableError(
+                f"{self._transport.name} is unreachable; statistics come from worker heartbeats"
+            )
+        if model is None:
+            selected = [mv for versions in self._models.values() for mv in versions]
+        elif version is None:
+            selected = list(self._models[model])
+        else:
+            selected = [self.lookup(model, version)]
+        return [self.stats(mv) for mv in selected]
 
     def recently_served(self, mv: ModelVersion) -> bool:
         """A worker served ``mv`` within the last ``no_worker_wait_ms``."""

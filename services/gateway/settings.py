@@ -48,6 +48,10 @@ class GatewaySettings:
     """A model version whose workers all vanished less than this long ago still takes
     requests (queued, durable; they wait for a worker until their deadline): a worker
     restart costs no failed requests. After it, 503 at once."""
+    grpc_port: int = 8001
+    """Port of the OIP gRPC server in the gateway process (Triton's 8001); 0 = none."""
+    grpc_host: str = "127.0.0.1"
+    """Address the gRPC server binds: ``python -m services.gateway`` sets its ``--host``."""
     # --- Slow clients, connections, images (server.py, images.py) -----------------
     header_timeout_s: float = 10.0
     """A connection must complete a request's headers within this (from open or from
@@ -99,6 +103,7 @@ class GatewaySettings:
             max_inflight_bytes=read("AXON_MAX_INFLIGHT_BYTES", _positive_int, 32 * 1024 * 1024),
             backlog_bytes=read("AXON_BACKLOG_BYTES", _positive_int, 64 * 1024 * 1024),
             no_worker_wait_ms=read("AXON_NO_WORKER_WAIT_MS", _non_negative_int, 15_000),
+            grpc_port=read("AXON_GRPC_PORT", _port, cls.grpc_port),
             # --- slow clients, connections, images ---
             header_timeout_s=read("AXON_HEADER_TIMEOUT_S", _positive_float, cls.header_timeout_s),
             body_timeout_s=read("AXON_BODY_TIMEOUT_S", _positive_float, cls.body_timeout_s),
@@ -150,6 +155,13 @@ def _non_negative_int(raw: str) -> int:
     value = int(raw)
     if value < 0:
         raise ValueError("must be an integer >= 0")
+    return value
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a TCP port 1..65535, or 0 for none")
     return value
 
 

@@ -14,7 +14,8 @@ from services.contract.codec import Scalar
 from services.gateway.dispatcher import Dispatcher
 from services.gateway.errors import BadRequestError
 from services.gateway.fields import timeout_ms
-from services.gateway.metrics import GatewayMetrics
+from services.gateway.metrics import GatewayMetrics, RequestRecorder
+from services.gateway.middleware.inflight_bytes import ByteBudget
 from services.gateway.oip_binary import HEADER_LENGTH, split_body
 from services.gateway.registry import ModelVersion, Registry
 from services.gateway.settings import GatewaySettings
@@ -28,6 +29,10 @@ class GatewayState:
     registry: Registry
     dispatcher: Dispatcher
     metrics: GatewayMetrics
+    recorder: RequestRecorder
+    """Counts answered requests of both protocols (``axon_requests_total``…)."""
+    inflight: ByteBudget
+    """Request bytes held at once, HTTP and gRPC together (``AXON_MAX_INFLIGHT_BYTES``)."""
     image_pool: ThreadPoolExecutor | None = None
     """Threads that decode and encode images (``AXON_IMAGE_THREADS``; None = the loop's
     default executor)."""

@@ -101,12 +101,14 @@ def _ok(url: str, headers: Mapping[str, str] | None = None) -> bool:
 
 @dataclass
 class Stack:
-    """A running ``axon serve``: its gateway URL, process and the Redis it uses."""
+    """A running ``axon serve``: its gateway URL, process and the Redis it uses, and the
+    gateway's gRPC address (``host:port``)."""
 
     url: str
     process: subprocess.Popen[bytes]
     redis: ManagedRedis
     log_dir: Path
+    grpc: str = ""
     started: list[psutil.Process] = field(default_factory=list)
 
     def client(self, **headers: str) -> httpx.Client:
@@ -148,7 +150,7 @@ def stack(
     redis: ManagedRedis, e2e_repo: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     log_dir = tmp_path_factory.mktemp("serve-logs")
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     env = {**os.environ, **STACK_ENV, "AXON_REDIS_URL": redis.url}
     env.pop("AXON_API_KEYS", None)
     out = (log_dir / "serve.out").open("wb")
@@ -160,6 +162,8 @@ def stack(
             "serve",
             "--port",
             str(port),
+            "--grpc-port",
+            str(grpc_port),
             "--models-dir",
             str(e2e_repo),
             "--log-dir",
@@ -170,7 +174,9 @@ def stack(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    running = Stack(f"http://127.0.0.1:{port}", process, redis, log_dir)
+    running = Stack(
+        f"http://127.0.0.1:{port}", process, redis, log_dir, grpc=f"127.0.0.1:{grpc_port}"
+    )
     try:
         running.wait_models_ready(timeout_s=240)
         running.started = psutil.Process(process.pid).children(recursive=True)

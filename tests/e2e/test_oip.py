@@ -135,7 +135,10 @@ def test_metrics_and_docs(stack: Stack) -> None:
         text = http.get("/metrics").text
         openapi = http.get("/openapi.json").json()
         assert http.get("/docs").status_code == 200
-    assert 'axon_requests_total{code="200",endpoint="infer",model="digits-cnn",version="1"}' in text
+    assert (
+        'axon_requests_total{code="200",endpoint="infer",model="digits-cnn",'
+        'protocol="http",version="1"}'
+    ) in text
     assert 'axon_rejected_total{model="",reason="not_found"}' in text
     for name in (
         "axon_request_duration_seconds_bucket",

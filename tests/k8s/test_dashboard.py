@@ -59,7 +59,7 @@ def _metric(series: str, known: dict[str, set[str]]) -> str | None:
 
 def test_code_metrics_are_found() -> None:
     metrics = code_metrics()
-    assert metrics["axon_requests_total"] == {"model", "version", "endpoint", "code"}
+    assert metrics["axon_requests_total"] == {"model", "version", "endpoint", "code", "protocol"}
     assert {"axon_batch_rows", "axon_backlog", "axon_gpu_memory_used_bytes"} <= set(metrics)
 
 

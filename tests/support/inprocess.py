@@ -136,11 +136,12 @@ def stack(
     root: Path, env: Mapping[str, str] | None = None, *, serve: Sequence[str] = ()
 ) -> Iterator[Stack]:
     """The gateway app on a fresh ``MemoryTransport`` with the tiny repository under
-    ``root``; ``serve`` names models to start computing workers for."""
+        ``root``; ``serve`` names models to start computing workers for. No gRPC server
+    unless ``env`` sets ``AXON_GRPC_PORT``."""
     repo = tiny_repository(root / "models")
     settings = GatewaySettings.from_env(
         {"AXON_REDIS_URL": "redis://unused.invalid", "AXON_MODELS_DIR": str(repo),
-         "AXON_GATEWAY_INSTANCE": "inproc", **(env or {})}
+         "AXON_GATEWAY_INSTANCE": "inproc", "AXON_GRPC_PORT": "0", **(env or {})}
     )  # fmt: skip
     queue = MemoryTransport("inproc")
     app = create_app(settings, transport=lambda _settings: queue)

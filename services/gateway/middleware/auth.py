@@ -1,11 +1,12 @@
 """Optional API keys (``AXON_API_KEYS``): ``Authorization: Bearer KEY`` or
-``X-API-Key: KEY``; 401 otherwise. Compared in constant time against every key.
+``X-API-Key: KEY`` (HTTP headers here; the same gRPC metadata in ``grpc_service``); 401
+otherwise. Compared in constant time against every key.
 Health, metrics and the API docs stay open."""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -34,18 +35,30 @@ class ApiKeyMiddleware:
         await response(scope, receive, send)
 
     def _allowed(self, presented: bytes | None) -> bool:
-        if presented is None:
-            return False
-        matched = False
-        for key in self._keys:  # no early exit: time does not depend on which key matched
-            matched |= hmac.compare_digest(presented, key)
-        return matched
+        return key_allowed(presented, self._keys)
 
 
-def _presented(scope: Scope) -> bytes | None:
-    for name, value in scope["headers"]:
+def key_allowed(presented: bytes | None, keys: Sequence[bytes]) -> bool:
+    """Whether ``presented`` is one of ``keys``, compared in constant time against every
+    key (HTTP and gRPC share it)."""
+    if presented is None:
+        return False
+    matched = False
+    for key in keys:  # no early exit: time does not depend on which key matched
+        matched |= hmac.compare_digest(presented, key)
+    return matched
+
+
+def presented_key(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    """The key in ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` (lower-case
+    names, as ASGI and gRPC metadata give them), else None."""
+    for name, value in headers:
         if name == b"authorization" and value[:7].lower() == b"bearer ":
             return bytes(value[7:].strip())
         if name == b"x-api-key":
             return bytes(value.strip())
     return None
+
+
+def _presented(scope: Scope) -> bytes | None:
+    return presented_key(scope["headers"])

@@ -37,13 +37,22 @@ class ByteBudget:
     def release(self, size: int) -> None:
         self.reserved = max(self.reserved - size, 0)
 
+    def refusal(self, retry_after_s: int) -> str:
+        """The client message of a request that did not fit."""
+        return (
+            f"the gateway holds {self.reserved} bytes of request bodies in flight "
+            f"(limit {self.limit}, AXON_MAX_INFLIGHT_BYTES); retry after "
+            f"{retry_after_s}s or send smaller requests"
+        )
+
 
 class InflightBytesMiddleware:
     def __init__(
-        self, app: ASGIApp, max_bytes: int, max_body_bytes: int, retry_after_s: int
+        self, app: ASGIApp, budget: ByteBudget, max_body_bytes: int, retry_after_s: int
     ) -> None:
         self.app = app
-        self.budget = ByteBudget(max_bytes)
+        self.budget = budget
+        """Shared with the gRPC service: one bound over both protocols."""
         self.max_body_bytes = max_body_bytes
         self.retry_after_s = retry_after_s
 
@@ -53,13 +62,10 @@ class InflightBytesMiddleware:
             await self.app(scope, receive, send)
             return
         if not self.budget.try_reserve(size):
-            message = (
-                f"the gateway holds {self.budget.reserved} bytes of request bodies in flight "
-                f"(limit {self.budget.limit}, AXON_MAX_INFLIGHT_BYTES); retry after "
-                f"{self.retry_after_s}s or send smaller requests"
-            )
             response = error_response(
-                503, message, headers={"Retry-After": str(self.retry_after_s)}
+                503,
+                self.budget.refusal(self.retry_after_s),
+                headers={"Retry-After": str(self.retry_after_s)},
             )
             await response(scope, receive, send)
             return

@@ -1,25 +1,20 @@
-"""Count every response in ``axon_requests_total`` / ``axon_request_duration_seconds``
+"""Count every HTTP response in ``axon_requests_total`` / ``axon_request_duration_seconds``
 (and refusals in ``axon_rejected_total``) with the labels the route left in
-``scope["state"]``."""
+``scope["state"]`` (``protocol="http"``; ``metrics.RequestRecorder``)."""
 
 from __future__ import annotations
 
 import time
 
-from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.gateway.metrics import REJECT_REASONS, GatewayMetrics
+from services.gateway.metrics import RequestRecorder
 
 
 class MetricsMiddleware:
-    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
+    def __init__(self, app: ASGIApp, recorder: RequestRecorder) -> None:
         self.app = app
-        self.metrics = metrics
-        # Labelled children, looked up once per label set (labels() takes a lock and
-        # builds a tuple each call). Label values are bounded: known models only.
-        self._counters: dict[tuple[str, str, str, int], Counter] = {}
-        self._durations: dict[tuple[str, str], Histogram] = {}
+        self.recorder = recorder
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -38,17 +33,11 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            model = state.get("model", "")
-            endpoint = state.get("endpoint", "other")
-            key = (model, state.get("version", ""), endpoint, status)
-            counter = self._counters.get(key)
-            if counter is None:
-                counter = self._counters[key] = self.metrics.requests.labels(*key)
-            counter.inc()
-            duration = self._durations.get((model, endpoint))
-            if duration is None:
-                duration = self.metrics.request_duration.labels(model, endpoint)
-                self._durations[(model, endpoint)] = duration
-            duration.observe(time.perf_counter() - started)
-            if status in REJECT_REASONS:
-                self.metrics.rejected.labels(model, REJECT_REASONS[status]).inc()
+            self.recorder.observe(
+                "http",
+                state.get("model", ""),
+                state.get("version", ""),
+                state.get("endpoint", "other"),
+                status,
+                time.perf_counter() - started,
+            )

@@ -108,7 +108,7 @@ def test_statistics_and_metrics(tmp_path: Path) -> None:
         stats = gw.client.get(f"/v2/models/{CLASSIFIER}/stats").json()["model_stats"]
         assert stats[0]["name"] == CLASSIFIER and stats[0]["axon"]["workers"] == 1
         metrics = gw.client.get("/metrics").text
-        labels = f'code="200",endpoint="infer",model="{CLASSIFIER}",version="1"'
+        labels = f'code="200",endpoint="infer",model="{CLASSIFIER}",protocol="http",version="1"'
         assert f"axon_requests_total{{{labels}}} 3.0" in metrics
 
 

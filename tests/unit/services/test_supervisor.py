@@ -286,7 +286,7 @@ def test_plan_starts_redis_then_services_then_gateway() -> None:
     assert first.env["AXON_REDIS_URL"] == "redis://127.0.0.1:6390/0"
     assert gateway.ready_url == "http://127.0.0.1:8000/healthz/ready"
     assert gateway.ready_headers == {}
-    assert gateway.argv[-4:] == ("--host", "0.0.0.0", "--port", "8000")
+    assert gateway.argv[-6:] == ("--host", "0.0.0.0", "--port", "8000", "--grpc-port", "0")
 
 
 def test_plan_honours_fixed_ports_and_instance_names() -> None:
