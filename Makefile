@@ -12,7 +12,7 @@ export AXON_MODELS_DIR ?= $(MODELS_DIR)
 
 .DEFAULT_GOAL := help
 .PHONY: help install tools models serve test test-fast test-unit test-integration test-e2e \
-        lint typecheck format clean
+        lint typecheck format grpc-stubs clean
 
 # Every target says what it does on its own line: `target: prerequisites ## text`.
 help: ## list the targets
@@ -64,6 +64,9 @@ test-integration: install ## tests/integration only: real Redis, ONNX files, tor
 
 test-e2e: install ## tests/e2e only: real processes over HTTP
 	$(PY) -m pytest -q tests/e2e
+
+grpc-stubs: install ## regenerate the committed OIP gRPC stubs (services/gateway/oip_pb) from its .proto files
+	$(PY) scripts/grpc_stubs.py
 
 clean: ## remove caches and training runs (keeps .venv and exported_models)
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache
