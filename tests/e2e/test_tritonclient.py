@@ -1,6 +1,8 @@
-"""A stock ``tritonclient.http`` client with its defaults (binary inputs, outputs
-requested as binary data) against ``axon serve``: metadata, readiness, inference on
-every model and statistics; each result equals what the JSON path answers."""
+"""Stock ``tritonclient`` clients with their defaults against ``axon serve``:
+``tritonclient.http`` (binary inputs, outputs requested as binary data) and
+``tritonclient.grpc`` (raw tensor contents) on the gateway's gRPC port: metadata,
+readiness, inference on every model, statistics and the repository index; each result
+equals what the JSON path answers."""
 
 from __future__ import annotations
 
@@ -9,10 +11,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from tests.e2e.conftest import MODELS, Stack
+from tests.e2e.conftest import MODELS, SPARE, Stack
 from tests.e2e.payloads import history, images
 
 
@@ -125,3 +128,83 @@ def test_statistics_and_errors(client: triton.InferenceServerClient) -> None:
     with pytest.raises(InferenceServerException) as missing:
         client.infer("no-such-model", [infer_input("image", wrong, "FP32")])
     assert missing.value.status() == "404"
+
+
+def test_repository_index_over_http(client: triton.InferenceServerClient) -> None:
+    index = {m["name"]: m for m in client.get_model_repository_index()}
+    assert set(index) >= set(MODELS)
+    assert all(index[m]["state"] == "READY" and index[m]["version"] == "1" for m in MODELS)
+    assert index[SPARE]["state"] == "UNAVAILABLE"
+
+
+# --------------------------------------------------------------------------- gRPC
+
+
+@pytest.fixture
+def grpc_client(stack: Stack) -> Iterator[triton_grpc.InferenceServerClient]:
+    with triton_grpc.InferenceServerClient(url=stack.grpc) as tc:
+        yield tc
+
+
+def grpc_input(name: str, array: np.ndarray[Any, Any], datatype: str) -> triton_grpc.InferInput:
+    tensor = triton_grpc.InferInput(name, list(array.shape), datatype)
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def test_grpc_metadata_readiness_statistics_and_index(
+    grpc_client: triton_grpc.InferenceServerClient, stack: Stack
+) -> None:
+    assert grpc_client.is_server_live()
+    # The repository's spare model has no worker: not ready, as REST says.
+    with stack.client() as http:
+        rest_ready = http.get("/v2/health/ready").status_code == 200
+    assert grpc_client.is_server_ready() is rest_ready is False
+    server = grpc_client.get_server_metadata()
+    assert server.name == "axon" and "model_repository" in server.extensions
+    for model in MODELS:
+        assert grpc_client.is_model_ready(model) and grpc_client.is_model_ready(model, "1")
+        meta = grpc_client.get_model_metadata(model)
+        assert meta.name == model and list(meta.versions) == ["1"]
+    stats = grpc_client.get_inference_statistics("digits-cnn").model_stats
+    assert [s.name for s in stats] == ["digits-cnn"]
+    index = {m.name: m for m in grpc_client.get_model_repository_index().models}
+    assert all(index[m].state == "READY" for m in MODELS)
+    assert index[SPARE].state == "UNAVAILABLE" and "no live worker" in index[SPARE].reason
+
+
+def test_grpc_infer_on_every_model_equals_json(
+    grpc_client: triton_grpc.InferenceServerClient, stack: Stack
+) -> None:
+    pixels = np.asarray(images(4, seed=12), np.float32)
+    expected = json_outputs(stack, "digits-cnn", {"inputs": [tensor_json("image", pixels, "FP32")]})
+    result = grpc_client.infer("digits-cnn", [grpc_input("image", pixels, "FP32")])
+    for name in ("logits", "probabilities"):
+        np.testing.assert_allclose(result.as_numpy(name), expected[name], rtol=0, atol=1e-6)
+
+    histories = np.asarray([history(12), history(16)[-12:]], np.float32)
+    expected = json_outputs(
+        stack, "sunspots-lstm", {"inputs": [tensor_json("history", histories, "FP32")]}
+    )
+    forecast = grpc_client.infer("sunspots-lstm", [grpc_input("history", histories, "FP32")])
+    np.testing.assert_allclose(forecast.as_numpy("forecast"), expected["forecast"], atol=1e-6)
+
+    latent = np.random.default_rng(6).standard_normal((2, 8)).astype(np.float32)
+    labels = np.array([3, 7], np.int64)
+    doc = {"inputs": [tensor_json("latent", latent, "FP32"), tensor_json("label", labels, "INT64")]}
+    expected = json_outputs(stack, "digits-gan", doc)
+    generated = grpc_client.infer(
+        "digits-gan", [grpc_input("latent", latent, "FP32"), grpc_input("label", labels, "INT64")]
+    )
+    np.testing.assert_allclose(generated.as_numpy("image"), expected["image"], atol=1e-6)
+
+
+def test_grpc_errors_are_status_codes(grpc_client: triton_grpc.InferenceServerClient) -> None:
+    wrong = np.zeros((1, 1, 8, 7), np.float32)
+    with pytest.raises(InferenceServerException) as caught:
+        grpc_client.infer("digits-cnn", [grpc_input("image", wrong, "FP32")])
+    assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "axis 3 must be 8" in caught.value.message()
+    with pytest.raises(InferenceServerException) as missing:
+        grpc_client.infer("no-such-model", [grpc_input("image", wrong, "FP32")])
+    assert missing.value.status() == "StatusCode.NOT_FOUND"
