@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from services.client.codec import encode_infer
 from services.runtime.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,12 +68,10 @@ def image() -> list[list[list[float]]]:
 
 
 def bodies() -> dict[str, tuple[str, str]]:
-    """server → (path, JSON body) for one image."""
-    oip = {
-        "inputs": [{"name": "image", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [image()]}]
-    }
+    """server → (path, JSON body) for one image (OIP: the Python client's JSON form)."""
+    oip = encode_infer({"image": np.asarray([image()], np.float32)}, binary=False)
     return {
-        "axon": ("/v2/models/digits-cnn/infer", json.dumps(oip)),
+        "axon": ("/v2/models/digits-cnn/infer", oip.content.decode()),
         "bentoml": ("/classify", json.dumps({"images": [image()]})),
         "starlette": ("/classify", json.dumps({"images": [image()]})),
     }

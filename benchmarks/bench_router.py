@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import tempfile
@@ -29,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.asgi_harness import post, running  # noqa: E402
+from services.client.codec import encode_infer  # noqa: E402
 from services.contract.codec import Reply, decode_request  # noqa: E402
 from services.contract.protocol import NewEntry, WorkerInfo  # noqa: E402
 from services.gateway.app import create_app  # noqa: E402
@@ -38,10 +38,9 @@ from services.runtime.repository import ModelRepository  # noqa: E402
 from tests.support.onnx_models import write_poison_classifier  # noqa: E402
 
 MODEL = "bench-cnn"
-BODY = json.dumps(
-    {"inputs": [{"name": "image", "shape": [1, 1, 2, 2], "datatype": "FP32",
-                 "data": [1.0, 2.0, 3.0, 4.0]}]}
-).encode()  # fmt: skip
+BODY = encode_infer(
+    {"image": np.arange(1, 5, dtype=np.float32).reshape(1, 1, 2, 2)}, binary=False
+).content
 OUTPUTS = {
     "logits": np.zeros((1, 3), np.float32),
     "probabilities": np.full((1, 3), 1 / 3, np.float32),

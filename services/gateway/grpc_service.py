@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from services.gateway.dispatcher import encode_body
 from services.gateway.errors import (
     BacklogFullError,
+    BadRequestError,
     NotFoundError,
     UnauthorizedError,
     UnavailableError,
@@ -142,7 +143,7 @@ class OipGrpcService:
         recorder = self.state.recorder
         retry_after = str(self.state.settings.retry_after_s)
 
-        async def handle(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+        async def handle(data: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
             started = time.perf_counter()
             metadata = _metadata(context)
             call = Call(
@@ -158,7 +159,7 @@ class OipGrpcService:
                         "missing or invalid API key: send metadata 'authorization: Bearer "
                         "<key>' or 'x-api-key'"
                     )
-                return await method(request, context, call)
+                return await method(_parse(request_type, data), context, call)
             except asyncio.CancelledError:
                 status = CANCELLED
                 raise
@@ -181,11 +182,9 @@ class OipGrpcService:
                     time.perf_counter() - started,
                 )
 
-        return grpc.unary_unary_rpc_method_handler(
-            handle,
-            request_deserializer=request_type.FromString,
-            response_serializer=_serialize,
-        )
+        # Parsed in the handler (not by a request_deserializer): a malformed message is
+        # then INVALID_ARGUMENT saying so, not UNKNOWN with a traceback in the log.
+        return grpc.unary_unary_rpc_method_handler(handle, response_serializer=_serialize)
 
     def _authorized(self, metadata: dict[bytes, bytes]) -> bool:
         return not self._keys or key_allowed(presented_key(metadata.items()), self._keys)
@@ -326,6 +325,16 @@ def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[bytes, bytes]
         if name not in result:
             result[name] = value.encode() if isinstance(value, str) else value
     return result
+
+
+def _parse(request_type: type[Message], data: bytes) -> Any:
+    """The request message from its wire bytes; 400 (INVALID_ARGUMENT) when they are
+    not one."""
+    try:
+        return request_type.FromString(data)
+    except DecodeError:
+        name = request_type.DESCRIPTOR.full_name
+        raise BadRequestError(f"request: not a valid {name} protobuf message") from None
 
 
 def _text(value: bytes | None) -> str | None:

@@ -8,7 +8,7 @@ Users and their weights (what a shared front door sees):
 | user | weight | requests |
 |---|---|---|
 | ``ClassifyUser`` | 4 | one image (70 %), a small batch of 2–16 (20 %), one PNG (10 %) |
-| ``InferUser`` (OIP v2) | 3 | one image, nested or flat data (80 %); a batch of 8 (20 %) |
+| ``InferUser`` (OIP v2) | 3 | one image, JSON or binary tensors (80 %); a batch of 8 (20 %) |
 | ``ForecastUser`` | 2 | one history of the window (60 %), one of 4× the window (25 %), |
 |  |  | 2–8 histories (15 %) |
 | ``GenerateUser`` | 1 | 1 image as PNG (60 %), 2–8 as PNG (30 %), 4 as arrays (10 %) |
@@ -16,7 +16,8 @@ Users and their weights (what a shared front door sees):
 Models: ``AXON_LOAD_CLASSIFIER`` (digits-cnn), ``AXON_LOAD_FORECASTER`` (sunspots-lstm),
 ``AXON_LOAD_GENERATOR`` (digits-gan); the forecaster's window and the classifier's image
 size are read from the gateway's model metadata. ``AXON_LOAD_API_KEY`` is sent as
-``X-API-Key`` when set. Every non-2xx answer counts as a failure.
+``X-API-Key`` when set. Every non-2xx answer counts as a failure. OIP bodies are built
+by the Python client's codec (``services.client.codec``), as its users send them.
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ import os
 import random
 from typing import Any
 
+import numpy as np
 from locust import HttpUser, between, task
 from PIL import Image
+
+from services.client.codec import encode_infer
 
 CLASSIFIER = os.environ.get("AXON_LOAD_CLASSIFIER", "digits-cnn")
 FORECASTER = os.environ.get("AXON_LOAD_FORECASTER", "sunspots-lstm")
@@ -89,22 +93,20 @@ class ClassifyUser(AxonUser):
 class InferUser(AxonUser):
     weight = 3
 
-    def _tensor(self, rows: int, flat: bool) -> dict[str, Any]:
-        images = [[_image(8, 8, 16.0)] for _ in range(rows)]
-        data: Any = images
-        if flat:
-            data = [v for image in images for row in image[0] for v in row]
-        return {"name": "image", "datatype": "FP32", "shape": [rows, 1, 8, 8], "data": data}
+    def _post(self, rows: int, name: str, **options: Any) -> None:
+        images = np.asarray([[_image(8, 8, 16.0)] for _ in range(rows)], np.float32)
+        body = encode_infer({"image": images}, **options)
+        self.client.post(
+            f"/v2/models/{CLASSIFIER}/infer", data=body.content, headers=body.headers, name=name
+        )
 
     @task(8)
     def one(self) -> None:
-        body = {"id": "load", "inputs": [self._tensor(1, flat=random.random() < 0.5)]}
-        self.client.post(f"/v2/models/{CLASSIFIER}/infer", json=body, name="infer 1")
+        self._post(1, "infer 1", id="load", binary=random.random() < 0.5)
 
     @task(2)
     def batch(self) -> None:
-        body = {"inputs": [self._tensor(8, flat=True)], "outputs": [{"name": "probabilities"}]}
-        self.client.post(f"/v2/models/{CLASSIFIER}/infer", json=body, name="infer batch")
+        self._post(8, "infer batch", binary=False, outputs=["probabilities"])
 
 
 class ForecastUser(AxonUser):

@@ -30,6 +30,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from services.client import AxonClient, AxonHTTPError
 from services.runtime.redis_server import free_port
 from tests.load.report import (
     memory_flat,
@@ -52,10 +53,9 @@ SERVE_ENV = {
 
 def _ready(url: str) -> bool:
     try:
-        return all(
-            httpx.get(f"{url}/v2/models/{m}/ready", timeout=2).status_code == 200 for m in MODELS
-        )
-    except httpx.HTTPError:
+        with AxonClient(url, timeout=2) as axon:
+            return all(axon.model_ready(m) for m in MODELS)
+    except (httpx.HTTPError, AxonHTTPError):  # not listening yet; a model not known yet
         return False
 
 

@@ -1,10 +1,12 @@
 """The package boundaries of docs/architecture.md, checked on the source (AST, no
 imports): the gateway never imports worker code, the contract package imports neither
-side, serving never imports torch, training never imports services."""
+side, the client imports only itself (relatively) besides numpy and httpx, serving
+never imports torch, training never imports services."""
 
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,12 +15,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 ALLOWED: dict[str, tuple[str, ...]] = {
     # package → the first-party packages its modules may import
+    "services/client": ("services.client",),
     "services/contract": ("services.contract",),
     "services/gateway": ("services.contract", "services.gateway"),
     "services/runtime": ("services.contract", "services.runtime"),
     "training": ("training",),
 }
 FORBIDDEN_EVERYWHERE_IN_SERVICES = ("torch",)
+CLIENT_THIRD_PARTY = ("httpx", "numpy")
+"""All the client may need besides the standard library: users can vendor it."""
 
 
 def imported_modules(path: Path, package: str) -> set[str]:
@@ -74,6 +79,26 @@ def test_services_never_import_torch() -> None:
         for name in imported_modules(path, package_of(path))
         if name.split(".")[0] in FORBIDDEN_EVERYWHERE_IN_SERVICES
     ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_client_needs_only_numpy_and_httpx_and_imports_itself_relatively() -> None:
+    """So that users can copy the folder into their project under any name."""
+    wrong = []
+    for path in sorted((ROOT / "services" / "client").rglob("*.py")):
+        for name in imported_modules(path, package_of(path)):
+            top = name.split(".")[0]
+            if top not in (*sys.stdlib_module_names, *CLIENT_THIRD_PARTY, "services"):
+                wrong.append(f"{path.relative_to(ROOT)} imports {name}")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            absolute = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                absolute = [node.module or ""]
+            wrong += [
+                f"{path.relative_to(ROOT)} imports {name} by its absolute name"
+                for name in absolute
+                if name.split(".")[0] == "services"
+            ]
     assert not wrong, "\n".join(wrong)
 
 

@@ -384,3 +384,81 @@ def test_a_taken_grpc_port_stops_the_gateway_at_start(tmp_path: Path) -> None:
         taken = pytest.raises(SettingsError, match=f"AXON_GRPC_PORT={port}: cannot listen")
         with taken, stack(tmp_path / "second", {"AXON_GRPC_PORT": port}):
             pass
+
+
+def test_concurrent_rpcs_over_the_cap_are_resource_exhausted(tmp_path: Path) -> None:
+    """``AXON_MAX_CONNECTIONS`` bounds the RPCs running at once, as it bounds HTTP
+    connections."""
+    env = {"AXON_MAX_CONNECTIONS": "2"}
+    with (
+        served(tmp_path, env, serve=()) as (gw, address),
+        grpc.insecure_channel(address) as channel,
+    ):
+        gw.register(CLASSIFIER)  # never answers: each RPC holds its slot until its deadline
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        request = pb.ModelInferRequest(model_name=CLASSIFIER, raw_input_contents=[IMAGES.tobytes()])
+        request.inputs.add(name="image", datatype="FP32", shape=IMAGES.shape)
+        holding = [stub.ModelInfer.future(request, timeout=3) for _ in range(2)]
+        _wait_until(lambda: gw.queue.backlog(CLASSIFIER, 1) == 2)
+        code, details = status_of(lambda: stub.ModelInfer(request, timeout=3))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, details
+        for future in holding:
+            future.cancel()
+
+
+def test_grpc_requests_share_the_inflight_byte_budget(tmp_path: Path) -> None:
+    """A request held at the gateway reserves its bytes; the next one that does not fit
+    is UNAVAILABLE with retry-after, and a cancelled RPC gives its bytes back."""
+    env = {"AXON_MAX_INFLIGHT_BYTES": "100", "AXON_RETRY_AFTER_S": "2"}
+    with (
+        served(tmp_path, env, serve=()) as (gw, address),
+        grpc.insecure_channel(address) as channel,
+    ):
+        gw.register(CLASSIFIER)
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        request = pb.ModelInferRequest(model_name=CLASSIFIER, raw_input_contents=[IMAGES.tobytes()])
+        request.inputs.add(name="image", datatype="FP32", shape=IMAGES.shape)
+        held = stub.ModelInfer.future(request, timeout=5)
+        _wait_until(lambda: gw.queue.backlog(CLASSIFIER, 1) == 1)
+        state = gw.client.app.state.gateway  # type: ignore[attr-defined]
+        assert state.inflight.reserved == request.ByteSize()
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ModelInfer(request, timeout=5)
+        error: Any = caught.value
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+        assert "AXON_MAX_INFLIGHT_BYTES" in error.details()
+        assert ("retry-after", "2") in tuple(error.trailing_metadata())
+        held.cancel()
+        _wait_until(lambda: state.inflight.reserved == 0)
+
+
+def test_a_malformed_message_is_refused_and_the_server_goes_on(tmp_path: Path) -> None:
+    with served(tmp_path) as (_gw, address), grpc.insecure_channel(address) as channel:
+        raw = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+        code, details = status_of(lambda: raw(b"\xff\xff\xff\xff not protobuf"))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        assert details == "request: not a valid inference.ModelInferRequest protobuf message"
+        huge = pb.ModelInferRequest(model_name=CLASSIFIER, raw_input_contents=[b""])
+        huge.inputs.add(name="image", datatype="FP32", shape=[2**62, 2**62, 1, 1])
+        code, details = status_of(
+            lambda: pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(huge)
+        )
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+        with triton.InferenceServerClient(address) as client:
+            assert client.infer(CLASSIFIER, [infer_input("image", IMAGES, "FP32")]).as_numpy(
+                "logits"
+            ).shape == (3, 3)
+
+
+def _wait_until(condition: Any, timeout_s: float = 5.0) -> None:
+    """Poll ``condition`` (a real server works concurrently with the test)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)

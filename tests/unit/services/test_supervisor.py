@@ -14,6 +14,7 @@ from services.serve import (
     ServeError,
     auth_headers,
     gateway_url,
+    grpc_port_of,
     plan,
     redact_password,
     replica_counts,
@@ -287,6 +288,27 @@ def test_plan_starts_redis_then_services_then_gateway() -> None:
     assert gateway.ready_url == "http://127.0.0.1:8000/healthz/ready"
     assert gateway.ready_headers == {}
     assert gateway.argv[-6:] == ("--host", "0.0.0.0", "--port", "8000", "--grpc-port", "0")
+
+
+def test_the_gateway_gets_its_grpc_port_and_the_banner_names_it() -> None:
+    ports = iter(range(5000, 5100))
+    gateway = plan(
+        host="0.0.0.0", port=8000, models_dir=Path("/models"), env={}, models=MODELS,
+        replicas={}, redis_url="redis://127.0.0.1:6390/0", instance_prefix="h",
+        grpc_port=8001, ports=lambda: next(ports),
+    )[-1]  # fmt: skip
+    assert gateway.argv[-2:] == ("--grpc-port", "8001")
+    assert gateway.banner == "http://127.0.0.1:8000, gRPC 127.0.0.1:8001"
+
+
+def test_grpc_port_option_then_environment_then_8001() -> None:
+    assert grpc_port_of(None, {}) == 8001
+    assert grpc_port_of(None, {"AXON_GRPC_PORT": "9001"}) == 9001
+    assert grpc_port_of(0, {"AXON_GRPC_PORT": "9001"}) == 0
+    with pytest.raises(ServeError, match="AXON_GRPC_PORT='x'"):
+        grpc_port_of(None, {"AXON_GRPC_PORT": "x"})
+    with pytest.raises(ServeError, match="--grpc-port 70000"):
+        grpc_port_of(70000, {})
 
 
 def test_plan_honours_fixed_ports_and_instance_names() -> None:
