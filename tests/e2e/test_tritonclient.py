@@ -6,7 +6,9 @@ equals what the JSON path answers."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -208,3 +210,16 @@ def test_grpc_errors_are_status_codes(grpc_client: triton_grpc.InferenceServerCl
     with pytest.raises(InferenceServerException) as missing:
         grpc_client.infer("no-such-model", [grpc_input("image", wrong, "FP32")])
     assert missing.value.status() == "StatusCode.NOT_FOUND"
+
+
+def test_the_readme_tritonclient_example_runs(stack: Stack) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Standard OIP clients", 1)[1]
+    example = re.search(r"```python\n(.*?)```", section, re.S)
+    assert example is not None, "README: no python block in the Standard OIP clients section"
+    code = example.group(1)
+    assert '"127.0.0.1:8000"' in code and '"127.0.0.1:8001"' in code
+    code = code.replace('"127.0.0.1:8000"', repr(stack.url.removeprefix("http://")))
+    code = code.replace('"127.0.0.1:8001"', repr(stack.grpc))
+    code = code.replace("(64, 1, 8, 8)", "(32, 1, 8, 8)")  # the e2e stack's AXON_MAX_ROWS
+    exec(compile(code, "README.md (Standard OIP clients)", "exec"), {})
