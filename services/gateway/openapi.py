@@ -111,6 +111,16 @@ def _infer_op() -> dict[str, Any]:
     return operation
 
 
+def _index_op() -> dict[str, Any]:
+    operation = _op(
+        "Model repository index: every model version and its state (READY, or "
+        "UNAVAILABLE with the reason)",
+        _obj(ready={"type": "boolean", "description": "list only the READY ones"}),
+    )
+    operation["requestBody"]["required"] = False
+    return operation
+
+
 def spec() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/v2": {"get": _op("Server metadata")},
@@ -119,6 +129,7 @@ def spec() -> dict[str, Any]:
         "/healthz/live": {"get": _op("Liveness (same as /v2/health/live)")},
         "/healthz/ready": {"get": _op("Gateway readiness (Redis reachable, listener up)")},
         "/v2/models/stats": {"get": _op("Statistics of every model version")},
+        "/v2/repository/index": {"post": _index_op()},
         "/v1/models": {"get": _op("Models, versions, task and readiness")},
         "/v1/models/{model}/classify": {"post": _op("Classify images (top-k labels)", _obj(
             images={"type": "array", "description": "[N][C][H][W] or [N][H][W] pixel values"},
