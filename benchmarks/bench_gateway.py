@@ -204,7 +204,9 @@ def measure_axon(
     then (``with_bentoml``) the same service's own adaptive-batching HTTP API."""
     bentoml = str(Path(sys.executable).with_name("bentoml"))
     runs: list[Run] = []
-    quiet = {"AXON_LOG_LEVEL": "WARNING", "AXON_PROVIDER": "cpu", "BENTOML_HOME": str(tmp)}
+    # No gRPC server (its default port is fixed; this benchmark measures HTTP).
+    quiet = {"AXON_LOG_LEVEL": "WARNING", "AXON_PROVIDER": "cpu", "BENTOML_HOME": str(tmp),
+             "AXON_GRPC_PORT": "0"}  # fmt: skip
     with RedisServer() as redis:
         env = {
             **os.environ,
