@@ -141,9 +141,36 @@ def command_problems(argv: list[str]) -> list[str]:
     return [f"{program}: not an Axon entry point"]
 
 
+def cli_flags(module: str) -> set[str] | None:
+    """The options ``python -m module`` declares with argparse's ``add_argument`` (read
+    from its source, so nothing runs), or None when it declares none that way."""
+    spec = importlib.util.find_spec(module)
+    if spec is not None and spec.submodule_search_locations is not None:
+        spec = importlib.util.find_spec(f"{module}.__main__")
+    if spec is None or spec.origin is None:
+        return None
+    tree = ast.parse(Path(spec.origin).read_text(), spec.origin)
+    flags = {
+        arg.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "add_argument"
+        for arg in node.args
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str)
+        and arg.value.startswith("-")
+    }  # fmt: skip
+    return flags or None
+
+
 def _module_problems(module: str, args: list[str]) -> list[str]:
     if not module_runs(module):
         return [f"python -m {module}: no such module"]
+    flags = cli_flags(module) if module != "training" else None
+    if flags is not None:
+        unknown = [a for a in args if a.startswith("-") and a.split("=")[0] not in flags]
+        if unknown:
+            return [f"python -m {module}: no option {unknown} (it has {sorted(flags)})"]
     if module == "training":
         from training.cli import _parser
 

@@ -13,7 +13,7 @@ import pytest
 from services.contract import protocol
 from services.gateway.settings import GatewaySettings
 from services.runtime.settings import WorkerSettings
-from tests.k8s.code_facts import gateway_names, service_class, worker_names
+from tests.k8s.code_facts import cli_flags, gateway_names, service_class, worker_names
 from tests.k8s.manifests import (
     SERVING_OVERLAYS,
     Container,
@@ -33,6 +33,10 @@ PER_PROCESS = {
     "reply list; it must not be shared",
 }
 """Settings the code reads that the deployment deliberately leaves to their defaults."""
+
+COMMAND_LINE = {"AXON_GRPC_PORT": "--grpc-port"}
+"""Gateway settings its Deployment gives as a command-line option instead (the option
+wins over the variable): ports sit in the command, beside containerPort and the probes."""
 
 
 def component(c: Container) -> str | None:
@@ -94,8 +98,25 @@ def test_every_setting_the_code_reads_is_given(overlay: str) -> None:
             override = prefix + wanted.removeprefix("AXON_")
             assert wanted in given or override in given, f"{c.where}: {wanted} not set"
     gw = gateway(objs)
-    missing = gateway_names() - set(PER_PROCESS) - set(provided(gw, objs))
+    on_command_line = {k for k, flag in COMMAND_LINE.items() if _has_option(gw.argv, flag)}
+    missing = gateway_names() - set(PER_PROCESS) - set(provided(gw, objs)) - on_command_line
     assert not missing, f"{gw.where}: not set: {sorted(missing)}"
+
+
+def _has_option(argv: list[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in argv)
+
+
+@pytest.mark.parametrize("overlay", SERVING_OVERLAYS)
+def test_command_line_settings_are_not_also_in_the_environment(overlay: str) -> None:
+    """A variable the command line overrides would be a value nobody reads."""
+    objs = render(overlay)
+    gw = gateway(objs)
+    flags = cli_flags("services.gateway") or set()
+    for variable, flag in COMMAND_LINE.items():
+        assert variable in gateway_names() and flag in flags, (variable, flag)
+        if _has_option(gw.argv, flag):
+            assert variable not in provided(gw, objs), f"{gw.where}: {flag} overrides {variable}"
 
 
 def test_the_name_scan_sees_real_reads() -> None:

@@ -96,7 +96,9 @@ def test_command_check_can_fail() -> None:
     assert command_problems(["bentoml", "serve", "services.base:Missing"])
     assert command_problems(["python", "-m", "training", "train", "no-such-family"])
     assert command_problems(["not-a-program"])
+    assert command_problems(["python", "-m", "services.gateway", "--grpc-prot", "8001"])
     assert not command_problems(["python", "-m", "services.gateway", "--port", "8000"])
+    assert not command_problems(["python", "-m", "services.gateway", "--grpc-port=8001"])
 
 
 @pytest.mark.parametrize("relative", kustomizations())
@@ -112,7 +114,8 @@ def test_manifest_containers_run_real_commands_from_our_images(relative: str) ->
         user = df.last("USER")
         assert user is not None
         assert str(c.pod["securityContext"]["runAsUser"]) == user.split(":")[0], c.where
-        port = re.search(r"--port\D+(\d+)", " ".join(argv))
-        if port and not relative.startswith("training"):
-            ports = {p["containerPort"] for p in c.spec["ports"]}
-            assert int(port[1]) in ports, f"{c.where}: listens on {port[1]}, declares {ports}"
+        if relative.startswith("training"):
+            continue
+        declared = {p["containerPort"] for p in c.spec.get("ports", [])}
+        for flag, port in re.findall(r"(--(?:[a-z]+-)?port)[= ](\d+)", " ".join(argv)):
+            assert int(port) in declared, f"{c.where}: {flag} {port}, declares {declared}"
