@@ -22,6 +22,7 @@ from services.gateway.errors import (
     UnavailableError,
     WorkerReplyError,
 )
+from services.gateway.fields import DEADLINE_PARAMETERS
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.registry import ModelVersion, Registry
 from services.gateway.settings import GatewaySettings
@@ -158,10 +159,11 @@ class Dispatcher:
 def encode_body(
     inputs: Mapping[str, np.ndarray[Any, Any]], parameters: Mapping[str, Scalar]
 ) -> bytes:
-    """The stream entry body of a request (``codec.encode_request``); the gateway's own
-    ``timeout_ms`` parameter is not passed on (the entry carries the budget)."""
-    if "timeout_ms" in parameters:
-        parameters = {k: v for k, v in parameters.items() if k != "timeout_ms"}
+    """The stream entry body of a request (``codec.encode_request``); the deadline
+    parameters (``timeout_ms``, Triton's ``timeout``) are not passed on (the entry
+    carries the budget)."""
+    if not DEADLINE_PARAMETERS.isdisjoint(parameters):
+        parameters = {k: v for k, v in parameters.items() if k not in DEADLINE_PARAMETERS}
     return encode_request(inputs, parameters)
 
 

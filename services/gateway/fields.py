@@ -16,6 +16,13 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 TIMEOUT_PARAMETER = "timeout_ms"
 """OIP request parameter that overrides the model's default deadline (ms from arrival)."""
 
+TRITON_TIMEOUT_PARAMETER = "timeout"
+"""Triton's request parameter (what ``tritonclient``'s ``infer(timeout=…)`` sends): the
+deadline in microseconds; used when ``timeout_ms`` is absent."""
+
+DEADLINE_PARAMETERS = frozenset({TIMEOUT_PARAMETER, TRITON_TIMEOUT_PARAMETER})
+"""Parameters the gateway consumes (never passed on to the worker)."""
+
 
 def int_parameter(
     parameters: Mapping[str, Any], name: str, low: int, high: int, *, default: int | None
@@ -34,9 +41,18 @@ def int_parameter(
 def timeout_ms(
     header: str | None, parameters: Mapping[str, Scalar], *, default: int, maximum: int
 ) -> int:
-    """The request's deadline in ms from arrival: OIP parameter, else header, else default."""
+    """The request's deadline in ms from arrival: OIP parameter ``timeout_ms``, else
+    Triton's ``timeout`` (µs, rounded up to ms), else header, else default."""
     value: object = parameters.get(TIMEOUT_PARAMETER)
     where = f"parameters.{TIMEOUT_PARAMETER}"
+    micros = parameters.get(TRITON_TIMEOUT_PARAMETER)
+    if value is None and micros is not None:
+        if isinstance(micros, bool) or not isinstance(micros, int) or micros < 1:
+            raise BadRequestError(
+                f"parameters.{TRITON_TIMEOUT_PARAMETER}: must be a positive integer "
+                f"(microseconds, Triton's), got {micros!r}"
+            )
+        value, where = -(-micros // 1000), f"parameters.{TRITON_TIMEOUT_PARAMETER} (in ms)"
     if value is None and header is not None:
         where = "header X-Axon-Timeout-Ms"
         try:

@@ -21,6 +21,9 @@ from services.gateway.state import GatewayState
 
 log = logging.getLogger(__name__)
 
+MAX_CONNECTION_AGE_MS = 300_000
+"""Longest life of one client connection (gRPC sends GOAWAY after it)."""
+
 STOP_GRACE_S = 5.0
 """RPCs in flight get this long to finish when the gateway stops."""
 
@@ -53,6 +56,10 @@ def server_options(settings: GatewaySettings) -> list[tuple[str, int]]:
     """Channel arguments of the gateway's gRPC server."""
     return [
         ("grpc.so_reuseport", 0),
+        # A client connection lives at most ~5 min (then GOAWAY, RPCs in flight get 30 s):
+        # clients reconnect and spread over gateway replicas added since.
+        ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
+        ("grpc.max_connection_age_grace_ms", 30_000),
         ("grpc.max_receive_message_length", settings.max_body_bytes),
         ("grpc.max_send_message_length", -1),
     ]

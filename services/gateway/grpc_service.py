@@ -4,9 +4,10 @@ the REST app's event loop, registry, dispatcher and queue (``grpc_server`` start
 
 Same rules as REST: the one validator (``grpc_codec`` → ``check_request``), the request
 deadline (the gRPC deadline, capped by ``AXON_MAX_TIMEOUT_MS``; else the model's
-default; a ``timeout_ms`` parameter may shorten it), backpressure, API keys
-(``authorization: Bearer KEY`` or ``x-api-key`` metadata; health RPCs stay open), request
-ids (``x-request-id`` metadata, echoed), and the same metrics with ``protocol="grpc"``.
+default; a ``timeout_ms`` parameter, or Triton's ``timeout`` in µs, may shorten it),
+backpressure, API keys (``authorization: Bearer KEY`` or ``x-api-key`` metadata; health
+RPCs stay open), request ids (``x-request-id`` metadata, echoed), and the same metrics
+with ``protocol="grpc"``.
 Every error maps to a gRPC status in ``grpc_code`` from the HTTP status the REST path
 would answer (``errors.status_for``); 429 and 503 carry ``retry-after`` trailing metadata.
 RPCs this service does not implement (streaming, shared memory, load/unload, trace and
@@ -36,7 +37,7 @@ from services.gateway.errors import (
     client_message,
     status_for,
 )
-from services.gateway.fields import request_id, timeout_ms
+from services.gateway.fields import DEADLINE_PARAMETERS, request_id, timeout_ms
 from services.gateway.grpc_codec import (
     infer_response,
     metadata_response,
@@ -311,7 +312,7 @@ class OipGrpcService:
         if remaining is None:
             return chosen
         deadline = max(int(remaining * 1000), 1)
-        if "timeout_ms" not in parameters:
+        if DEADLINE_PARAMETERS.isdisjoint(parameters):
             return min(deadline, settings.max_timeout_ms)
         return min(chosen, deadline)
 

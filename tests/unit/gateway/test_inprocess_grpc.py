@@ -462,3 +462,26 @@ def _wait_until(condition: Any, timeout_s: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.01)
+
+
+def test_tritonclients_timeout_parameter_is_the_deadline_in_microseconds(tmp_path: Path) -> None:
+    """``infer(timeout=µs)`` of both tritonclients sends Triton's ``timeout`` parameter:
+    the gateway's own deadline, over gRPC and REST."""
+    with served(tmp_path, serve=()) as (gw, address):
+        gw.register(CLASSIFIER)
+        with (
+            triton.InferenceServerClient(address) as client,
+            pytest.raises(InferenceServerException) as over_grpc,
+        ):
+            client.infer(CLASSIFIER, [infer_input("image", IMAGES, "FP32")], timeout=40_000)
+        assert "deadline of 40 ms" in over_grpc.value.message()
+        late = gw.client.post(
+            f"/v2/models/{CLASSIFIER}/infer",
+            json={"inputs": [tensor_json("image", IMAGES, "FP32")], "parameters": {"timeout": 1}},
+        )
+        assert late.status_code == 504 and "deadline of 1 ms" in late.json()["error"]
+        bad = gw.client.post(
+            f"/v2/models/{CLASSIFIER}/infer",
+            json={"inputs": [tensor_json("image", IMAGES, "FP32")], "parameters": {"timeout": 0}},
+        )
+        assert bad.status_code == 400 and "parameters.timeout" in bad.json()["error"]
