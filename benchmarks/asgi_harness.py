@@ -1,5 +1,5 @@
-"""Drive an ASGI app in-process for the gateway's micro-benchmarks (bench_router,
-bench_binary): its lifespan, and one POST at a time, with no sockets."""
+"""Drive an ASGI app in-process for the gateway's micro-benchmarks (bench_router): its
+lifespan, and one POST at a time, with no sockets."""
 
 from __future__ import annotations
 

@@ -3,8 +3,10 @@ PY ?= .venv/bin/python
 MODELS_DIR ?= exported_models
 # e.g. BENCH_ARGS="--compare-tree /tmp/axon-before --duration 10" (see benchmarks/bench_gateway.py)
 BENCH_ARGS ?=
+# e.g. PROTOCOL_BENCH_ARGS="--duration 2 --worker onnx" (see benchmarks/bench_binary.py)
+PROTOCOL_BENCH_ARGS ?=
 
-.PHONY: bench bench-tools
+.PHONY: bench bench-tools bench-protocols
 
 # wrk drives the load (Debian's package); installed when missing, as `make tools` does for tests.
 bench-tools: ## install wrk (the benchmark's load generator) when it is missing
@@ -12,6 +14,11 @@ bench-tools: ## install wrk (the benchmark's load generator) when it is missing
 	  || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq wrk >/dev/null 2>&1) \
 	  || { echo "bench-tools: could not install wrk (apt-get install wrk)" >&2; exit 1; }
 
-bench: install bench-tools ## gateway benchmark: Axon vs BentoML adaptive batching vs Starlette+ORT (c=1/16/64)
+bench-protocols: install ## REST JSON vs REST binary vs gRPC per request (1 and 64 images, 64 generated; c=1/8); fails if binary < 3x JSON at 64 images
+	@test -f $(MODELS_DIR)/digits-cnn/1/model.onnx -a -f $(MODELS_DIR)/digits-gan/1/model.onnx \
+	  || $(PY) -m training models --models-dir $(MODELS_DIR)
+	$(PY) benchmarks/bench_binary.py --models-dir $(MODELS_DIR) $(PROTOCOL_BENCH_ARGS)
+
+bench: install bench-tools bench-protocols ## bench-protocols, then the gateway benchmark: Axon vs BentoML adaptive batching vs Starlette+ORT (c=1/16/64)
 	@test -f $(MODELS_DIR)/digits-cnn/1/model.onnx || $(PY) -m training models --models-dir $(MODELS_DIR)
 	$(PY) benchmarks/bench_gateway.py --models-dir $(MODELS_DIR) $(BENCH_ARGS)
