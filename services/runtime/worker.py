@@ -154,6 +154,8 @@ class Worker:
         self._registered = asyncio.Event()
         self._closed = asyncio.Event()
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._gauges: asyncio.Task[None] | None = None
+        """The gauge sample started by the last heartbeat (one at a time)."""
         self._next_claim_ms = 0.0
         # Redis' clock minus ours (ms), measured at each heartbeat: deadlines are on
         # Redis' clock (``StreamEntry.deadline_ms``), so host clock skew cannot matter.
@@ -205,6 +207,8 @@ class Worker:
             self._closed.set()
             if self._heartbeat_task is not None:
                 await asyncio.wait([self._heartbeat_task])  # never raises its outcome
+            if self._gauges is not None:
+                await asyncio.wait([self._gauges])  # bounded: nvidia-smi's 5 s timeout
             if self._registered.is_set():
                 with contextlib.suppress(Exception):
                     await protocol.deregister(self.redis, self.model, self.version, self.instance)
@@ -536,12 +540,24 @@ class Worker:
         await protocol.publish_heartbeat(
             self.redis, self.info(), ttl_ms=self.settings.heartbeat_ttl_ms
         )
-        if self.recorder.samples_gauges:
+        if self.recorder.samples_gauges and (self._gauges is None or self._gauges.done()):
+            # Off the heartbeat's path: nvidia-smi may take seconds on a loaded node (up
+            # to its 5 s timeout), longer than the TTL left after an interval.
+            self._gauges = asyncio.create_task(
+                self._sample_gauges(), name=f"gauges-{self.instance}"
+            )
+
+    async def _sample_gauges(self) -> None:
+        """Backlog and (off CPU) GPU memory gauges; a failure is logged at debug level
+        and tried again at the next heartbeat."""
+        try:
             self.recorder.backlog(await protocol.backlog(self.redis, self.model, self.version))
             if self.session.provider != CPU:
                 used = await asyncio.to_thread(gpu_memory_used_bytes)
                 if used is not None:
                     self.recorder.gpu_memory(used)
+        except Exception as exc:
+            log.debug("worker %s: gauges not sampled (%s)", self.instance, exc)
 
     async def _heartbeat_loop(self) -> None:
         """Refresh the heartbeat every interval until ``run`` sets ``_closed``; a failed

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import prometheus_client
+import pytest
 from redis.asyncio import Redis
 
 from services.contract import protocol
@@ -165,3 +166,34 @@ def test_dead_workers_entries_are_taken_over_without_the_claim_timeout(
         await redis.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_slow_gpu_probe_never_delays_the_heartbeat(
+    model_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nvidia-smi can take seconds on a loaded node (its timeout is 5 s), longer than the
+    heartbeat TTL: sampled off the heartbeat's path, it never lets the key expire."""
+    probes: list[float] = []
+
+    def slow_probe(device_id: int = 0) -> int:
+        probes.append(time.monotonic())
+        time.sleep(1.5)  # > the 1 s TTL of these settings
+        return 1 << 20
+
+    monkeypatch.setattr("services.runtime.worker.gpu_memory_used_bytes", slow_probe)
+
+    async def scenario(server: RedisServer) -> None:
+        admin: Redis[bytes] = Redis.from_url(server.url)
+        settings = worker_settings(server.url, model_repo, "digits-cnn")
+        async with running_worker(settings) as worker:
+            worker.session.provider = "CUDAExecutionProvider"  # as on a GPU node
+            seen = []
+            for _ in range(30):  # 3 s: two slow probes, fifteen heartbeat periods
+                seen.append(await heartbeat_count(admin, "digits-cnn"))
+                await asyncio.sleep(0.1)
+            assert seen == [1] * 30
+            assert 1 <= len(probes) <= 3  # one probe at a time, not one per heartbeat
+        await admin.aclose()
+
+    with RedisServer() as server:
+        asyncio.run(scenario(server))
