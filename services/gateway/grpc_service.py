@@ -6,8 +6,8 @@ Same rules as REST: the one validator (``grpc_codec`` → ``check_request``), th
 deadline (the gRPC deadline, capped by ``AXON_MAX_TIMEOUT_MS``; else the model's
 default; a ``timeout_ms`` parameter, or Triton's ``timeout`` in µs, may shorten it),
 backpressure, API keys (``authorization: Bearer KEY`` or ``x-api-key`` metadata; health
-RPCs stay open), request ids (``x-request-id`` metadata, echoed), and the same metrics
-with ``protocol="grpc"``.
+RPCs stay open), request ids (``x-request-id`` metadata, echoed in the trailing
+metadata), and the same metrics with ``protocol="grpc"``.
 Every error maps to a gRPC status in ``grpc_code`` from the HTTP status the REST path
 would answer (``errors.status_for``); 429 and 503 carry ``retry-after`` trailing metadata.
 RPCs this service does not implement (streaming, shared memory, load/unload, trace and
@@ -153,14 +153,19 @@ class OipGrpcService:
                 time.monotonic(),
             )
             status = 200
+            # The request id goes back as trailing metadata, sent with the status: an
+            # explicit send_initial_metadata costs ~130 µs more per call (measured,
+            # docs/decisions.md).
+            trailing: tuple[tuple[str, str], ...] = (("x-request-id", call.request_id),)
             try:
-                await context.send_initial_metadata((("x-request-id", call.request_id),))
                 if not (open_ or self._authorized(metadata)):
                     raise UnauthorizedError(
                         "missing or invalid API key: send metadata 'authorization: Bearer "
                         "<key>' or 'x-api-key'"
                     )
-                return await method(_parse(request_type, data), context, call)
+                response = await method(_parse(request_type, data), context, call)
+                context.set_trailing_metadata(trailing)
+                return response
             except asyncio.CancelledError:
                 status = CANCELLED
                 raise
@@ -170,8 +175,8 @@ class OipGrpcService:
                     log.error("gRPC %s %s failed", endpoint, call.request_id, exc_info=exc)
                 if status in (429, 503):
                     retry = exc.retry_after_s if isinstance(exc, BacklogFullError) else retry_after
-                    context.set_trailing_metadata((("retry-after", str(retry)),))
-                await context.abort(grpc_code(status), client_message(exc))
+                    trailing += (("retry-after", str(retry)),)
+                await context.abort(grpc_code(status), client_message(exc), trailing)
                 raise AssertionError("unreachable: abort raises") from None
             finally:
                 recorder.observe(

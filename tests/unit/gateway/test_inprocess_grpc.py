@@ -365,7 +365,7 @@ def test_request_ids_metrics_and_unimplemented(tmp_path: Path) -> None:
         request = pb.ModelInferRequest(model_name=CLASSIFIER, raw_input_contents=[IMAGES.tobytes()])
         request.inputs.add(name="image", datatype="FP32", shape=IMAGES.shape)
         _, call = stub.ModelInfer.with_call(request, metadata=(("x-request-id", "grpc-req-1"),))
-        assert ("x-request-id", "grpc-req-1") in tuple(call.initial_metadata())
+        assert ("x-request-id", "grpc-req-1") in tuple(call.trailing_metadata())
         code, _ = status_of(lambda: stub.ModelInfer(pb.ModelInferRequest(model_name="nope")))
         assert code == grpc.StatusCode.NOT_FOUND
         code, _ = status_of(
