@@ -189,3 +189,10 @@ def statistics_response(entries: Sequence[Mapping[str, Any]]) -> pb.ModelStatist
             {k: v for k, v in entry.items() if k != "axon"}, response.model_stats.add()
         )
     return response
+
+
+def config_response(config: Mapping[str, Any]) -> pb.ModelConfigResponse:
+    """``oip_codec.model_config``'s JSON as a ``ModelConfigResponse``."""
+    response = pb.ModelConfigResponse()
+    json_format.ParseDict(dict(config), response.config)
+    return response

@@ -11,7 +11,8 @@ metadata), and the same metrics with ``protocol="grpc"``.
 Every error maps to a gRPC status in ``grpc_code`` from the HTTP status the REST path
 would answer (``errors.status_for``); 429 and 503 carry ``retry-after`` trailing metadata.
 RPCs this service does not implement (streaming, shared memory, load/unload, trace and
-log settings) answer UNIMPLEMENTED.
+log settings) answer UNIMPLEMENTED. ``ModelConfig`` answers Triton's configuration built
+from the metadata (``oip_codec.model_config``), what perf_analyzer reads.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from services.gateway.errors import (
 )
 from services.gateway.fields import DEADLINE_PARAMETERS, request_id, timeout_ms
 from services.gateway.grpc_codec import (
+    config_response,
     infer_response,
     metadata_response,
     parse_model_infer,
@@ -46,6 +48,7 @@ from services.gateway.grpc_codec import (
 )
 from services.gateway.middleware.auth import key_allowed, presented_key
 from services.gateway.oip import EXTENSIONS, __version__
+from services.gateway.oip_codec import model_config
 from services.gateway.oip_pb import grpc_service_pb2 as pb
 from services.gateway.oip_pb import health_pb2
 from services.gateway.registry import ModelVersion
@@ -121,6 +124,7 @@ class OipGrpcService:
             "ModelReady": unary("model_ready", self.model_ready, pb.ModelReadyRequest),
             "ModelMetadata": unary("model_metadata", self.model_metadata, pb.ModelMetadataRequest),
             "ModelInfer": unary("infer", self.model_infer, pb.ModelInferRequest),
+            "ModelConfig": unary("model_config", self.model_config, pb.ModelConfigRequest),
             "ModelStatistics": unary("stats", self.model_statistics, pb.ModelStatisticsRequest),
             "RepositoryIndex": unary(
                 "repository_index", self.repository_index, pb.RepositoryIndexRequest
@@ -248,6 +252,13 @@ class OipGrpcService:
             else [str(mv.version)]
         )
         return metadata_response(mv.metadata, versions)
+
+    async def model_config(
+        self, request: pb.ModelConfigRequest, context: Any, call: Call
+    ) -> pb.ModelConfigResponse:
+        mv = self.state.registry.lookup(request.name, request.version or None)
+        call.tag(mv)
+        return config_response(model_config(mv.metadata, self.state.settings.max_rows))
 
     async def model_infer(
         self,

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from services.gateway.dispatcher import encode_body
 from services.gateway.errors import BadRequestError
-from services.gateway.oip_codec import encode_outputs, parse_infer
+from services.gateway.oip_codec import encode_outputs, model_config, parse_infer
 from services.gateway.registry import ModelVersion
 from services.gateway.responses import JSON, BinaryTensors, FastJSON
 from services.gateway.routing import DirectRoute
@@ -102,6 +102,15 @@ async def model_metadata(request: Request) -> Response:
     return JSON(_metadata_json(mv, versions if _version(request) is None else [str(mv.version)]))
 
 
+async def model_config_endpoint(request: Request) -> Response:
+    """Triton's model configuration (``oip_codec.model_config``), for Triton tools."""
+    state = gateway(request)
+    tag(request, "model_config")
+    mv = state.registry.lookup(request.path_params["model"], _version(request))
+    tag(request, "model_config", mv)
+    return JSON(model_config(mv.metadata, state.settings.max_rows))
+
+
 async def model_ready(request: Request) -> Response:
     state = gateway(request)
     tag(request, "model_ready")
@@ -189,6 +198,10 @@ routes = [
     DirectRoute("/v2/models/{model}/versions/{version}", model_metadata, methods=["GET"]),
     DirectRoute("/v2/models/{model}/ready", model_ready, methods=["GET"]),
     DirectRoute("/v2/models/{model}/versions/{version}/ready", model_ready, methods=["GET"]),
+    DirectRoute("/v2/models/{model}/config", model_config_endpoint, methods=["GET"]),
+    DirectRoute(
+        "/v2/models/{model}/versions/{version}/config", model_config_endpoint, methods=["GET"]
+    ),
     DirectRoute("/v2/models/{model}/stats", model_stats, methods=["GET"]),
     DirectRoute("/v2/models/{model}/versions/{version}/stats", model_stats, methods=["GET"]),
     DirectRoute("/v2/repository/index", repository_index, methods=["POST"]),

@@ -287,3 +287,32 @@ def encode_outputs(
             tensor["data"] = array.ravel().tolist()
         result.append(tensor)
     return result, raw
+
+
+def model_config(metadata: ModelMetadata, max_batch_size: int) -> dict[str, Any]:
+    """Triton's model configuration of a model, as Triton's JSON (``GET
+    /v2/models/{m}/config``, gRPC ``ModelConfig``): what perf_analyzer and other Triton
+    tools read. When every tensor's first axis is the batch (-1), ``max_batch_size`` is
+    the rows a request may carry (``AXON_MAX_ROWS``) and ``dims`` leave that axis out (a
+    tensor with only the batch axis is ``dims [1]`` reshaped to ``[]``, as Triton writes
+    it); else ``max_batch_size`` 0 and the full shapes. Variable axes are -1."""
+    specs = (*metadata.inputs, *metadata.outputs)
+    batched = max_batch_size > 0 and all(s.shape and s.shape[0] == -1 for s in specs)
+
+    def tensor(spec: Any) -> dict[str, Any]:
+        dims = list(spec.shape[1:] if batched else spec.shape)
+        entry: dict[str, Any] = {"name": spec.name, "data_type": f"TYPE_{spec.datatype}",
+                                 "dims": dims or [1]}  # fmt: skip
+        if not dims:
+            entry["reshape"] = {"shape": []}
+        return entry
+
+    return {
+        "name": metadata.name,
+        "platform": "onnxruntime_onnx",
+        "backend": "onnxruntime",
+        "version_policy": {"specific": {"versions": [metadata.version]}},
+        "max_batch_size": max_batch_size if batched else 0,
+        "input": [tensor(spec) for spec in metadata.inputs],
+        "output": [tensor(spec) for spec in metadata.outputs],
+    }

@@ -148,6 +148,10 @@ def spec() -> dict[str, Any]:
         paths[base] = {"get": _op("Model metadata"), "parameters": params}
         paths[base + "/ready"] = {"get": _op("Model readiness"), "parameters": params}
         paths[base + "/infer"] = {"post": _infer_op(), "parameters": params}
+        paths[base + "/config"] = {
+            "get": _op("Triton model configuration (for Triton tools)"),
+            "parameters": params,
+        }
         paths[base + "/stats"] = {"get": _op("Statistics (Triton extension)"),
                                   "parameters": params}  # fmt: skip
     for path in (

@@ -133,6 +133,7 @@ def test_statistics_and_errors(client: triton.InferenceServerClient) -> None:
 
 
 def test_repository_index_over_http(client: triton.InferenceServerClient) -> None:
+    assert client.get_model_config("digits-cnn")["input"][0]["dims"] == [1, 8, 8]
     index = {m["name"]: m for m in client.get_model_repository_index()}
     assert set(index) >= set(MODELS)
     assert all(index[m]["state"] == "READY" and index[m]["version"] == "1" for m in MODELS)

@@ -485,3 +485,30 @@ def test_tritonclients_timeout_parameter_is_the_deadline_in_microseconds(tmp_pat
             json={"inputs": [tensor_json("image", IMAGES, "FP32")], "parameters": {"timeout": 0}},
         )
         assert bad.status_code == 400 and "parameters.timeout" in bad.json()["error"]
+
+
+def test_model_config_for_triton_tools_over_both_protocols(tmp_path: Path) -> None:
+    """perf_analyzer and other Triton tools read the model configuration."""
+    with (
+        served(tmp_path, {"AXON_MAX_ROWS": "32"}, serve=(CLASSIFIER, GENERATOR)) as (
+            gw,
+            address,
+        ),
+        triton.InferenceServerClient(address) as client,
+    ):
+        config = client.get_model_config(CLASSIFIER).config
+        assert (config.name, config.platform, config.max_batch_size) == (
+            CLASSIFIER, "onnxruntime_onnx", 32,
+        )  # fmt: skip
+        assert [(t.name, list(t.dims)) for t in config.input] == [("image", [1, 2, 2])]
+        assert config.input[0].data_type == triton.model_config_pb2.TYPE_FP32
+        assert [t.name for t in config.output] == ["logits", "probabilities"]
+        label = next(
+            t for t in client.get_model_config(GENERATOR).config.input if t.name == "label"
+        )
+        assert list(label.dims) == [1] and list(label.reshape.shape) == []
+        assert label.data_type == triton.model_config_pb2.TYPE_INT64
+        rest = gw.client.get(f"/v2/models/{CLASSIFIER}/versions/1/config").json()
+        assert rest["max_batch_size"] == 32 and rest["input"][0]["dims"] == [1, 2, 2]
+        assert rest["input"][0]["data_type"] == "TYPE_FP32"
+        assert gw.client.get("/v2/models/nope/config").status_code == 404
