@@ -15,7 +15,7 @@ import os
 import sys
 
 from services.contract.errors import SettingsError
-from services.gateway.app import create_app
+from services.gateway.app import begin_drain, create_app
 from services.gateway.server import serve
 from services.gateway.settings import GatewaySettings
 
@@ -45,7 +45,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"axon gateway: --grpc-port {grpc_port}: must be 1..65535, or 0", file=sys.stderr)
         return 2
     settings = dataclasses.replace(settings, grpc_port=grpc_port, grpc_host=args.host)
-    serve(create_app(settings), settings, host=args.host, port=args.port, log_level=level.lower())
+    app = create_app(settings)
+    serve(
+        app,
+        settings,
+        host=args.host,
+        port=args.port,
+        log_level=level.lower(),
+        on_exit=lambda: begin_drain(app),
+    )
     return 0
 
 

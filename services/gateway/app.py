@@ -79,13 +79,22 @@ def create_app(
         app.state.gateway.tasks = tuple(background)
         with contextlib.suppress(TimeoutError):  # start even when the queue is down
             await asyncio.wait_for(registry.refreshed.wait(), timeout=settings.redis_timeout_s)
-        grpc_server = None
+        grpc_server = await start_grpc(app.state.gateway)
+        draining = app.state.gateway.draining
+
+        async def drain_grpc() -> None:
+            await draining.wait()
+            await stop_grpc(grpc_server, settings)
+
+        # gRPC stops taking calls when the stop signal arrives (``begin_drain``), while
+        # uvicorn drains HTTP; its calls in flight run to their deadlines.
+        drainer = asyncio.create_task(drain_grpc(), name="axon-grpc-drain")
         try:
-            grpc_server = await start_grpc(app.state.gateway)
             log.info("gateway %s serving; replies on %s", settings.instance, queue.reply_to)
             yield
         finally:
-            await stop_grpc(grpc_server)
+            draining.set()
+            await drainer
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
@@ -125,6 +134,14 @@ def create_app(
     return app
 
 
+def begin_drain(app: Starlette) -> None:
+    """The gateway is stopping: stop taking gRPC calls now (those in flight finish).
+    Safe from a signal handler: it only schedules the change on the app's loop."""
+    state = getattr(app.state, "gateway", None)
+    if state is not None:
+        state.loop.call_soon_threadsafe(state.draining.set)
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = "no such route; see /docs" if exc.status_code == 404 else str(exc.detail)
@@ -138,6 +155,9 @@ async def _error(request: Request, exc: Exception) -> Response:
     headers = {}
     if isinstance(exc, BacklogFullError):
         headers["Retry-After"] = str(exc.retry_after_s)
+    elif status == 503:  # no live worker, the queue down: worth retrying shortly
+        state = getattr(request.app.state, "gateway", None)
+        headers["Retry-After"] = str(state.settings.retry_after_s if state else 1)
     return error_response(status, client_message(exc), headers=headers)
 
 

@@ -24,9 +24,6 @@ log = logging.getLogger(__name__)
 MAX_CONNECTION_AGE_MS = 300_000
 """Longest life of one client connection (gRPC sends GOAWAY after it)."""
 
-STOP_GRACE_S = 5.0
-"""RPCs in flight get this long to finish when the gateway stops."""
-
 
 async def start_grpc(state: GatewayState) -> grpc.aio.Server | None:
     """The started gRPC server of ``state``'s gateway, or None when the port is 0.
@@ -65,7 +62,9 @@ def server_options(settings: GatewaySettings) -> list[tuple[str, int]]:
     ]
 
 
-async def stop_grpc(server: grpc.aio.Server | None) -> None:
-    """Stop taking RPCs; those in flight get ``STOP_GRACE_S``."""
+async def stop_grpc(server: grpc.aio.Server | None, settings: GatewaySettings) -> None:
+    """Stop taking RPCs; those in flight may run to their deadline (at most
+    ``AXON_MAX_TIMEOUT_MS``, as HTTP requests do while uvicorn drains), then are
+    cancelled."""
     if server is not None:
-        await server.stop(STOP_GRACE_S)
+        await server.stop(settings.max_timeout_ms / 1000 + 1)

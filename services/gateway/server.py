@@ -332,9 +332,32 @@ def protocol_class(limits: ConnectionLimits) -> type[GuardedHttpToolsProtocol]:
     return Bound
 
 
-def serve(app: ASGIApp, settings: GatewaySettings, *, host: str, port: int, log_level: str) -> None:
-    """Run ``app`` (the gateway) with uvicorn until SIGINT/SIGTERM, guarded per ``settings``."""
-    uvicorn.run(
+class NotifyingServer(uvicorn.Server):
+    """uvicorn's server that also calls ``on_exit`` when a stop signal arrives (before
+    it drains HTTP): the gateway stops taking gRPC calls at that moment too."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
+        self._on_exit()
+
+
+def serve(
+    app: ASGIApp,
+    settings: GatewaySettings,
+    *,
+    host: str,
+    port: int,
+    log_level: str,
+    on_exit: Callable[[], None] = lambda: None,
+) -> None:
+    """Run ``app`` (the gateway) with uvicorn until SIGINT/SIGTERM, guarded per
+    ``settings``; ``on_exit`` runs when the signal arrives (in the signal handler: it
+    must only schedule work, e.g. ``app.begin_drain``)."""
+    config = uvicorn.Config(
         BodyTimeout(app, settings.body_timeout_s),
         host=host,
         port=port,
@@ -347,3 +370,4 @@ def serve(app: ASGIApp, settings: GatewaySettings, *, host: str, port: int, log_
         proxy_headers=False,
         server_header=False,
     )
+    NotifyingServer(config, on_exit).run()

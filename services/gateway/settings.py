@@ -114,6 +114,12 @@ class GatewaySettings:
             ),
             image_threads=read("AXON_IMAGE_THREADS", _positive_int, cls.image_threads),
         )
+        for model, value in settings.model_timeouts_ms.items():
+            if value > settings.max_timeout_ms:
+                raise SettingsError(
+                    f"AXON_MODEL_TIMEOUTS_MS: {model}={value} must not exceed "
+                    f"AXON_MAX_TIMEOUT_MS ({settings.max_timeout_ms})"
+                )
         if settings.timeout_ms > settings.max_timeout_ms:
             raise SettingsError(
                 f"AXON_TIMEOUT_MS={settings.timeout_ms}: must not exceed "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
@@ -36,6 +36,10 @@ class GatewayState:
     image_pool: ThreadPoolExecutor | None = None
     """Threads that decode and encode images (``AXON_IMAGE_THREADS``; None = the loop's
     default executor)."""
+    draining: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the gateway begins to stop (``app.begin_drain``, the lifespan's end)."""
+    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop)
+    """The loop the state lives on (built in the lifespan)."""
     tasks: tuple[asyncio.Task[None], ...] = ()
     """Long-lived background tasks; each runs until shutdown (``dead_tasks``)."""
 

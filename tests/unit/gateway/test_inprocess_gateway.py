@@ -166,6 +166,7 @@ def test_an_unreachable_queue_is_503_and_recovers(tmp_path: Path) -> None:
         gw.queue.down = True
         down = gw.client.post(IMAGE, json=infer_image(1))
         assert down.status_code == 503 and "unreachable" in down.json()["error"]
+        assert down.headers["retry-after"] == "1"  # a blip: clients retry, not give up
         assert gw.client.get("/healthz/ready").status_code == 503
         assert gw.client.get("/healthz/live").status_code == 200  # a restart would not help
         gw.queue.down = False

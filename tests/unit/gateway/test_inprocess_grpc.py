@@ -512,3 +512,35 @@ def test_model_config_for_triton_tools_over_both_protocols(tmp_path: Path) -> No
         assert rest["max_batch_size"] == 32 and rest["input"][0]["dims"] == [1, 2, 2]
         assert rest["input"][0]["data_type"] == "TYPE_FP32"
         assert gw.client.get("/v2/models/nope/config").status_code == 404
+
+
+def test_a_stop_signal_ends_new_grpc_calls_and_lets_running_ones_finish(tmp_path: Path) -> None:
+    """``begin_drain`` (what SIGTERM calls, before uvicorn drains HTTP): new RPCs are
+    refused at once, the one in flight still gets its answer, HTTP goes on serving."""
+    import asyncio
+
+    from services.gateway.app import begin_drain
+    from tests.support.inprocess import OnnxHandler
+
+    with served(tmp_path, serve=()) as (gw, address), grpc.insecure_channel(address) as channel:
+        compute = OnnxHandler(gw.repository.load(CLASSIFIER))
+
+        async def slow(entries: Any) -> Any:
+            await asyncio.sleep(0.6)
+            return await compute(entries)
+
+        gw._on_loop(lambda: gw.queue.serve(gw.info(CLASSIFIER), slow))
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        request = pb.ModelInferRequest(model_name=CLASSIFIER, raw_input_contents=[IMAGES.tobytes()])
+        request.inputs.add(name="image", datatype="FP32", shape=IMAGES.shape)
+        running = stub.ModelInfer.future(request, timeout=10)
+        state = gw.client.app.state.gateway  # type: ignore[attr-defined]
+        _wait_until(lambda: state.inflight.reserved > 0)
+        begin_drain(gw.client.app)  # type: ignore[arg-type]
+        _wait_until(lambda: state.draining.is_set())
+        code, _ = status_of(lambda: stub.ModelInfer(request, timeout=5))
+        assert code == grpc.StatusCode.UNAVAILABLE
+        answer = running.result()
+        assert list(answer.outputs[0].shape) == [3, 3]
+        http = gw.client.post(f"/v2/models/{CLASSIFIER}/infer", json=infer_image(1))
+        assert http.status_code == 200

@@ -49,6 +49,8 @@ def test_values_and_per_model_maps() -> None:
         ({**BASE, "AXON_MODEL_BACKLOG_LIMITS": "Bad_Name=3"}, "AXON_MODEL_BACKLOG_LIMITS"),
         ({**BASE, "AXON_TIMEOUT_MS": "9", "AXON_MAX_TIMEOUT_MS": "5"}, "AXON_TIMEOUT_MS"),
         ({**BASE, "AXON_REPLY_BLOCK_S": "inf"}, "AXON_REPLY_BLOCK_S"),
+        ({**BASE, "AXON_MODEL_TIMEOUTS_MS": "digits-gan=400000"}, "digits-gan=400000"),
+        ({**BASE, "AXON_GRPC_PORT": "70000"}, "AXON_GRPC_PORT"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], named: str) -> None:
