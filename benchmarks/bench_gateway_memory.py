@@ -35,7 +35,7 @@ def measure(tree: Path, env: dict[str, str], body: bytes, concurrency: int) -> d
     process = subprocess.Popen(
         [sys.executable, "-m", "services.gateway", "--port", str(port)],
         cwd=tree,
-        env={**env, "PYTHONPATH": str(tree)},
+        env={**env, "PYTHONPATH": str(tree), "AXON_GRPC_PORT": "0"},
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,8 +19,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from services.contract.errors import AxonError
-from services.gateway import oip, openapi, task_endpoints
+from services.gateway import oip, openapi, routing_admin, task_endpoints
 from services.gateway.dispatcher import Dispatcher
+from services.gateway.docs_ui import SwaggerFiles
 from services.gateway.errors import BacklogFullError, GatewayError, client_message, status_for
 from services.gateway.grpc_server import start_grpc, stop_grpc
 from services.gateway.metrics import GatewayMetrics, RequestRecorder
@@ -42,10 +44,13 @@ log = logging.getLogger(__name__)
 def create_app(
     settings: GatewaySettings,
     transport: Callable[[GatewaySettings], Transport] = RedisTransport.connect,
+    *,
+    draw: Callable[[], float] = random.random,
 ) -> Starlette:
     """A gateway app for ``settings``. The queue is ``transport(settings)``, built when
     the app starts (lifespan) and closed when it stops: Redis by default; tests pass a
-    ``MemoryTransport``."""
+    ``MemoryTransport``. ``draw``: points in [0, 1) for weighted routing (tests pass a
+    seeded one)."""
     metrics = GatewayMetrics.create()
     recorder = RequestRecorder(metrics)
     inflight = ByteBudget(settings.max_inflight_bytes)
@@ -57,6 +62,7 @@ def create_app(
             queue,
             refresh_ms=settings.registry_refresh_ms,
             no_worker_wait_ms=settings.no_worker_wait_ms,
+            draw=draw,
         )
         if settings.models_dir is not None:
             registry.add_repository(settings.models_dir)
@@ -68,6 +74,7 @@ def create_app(
             metrics=metrics,
             recorder=recorder,
             inflight=inflight,
+            docs=SwaggerFiles.installed(),
             image_pool=ThreadPoolExecutor(
                 max_workers=settings.image_threads, thread_name_prefix="axon-image"
             ),
@@ -110,6 +117,7 @@ def create_app(
     routes = [
         *oip.routes,
         *task_endpoints.routes,
+        *routing_admin.routes,
         DirectRoute("/metrics", metrics_endpoint, methods=["GET"]),
         *openapi.routes,
     ]
@@ -118,7 +126,7 @@ def create_app(
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(MetricsMiddleware, recorder=recorder),
-            Middleware(ApiKeyMiddleware, keys=settings.api_keys),
+            Middleware(ApiKeyMiddleware, keys=settings.api_keys, admin_keys=settings.admin_keys),
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
             Middleware(
                 InflightBytesMiddleware,

@@ -11,12 +11,13 @@ Contract:
   a further ``/`` (the router matches one segment).
 * Each answer has its content type, ``Cache-Control: public, max-age=86400``, a strong
   ``ETag`` (from the file's SHA-256) and ``X-Content-Type-Options: nosniff``; a request whose
-  ``If-None-Match`` names that tag gets 304 with no body. A file is read once, on its
-  first request, and kept in memory.
+  ``If-None-Match`` names that tag gets 304 with no body. The files are read once, at
+  start-up (``SwaggerFiles.installed()`` in the app's lifespan, kept in the gateway's
+  state): serving touches no file.
 * Without the package, or with a release of it that lacks one of ``ASSETS``, the gateway
-  still starts: ``FILES.available`` is false and ``FILES.missing`` says what to install;
-  the assets answer 503 with that message (and ``/docs`` too, see ``openapi.docs``), which
-  is also logged as a warning when this module is imported (the gateway's start).
+  still starts: ``available`` is false and ``missing`` says what to install; the assets
+  answer 503 with that message (and ``/docs`` too, see ``openapi.docs``), which is also
+  logged as a warning at start-up.
 * ``url(name)`` is the URL path of an asset on the gateway, for the docs page.
 """
 
@@ -35,7 +36,7 @@ from starlette.responses import Response
 
 from services.gateway.responses import error_response
 from services.gateway.routing import DirectRoute
-from services.gateway.state import tag
+from services.gateway.state import gateway, tag
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,8 @@ class Asset:
 
 
 class SwaggerFiles:
-    """The allow-listed files of ``directory`` (``None``: the package is not installed)."""
+    """The allow-listed files of ``directory`` (``None``: the package is not installed),
+    read into memory when built."""
 
     def __init__(self, directory: Path | None) -> None:
         absent = (
@@ -86,7 +88,12 @@ class SwaggerFiles:
             f"pip install '{PACKAGE}' (a dependency of axon). "
             "The API description is at /openapi.json."
         )
-        self._cache: dict[str, Asset] = {}
+        self._assets: dict[str, Asset] = {}
+        if directory is not None and self.missing is None:
+            for name, media_type in ASSETS.items():
+                body = (directory / name).read_bytes()
+                etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+                self._assets[name] = Asset(body, media_type, etag)
 
     @classmethod
     def installed(cls) -> SwaggerFiles:
@@ -105,18 +112,7 @@ class SwaggerFiles:
     def asset(self, name: str) -> Asset | None:
         """Asset ``name``, or ``None`` if it is not one of ``ASSETS`` or the files are
         missing (``self.missing``)."""
-        if name not in ASSETS or self.directory is None or self.missing is not None:
-            return None
-        cached = self._cache.get(name)
-        if cached is None:
-            body = (self.directory / name).read_bytes()
-            etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-            cached = self._cache[name] = Asset(body, ASSETS[name], etag)
-        return cached
-
-
-FILES = SwaggerFiles.installed()
-"""What the routes serve (tests may replace it)."""
+        return self._assets.get(name)
 
 
 async def asset(request: Request) -> Response:
@@ -124,9 +120,10 @@ async def asset(request: Request) -> Response:
     name: str = request.path_params["name"]
     if name not in ASSETS:
         return error_response(404, "no such docs asset; see /docs")
-    found = FILES.asset(name)
+    files = gateway(request).docs
+    found = files.asset(name)
     if found is None:
-        return error_response(503, FILES.missing or "Swagger UI's files are missing")
+        return error_response(503, files.missing or "Swagger UI's files are missing")
     headers = {
         "Cache-Control": CACHE_CONTROL,
         "ETag": found.etag,

@@ -12,7 +12,7 @@ from starlette.responses import HTMLResponse, Response
 from services.gateway import docs_ui
 from services.gateway.responses import JSON
 from services.gateway.routing import DirectRoute
-from services.gateway.state import tag
+from services.gateway.state import gateway, tag
 
 _ERROR = {
     "description": "error",
@@ -188,8 +188,9 @@ even Swagger's online validator (``validatorUrl: null``)."""
 
 async def docs(request: Request) -> Response:
     tag(request, "docs")
-    if not docs_ui.FILES.available:  # 503 that says what to install, not a blank page
-        message = html.escape(docs_ui.FILES.missing or "")
+    files = gateway(request).docs
+    if not files.available:  # 503 that says what to install, not a blank page
+        message = html.escape(files.missing or "")
         return HTMLResponse(f"<!doctype html><title>Axon gateway</title><p>{message}</p>", 503)
     return HTMLResponse(DOCS_HTML)
 

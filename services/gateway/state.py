@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
@@ -21,6 +22,9 @@ from services.gateway.registry import ModelVersion, Registry
 from services.gateway.settings import GatewaySettings
 from services.gateway.transport import Transport
 
+if TYPE_CHECKING:
+    from services.gateway.docs_ui import SwaggerFiles
+
 
 @dataclass
 class GatewayState:
@@ -33,6 +37,8 @@ class GatewayState:
     """Counts answered requests of both protocols (``axon_requests_total``…)."""
     inflight: ByteBudget
     """Request bytes held at once, HTTP and gRPC together (``AXON_MAX_INFLIGHT_BYTES``)."""
+    docs: SwaggerFiles = field(default_factory=lambda: _no_docs())
+    """Swagger UI's files for ``/docs``, read at start-up (``docs_ui``)."""
     image_pool: ThreadPoolExecutor | None = None
     """Threads that decode and encode images (``AXON_IMAGE_THREADS``; None = the loop's
     default executor)."""
@@ -47,10 +53,26 @@ class GatewayState:
         """Names of background tasks that have ended (none should before shutdown)."""
         return [task.get_name() for task in self.tasks if task.done()]
 
+    def route(self, model: str, header: Callable[[str], str | None]) -> ModelVersion:
+        """The version an unversioned request goes to (``Registry.route``: the model's
+        routing rule, else the highest ready version), counted in ``axon_routed_total``
+        when a rule decided. ``header(name)``: the request's header (or gRPC metadata)
+        value, for a sticky rule."""
+        mv, reason = self.registry.route(model, header)
+        if reason is not None:
+            self.metrics.routed.labels(mv.name, str(mv.version), reason).inc()
+        return mv
+
     @property
     def ready(self) -> bool:
         """The gateway itself can serve: the queue answers and replies can arrive."""
         return self.registry.reachable and self.transport.healthy
+
+
+def _no_docs() -> SwaggerFiles:
+    from services.gateway.docs_ui import SwaggerFiles  # docs_ui imports this module
+
+    return SwaggerFiles(None)
 
 
 def gateway(request: Request) -> GatewayState:
@@ -64,6 +86,14 @@ def tag(request: Request, endpoint: str, mv: ModelVersion | None = None) -> None
     if mv is not None:
         request.state.model = mv.name
         request.state.version = str(mv.version)
+
+
+MODEL_VERSION_HEADER = "X-Axon-Model-Version"
+"""Response header of every inference response: the version that answered."""
+
+
+def version_header(mv: ModelVersion) -> dict[str, str]:
+    return {MODEL_VERSION_HEADER: str(mv.version)}
 
 
 def request_id(request: Request) -> str:

@@ -239,6 +239,7 @@ def start_gateway(
         AXON_REPLY_BLOCK_S="0.5",
         AXON_REDIS_TIMEOUT_S="2",
         AXON_LOG_LEVEL="WARNING",
+        AXON_GRPC_PORT="0",  # gRPC's default port is fixed; a test gives one if it needs it
         **{f"AXON_{k.upper()}": v for k, v in settings.items()},
     )
     process = procs.spawn(

@@ -148,6 +148,7 @@ def _gateway(procs: Procs, url: str, models: Path, name: str) -> str:
             AXON_MODELS_DIR=str(models),
             AXON_REDIS_TIMEOUT_S="2",
             AXON_REGISTRY_REFRESH_MS="100",
+            AXON_GRPC_PORT="0",
             AXON_REPLY_BLOCK_S="0.5",
         ),
     )

@@ -175,6 +175,10 @@ ALLOWED = {
     ("services/gateway/app.py", "lifespan"),
     # Path(f"heartbeat of worker …"): only a label for error messages, never opened.
     ("services/gateway/registry.py", "refresh"),
+    # Swagger UI's files for /docs: found and read into memory once, by the lifespan
+    # (SwaggerFiles.installed()); serving reads only that memory.
+    ("services/gateway/docs_ui.py", "installed"),
+    ("services/gateway/docs_ui.py", "__init__"),
     # Image.open(io.BytesIO(raw)): decodes a request's image from memory.
     ("services/gateway/images.py", "open_image"),
 }

@@ -203,16 +203,16 @@ def test_429_gives_up_after_the_attempts_with_the_last_answer(tmp_path: Path) ->
     assert sleeps == [3.0, 3.0]
 
 
-def test_503_without_a_live_worker_backs_off_then_raises(tmp_path: Path) -> None:
-    with stack(tmp_path, {"AXON_NO_WORKER_WAIT_MS": "0"}) as gw:
+def test_503_without_a_live_worker_waits_retry_after_then_raises(tmp_path: Path) -> None:
+    with stack(tmp_path, {"AXON_NO_WORKER_WAIT_MS": "0", "AXON_RETRY_AFTER_S": "2"}) as gw:
         sleeps = Sleeps()
         policy = RetryPolicy(attempts=3, backoff_s=0.5)
         with client(gw, sleep=sleeps, retry=policy, random=lambda: 0.0) as axon:
             with pytest.raises(AxonHTTPError, match="no live worker") as down:
                 axon.classify(CLASSIFIER, IMAGES)
             assert axon.model_ready(CLASSIFIER) is False  # readiness reports, never retries
-    assert down.value.status == 503 and down.value.retry_after_s is None
-    assert sleeps == [0.25, 0.5]  # 0.5 s doubling, jitter at its low end (half)
+    assert down.value.status == 503 and down.value.retry_after_s == 2.0
+    assert sleeps == [2.0, 2.0]  # the gateway's Retry-After, not the backoff
 
 
 def test_the_api_key_goes_as_a_bearer_token(tmp_path: Path) -> None:
