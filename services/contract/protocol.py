@@ -14,10 +14,13 @@ Keys:
   ``entry``, ``deliveries``, ``reason``, ``consumer``, ``at`` (unix ms).
 - ``axon:w:{model}:{version}:{instance}``: worker heartbeat (JSON, expires after the
   heartbeat TTL) with the model's metadata and the worker's counters.
+- ``axon:route:{model}``: the model's routing rule (JSON ``{"weights": {"1": 90, "2":
+  10}, "sticky_header": null}``, no TTL; ``services.gateway.routing_rules`` validates it
+  on write and on read). Every gateway reads it with its registry refresh.
 
 Gateway side: ``enqueue_many`` (the requests of one event-loop tick: backlog check and
 XADD in one server-side script, one round trip), ``backlog``, ``live_workers``,
-``pop_replies``.
+``pop_replies``, ``read_rules`` / ``write_rule`` / ``delete_rule``.
 Worker side: ``ensure_group``, ``read_entries``, ``claim_stale``, ``complete``,
 ``dead_letter``, ``publish_heartbeat``, ``deregister``.
 """
@@ -83,6 +86,11 @@ def dlq_key(model: str) -> str:
 def worker_key(model: str, version: int, instance: str) -> str:
     """Heartbeat key of one worker instance serving one model version."""
     return f"{PREFIX}:w:{model}:{version}:{instance}"
+
+
+def routing_key(model: str) -> str:
+    """Routing rule of a model (all its versions), JSON."""
+    return f"{PREFIX}:route:{model}"
 
 
 def entry_time_ms(entry_id: str) -> int:
@@ -279,6 +287,30 @@ async def pop_replies(
     if more:
         payloads.extend(more if isinstance(more, list) else [more])
     return payloads
+
+
+async def read_rules(redis: RedisClient, models: Sequence[str]) -> dict[str, str]:
+    """The stored routing rules of ``models`` (one MGET), raw JSON by model; a model
+    without a rule is absent. A value that is not UTF-8 is returned as decoded with
+    replacement characters (the reader's validation refuses it)."""
+    if not models:
+        return {}
+    values = await redis.mget([routing_key(model) for model in models])
+    return {
+        model: value.decode("utf-8", "replace")
+        for model, value in zip(models, values, strict=True)
+        if value is not None
+    }
+
+
+async def write_rule(redis: RedisClient, model: str, raw: str) -> None:
+    """Store ``model``'s routing rule (JSON validated by the caller), replacing any."""
+    await redis.set(routing_key(model), raw.encode())
+
+
+async def delete_rule(redis: RedisClient, model: str) -> bool:
+    """Remove ``model``'s routing rule; True when there was one."""
+    return bool(await redis.delete(routing_key(model)))
 
 
 async def supports_blmpop(redis: RedisClient) -> bool:

@@ -7,7 +7,9 @@ deadline (the gRPC deadline, capped by ``AXON_MAX_TIMEOUT_MS``; else the model's
 default; a ``timeout_ms`` parameter, or Triton's ``timeout`` in µs, may shorten it),
 backpressure, API keys (``authorization: Bearer KEY`` or ``x-api-key`` metadata; health
 RPCs stay open), request ids (``x-request-id`` metadata, echoed in the trailing
-metadata), and the same metrics with ``protocol="grpc"``.
+metadata), the routing rule for a ModelInfer without a version (its sticky header read
+from the metadata of that name; the version that answered in ``x-axon-model-version``
+trailing metadata), and the same metrics with ``protocol="grpc"``.
 Every error maps to a gRPC status in ``grpc_code`` from the HTTP status the REST path
 would answer (``errors.status_for``); 429 and 503 carry ``retry-after`` trailing metadata.
 RPCs this service does not implement (streaming, shared memory, load/unload, trace and
@@ -97,6 +99,8 @@ class Call:
     arrived: float
     model: str = ""
     version: str = ""
+    answered_by: str = ""
+    """The model version that answered an inference (``x-axon-model-version``)."""
 
     def tag(self, mv: ModelVersion) -> None:
         self.model, self.version = mv.name, str(mv.version)
@@ -168,6 +172,8 @@ class OipGrpcService:
                         "<key>' or 'x-api-key'"
                     )
                 response = await method(_parse(request_type, data), context, call)
+                if call.answered_by:
+                    trailing += (("x-axon-model-version", call.answered_by),)
                 context.set_trailing_metadata(trailing)
                 return response
             except asyncio.CancelledError:
@@ -268,7 +274,13 @@ class OipGrpcService:
     ) -> pb.ModelInferResponse:
         state = self.state
         registry = state.registry
-        mv = registry.lookup(request.model_name, request.model_version or None)
+        if request.model_version:
+            mv = registry.lookup(request.model_name, request.model_version)
+        else:  # the routing rule (sticky header: the metadata of that name), else the latest
+            metadata = _metadata(context)
+            mv = state.route(
+                request.model_name, lambda name: _text(metadata.get(name.lower().encode()))
+            )
         call.tag(mv)
         if not mv.ready or not registry.reachable:
             mv = registry.ready(mv.name, mv.version)  # raises the right 503
@@ -286,6 +298,7 @@ class OipGrpcService:
             )
         finally:
             state.inflight.release(size)
+        call.answered_by = str(mv.version)
         return infer_response(mv.name, mv.version, oip_id, outputs, mv.metadata, selection)
 
     async def model_statistics(

@@ -24,6 +24,7 @@ class GatewayMetrics:
     queue_wait: Histogram
     inflight: Gauge
     rejected: Counter
+    routed: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> GatewayMetrics:
@@ -63,12 +64,20 @@ class GatewayMetrics:
                 ["model", "reason"],
                 registry=registry,
             ),
+            routed=Counter(
+                "axon_routed_total",
+                "Unversioned requests a routing rule sent to a version, by model, version "
+                "and reason (weights, sticky, no_ready_version: the default was used)",
+                ["model", "version", "reason"],
+                registry=registry,
+            ),
         )
 
 
 REJECT_REASONS = {
     400: "invalid",
     401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     413: "too_large",
     429: "backlog",

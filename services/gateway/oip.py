@@ -21,6 +21,7 @@ from services.gateway.state import (
     read_infer,
     request_id,
     tag,
+    version_header,
 )
 
 EXTENSIONS = ["binary_tensor_data", "statistics", "model_repository"]
@@ -124,7 +125,11 @@ async def model_ready(request: Request) -> Response:
 async def infer(request: Request) -> Response:
     state = gateway(request)
     tag(request, "infer")
-    mv = state.registry.lookup(request.path_params["model"], _version(request))
+    version = _version(request)
+    if version is None:  # the routing rule, else the highest ready version
+        mv = state.route(request.path_params["model"], request.headers.get)
+    else:
+        mv = state.registry.lookup(request.path_params["model"], version)
     tag(request, "infer", mv)
     if not mv.ready or not state.registry.reachable:
         mv = state.registry.ready(mv.name, mv.version)  # raises the right 503
@@ -150,8 +155,8 @@ async def infer(request: Request) -> Response:
     body["outputs"], raw = encode_outputs(outputs, mv.metadata, selection, as_raw)
     as_json = [outputs[tensor["name"]] for tensor in body["outputs"] if "data" in tensor]
     if raw:
-        return BinaryTensors(body, raw, finite=as_json)
-    return FastJSON(body, finite=as_json)
+        return BinaryTensors(body, raw, finite=as_json, headers=version_header(mv))
+    return FastJSON(body, headers=version_header(mv), finite=as_json)
 
 
 async def model_stats(request: Request) -> Response:

@@ -1,7 +1,8 @@
 """What the gateway knows about models: live workers (the transport's registry view of
 their heartbeats) and the metadata they publish, refreshed by one background task; plus
 models seen earlier or found in the local model repository, so a model whose workers
-are all gone answers 503 (known, not ready) instead of 404 (unknown).
+are all gone answers 503 (known, not ready) instead of 404 (unknown). The same refresh
+reads the models' routing rules (``routing_rules``): ``route`` applies them.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from services.contract.metadata import MODEL_NAME, VERSION, ModelMetadata, parse
 from services.contract.protocol import WorkerInfo
 from services.contract.resilience import FailureLog
 from services.gateway.errors import NotFoundError, UnavailableError
+from services.gateway.routing_rules import RoutingRule, choose, decode_rule
 from services.gateway.transport import Transport, TransportDown, TransportError
 
 log = logging.getLogger(__name__)
@@ -71,8 +74,12 @@ class Registry:
         refresh_ms: int,
         no_worker_wait_ms: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        draw: Callable[[], float] = random.random,
     ) -> None:
         self._transport = transport
+        self._draw = draw
+        """Points in [0, 1) for weighted routing (injected: tests pass a seeded one)."""
+        self._rules: dict[str, RoutingRule] = {}
         self._refresh_s = refresh_ms / 1000
         self._no_worker_wait_ms = no_worker_wait_ms
         self._clock = clock
@@ -124,7 +131,19 @@ class Registry:
         for info in usable:
             self._last_seen[(info.model, info.version)] = now
         self._rebuild(usable)
+        self._rules = self._decode_rules(await self._transport.get_rules(list(self._models)))
         self.reachable = True
+
+    def _decode_rules(self, stored: Mapping[str, str]) -> dict[str, RoutingRule]:
+        """Stored rules that parse; one that does not is ignored (logged once per
+        distinct value), as if the model had none."""
+        rules = {}
+        for model, raw in stored.items():
+            try:
+                rules[model] = decode_rule(raw)
+            except ValueError as exc:
+                self._warn_once(f"routing rule of {model} {raw[:200]!r}", f"ignored: {exc}")
+        return rules
 
     def _warn_once(self, what: str, message: str) -> None:
         if what not in self._warned:
@@ -196,6 +215,37 @@ class Registry:
             f"model {model!r} has no version {version!r} "
             f"(versions: {[mv.version for mv in versions]})"
         )
+
+    def rule(self, model: str) -> RoutingRule | None:
+        """The routing rule this gateway applies to ``model`` (from the last refresh, or
+        its own last write), if any."""
+        return self._rules.get(model)
+
+    def set_rule(self, model: str, rule: RoutingRule | None) -> None:
+        """Apply a rule this gateway just stored (or removed) without waiting for the
+        next refresh."""
+        if rule is None:
+            self._rules.pop(model, None)
+        else:
+            self._rules[model] = rule
+
+    def route(
+        self, model: str, header: Callable[[str], str | None]
+    ) -> tuple[ModelVersion, str | None]:
+        """The version an unversioned request for ``model`` goes to, and why: by the
+        model's routing rule (``routing_rules.choose``; ``header(name)`` gives the
+        request's sticky header value) or, with no rule, the default (``lookup(model)``,
+        reason None). A rule whose versions have no live worker falls back to the
+        default. 404 for an unknown model."""
+        rule = self._rules.get(model)
+        if rule is None:
+            return self.lookup(model), None
+        versions = self._models.get(model) or [self.lookup(model)]  # 404 if unknown
+        ready = {mv.version for mv in versions if mv.ready}
+        sticky = header(rule.sticky_header) if rule.sticky_header else None
+        draw = self._draw() if sticky is None else 0.0
+        version, reason = choose(rule, ready, sticky_value=sticky, draw=draw)
+        return self.lookup(model, version), reason
 
     def ready(self, model: str, version: str | int | None = None) -> ModelVersion:
         """``lookup`` plus 503 when the queue is down, or when no live worker serves the

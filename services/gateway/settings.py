@@ -28,6 +28,9 @@ class GatewaySettings:
     instance: str
     models_dir: Path | None = None
     api_keys: tuple[str, ...] = ()
+    admin_keys: tuple[str, ...] = ()
+    """Keys for changing routing rules (PUT/DELETE /v1/models/{m}/routing); unset: an
+    API key (or nothing, without API keys) is enough (docs/gateway.md)."""
     max_body_bytes: int = 8 * 1024 * 1024
     max_rows: int = 256
     timeout_ms: int = 30_000
@@ -89,6 +92,7 @@ class GatewaySettings:
             ),
             models_dir=Path(models_dir) if models_dir else None,
             api_keys=read("AXON_API_KEYS", _keys, ()),
+            admin_keys=read("AXON_ADMIN_KEYS", _keys, ()),
             max_body_bytes=read("AXON_MAX_BODY_BYTES", _positive_int, 8 * 1024 * 1024),
             max_rows=read("AXON_MAX_ROWS", _positive_int, 256),
             timeout_ms=read("AXON_TIMEOUT_MS", _positive_int, 30_000),
@@ -114,6 +118,11 @@ class GatewaySettings:
             ),
             image_threads=read("AXON_IMAGE_THREADS", _positive_int, cls.image_threads),
         )
+        if set(settings.admin_keys) & set(settings.api_keys):
+            raise SettingsError(
+                "AXON_ADMIN_KEYS: a key is also in AXON_API_KEYS; every API key holder "
+                "could then change routing rules. Use separate keys"
+            )
         for model, value in settings.model_timeouts_ms.items():
             if value > settings.max_timeout_ms:
                 raise SettingsError(

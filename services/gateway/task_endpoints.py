@@ -8,9 +8,11 @@
   models), ``format`` ``png`` | ``array`` → images.
 - ``GET /v1/models``: models, versions, task and readiness.
 
-Each accepts an optional ``version`` field (default: latest ready). Image decoding and
-encoding run in a small per-app thread pool (``AXON_IMAGE_THREADS``), never on the event
-loop: a request of large PNGs must not stall health probes or other requests.
+Each accepts an optional ``version`` field (default: the model's routing rule, else the
+latest ready version); every answer names its version (``version``, and the
+``X-Axon-Model-Version`` header). Image decoding and encoding run in a small per-app
+thread pool (``AXON_IMAGE_THREADS``), never on the event loop: a request of large PNGs
+must not stall health probes or other requests.
 """
 
 from __future__ import annotations
@@ -35,7 +37,14 @@ from services.gateway.oip_codec import to_array
 from services.gateway.registry import ModelVersion
 from services.gateway.responses import JSON
 from services.gateway.routing import DirectRoute
-from services.gateway.state import deadline_ms, gateway, read_json, request_id, tag
+from services.gateway.state import (
+    deadline_ms,
+    gateway,
+    read_json,
+    request_id,
+    tag,
+    version_header,
+)
 
 T = TypeVar("T")
 
@@ -71,7 +80,10 @@ async def _prepare(request: Request, task: str) -> tuple[ModelVersion, Mapping[s
     version = doc.get("version")
     if version is not None and (isinstance(version, bool) or not isinstance(version, int | str)):
         raise BadRequestError("version: must be an integer such as 1")
-    mv = state.registry.lookup(model, version)
+    if version is None or version == "":  # the routing rule, else the highest ready
+        mv = state.route(model, request.headers.get)
+    else:
+        mv = state.registry.lookup(model, version)
     tag(request, task, mv)
     if mv.metadata.task != task:
         raise BadRequestError(
@@ -144,7 +156,10 @@ async def classify(request: Request) -> Response:
             for i in order
         ]  # fmt: skip
         predictions.append({**top[0], "top_k": top})
-    return JSON({"model": mv.name, "version": mv.version, "predictions": predictions})
+    return JSON(
+        {"model": mv.name, "version": mv.version, "predictions": predictions},
+        headers=version_header(mv),
+    )
 
 
 async def forecast(request: Request) -> Response:
@@ -178,7 +193,8 @@ async def forecast(request: Request) -> Response:
             "horizon": horizon,
             "window": meta.window,
             "forecasts": values.tolist(),
-        }
+        },
+        headers=version_header(mv),
     )
 
 
@@ -209,7 +225,7 @@ async def generate(request: Request) -> Response:
         )
     else:
         body["images"] = images.tolist()
-    return JSON(body)
+    return JSON(body, headers=version_header(mv))
 
 
 routes = [

@@ -7,7 +7,10 @@ The gateway needs three things of a queue, and nothing else:
   id) or ``Refused`` (a limit was reached);
 - **replies**: a future per waiting request, completed when its worker answers
   (``Replies``, fed by the transport's ``receive`` task);
-- a **registry view**: the live workers and the metadata they publish.
+- a **registry view**: the live workers and the metadata they publish;
+- **routing rules**: one JSON document per model (``get_rules`` / ``put_rule`` /
+  ``delete_rule``), shared by every gateway on the queue; the transport stores the
+  text as given, ``routing_rules`` validates it on both sides.
 
 ``services.gateway.transport_redis.RedisTransport`` is the implementation that runs;
 ``services.gateway.transport_memory.MemoryTransport`` keeps everything in the process,
@@ -23,7 +26,7 @@ Redis OOM or READONLY: only that request fails).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from services.contract.protocol import NewEntry, Refused, WorkerInfo
@@ -86,6 +89,21 @@ class Transport(Protocol):
     async def live_workers(self, malformed: list[str]) -> list[WorkerInfo]:
         """Workers whose heartbeat is alive, sorted by (model, version, instance);
         heartbeats that do not parse are skipped and named in ``malformed``. Raises
+        ``TransportDown`` / ``TransportError``."""
+        ...
+
+    async def get_rules(self, models: Sequence[str]) -> dict[str, str]:
+        """The stored routing rules of ``models``: raw JSON by model, a model without a
+        rule absent. One round trip. Raises ``TransportDown`` / ``TransportError``."""
+        ...
+
+    async def put_rule(self, model: str, raw: str) -> None:
+        """Store ``model``'s routing rule, replacing any. Raises ``TransportDown`` /
+        ``TransportError``."""
+        ...
+
+    async def delete_rule(self, model: str) -> bool:
+        """Remove ``model``'s routing rule; True when there was one. Raises
         ``TransportDown`` / ``TransportError``."""
         ...
 

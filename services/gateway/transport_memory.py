@@ -57,6 +57,7 @@ class MemoryTransport:
         self._serving: list[tuple[WorkerInfo, Handler]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._receiving = False
+        self._rules: dict[str, str] = {}
 
     # ------------------------------------------------------------ the gateway's side
 
@@ -101,6 +102,21 @@ class MemoryTransport:
         if self.down:
             raise TransportDown(BACKEND)
         return sorted(self._workers.values(), key=lambda w: (w.model, w.version, w.instance))
+
+    async def get_rules(self, models: Sequence[str]) -> dict[str, str]:
+        if self.down:
+            raise TransportDown(BACKEND)
+        return {model: self._rules[model] for model in models if model in self._rules}
+
+    async def put_rule(self, model: str, raw: str) -> None:
+        if self.down:
+            raise TransportDown(BACKEND)
+        self._rules[model] = raw
+
+    async def delete_rule(self, model: str) -> bool:
+        if self.down:
+            raise TransportDown(BACKEND)
+        return self._rules.pop(model, None) is not None
 
     async def receive(self, on_down: Callable[[], None]) -> None:
         """Run the ``serve``d workers; while ``down``, fail waiting requests once and

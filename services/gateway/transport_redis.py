@@ -2,7 +2,8 @@
 entries go out through the coalescing ``Enqueuer`` (one script call per stream and
 event-loop tick), replies come back on the process's reply list ``axon:r:{instance}``
 (one receive task: BLMPOP on Redis >= 7, else BLPOP then LPOP), and the registry view
-reads the workers' heartbeat keys. Keys and scripts: ``services.contract.protocol``.
+reads the workers' heartbeat keys and the routing rules (``axon:route:{model}``).
+Keys and scripts: ``services.contract.protocol``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from services.contract import protocol, redis_client
 from services.contract.protocol import NewEntry, RedisClient, Refused, WorkerInfo
@@ -70,6 +71,24 @@ class RedisTransport:
     async def live_workers(self, malformed: list[str]) -> list[WorkerInfo]:
         try:
             return await protocol.live_workers(self.redis, malformed=malformed)
+        except Exception as exc:
+            raise as_transport_error(exc) from exc
+
+    async def get_rules(self, models: Sequence[str]) -> dict[str, str]:
+        try:
+            return await protocol.read_rules(self.redis, models)
+        except Exception as exc:
+            raise as_transport_error(exc) from exc
+
+    async def put_rule(self, model: str, raw: str) -> None:
+        try:
+            await protocol.write_rule(self.redis, model, raw)
+        except Exception as exc:
+            raise as_transport_error(exc) from exc
+
+    async def delete_rule(self, model: str) -> bool:
+        try:
+            return await protocol.delete_rule(self.redis, model)
         except Exception as exc:
             raise as_transport_error(exc) from exc
 

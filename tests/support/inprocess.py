@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,9 +50,11 @@ def infer_image(rows: int = 1, *, flat: bool = False, **extra: Any) -> dict[str,
     return {"inputs": [tensor], **extra}
 
 
-def tiny_repository(root: Path) -> Path:
-    """A model repository of the three hand-written models (one version each)."""
-    write_poison_classifier(root, CLASSIFIER)
+def tiny_repository(root: Path, *, classifier_versions: int = 1) -> Path:
+    """A model repository of the three hand-written models (one version each; the
+    classifier in ``classifier_versions`` identical versions 1..N)."""
+    for version in range(1, classifier_versions + 1):
+        write_poison_classifier(root, CLASSIFIER, version=version)
     write_tiny_forecaster(root, FORECASTER)
     write_tiny_generator(root, GENERATOR)
     return root
@@ -99,22 +102,27 @@ class Stack:
     queue: MemoryTransport
     repository: ModelRepository
 
-    def info(self, model: str, instance: str | None = None) -> WorkerInfo:
-        metadata = self.repository.load(model).metadata
+    def info(
+        self, model: str, instance: str | None = None, version: int | None = None
+    ) -> WorkerInfo:
+        metadata = self.repository.load(model, version).metadata
+        suffix = "" if version is None else f"-v{version}"
         return WorkerInfo(
-            instance or f"{model}-w1", model, metadata.version, "CPUExecutionProvider", 64,
-            metadata.raw, {}, 0, 0,
+            instance or f"{model}-w1{suffix}", model, metadata.version, "CPUExecutionProvider",
+            64, metadata.raw, {}, 0, 0,
         )  # fmt: skip
 
-    def serve(self, model: str) -> OnnxHandler:
-        """A worker that computes ``model``'s requests (registered at once)."""
-        handler = OnnxHandler(self.repository.load(model))
-        self._on_loop(lambda: self.queue.serve(self.info(model), handler))
+    def serve(self, model: str, version: int | None = None) -> OnnxHandler:
+        """A worker that computes ``model``'s requests (its latest version, or
+        ``version``), registered at once."""
+        handler = OnnxHandler(self.repository.load(model, version))
+        self._on_loop(lambda: self.queue.serve(self.info(model, version=version), handler))
         return handler
 
-    def register(self, model: str) -> None:
+    def register(self, model: str, version: int | None = None) -> None:
         """A heartbeat for ``model`` with no worker behind it: entries stay queued."""
-        self._on_loop(lambda: self.queue.register(self.info(model, f"{model}-idle")))
+        instance = f"{model}-idle" if version is None else f"{model}-idle-v{version}"
+        self._on_loop(lambda: self.queue.register(self.info(model, instance, version)))
 
     def refresh(self) -> None:
         """Make the gateway's registry see the workers now (instead of at its next tick)."""
@@ -133,18 +141,26 @@ class Stack:
 
 @contextlib.contextmanager
 def stack(
-    root: Path, env: Mapping[str, str] | None = None, *, serve: Sequence[str] = ()
+    root: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    serve: Sequence[str] = (),
+    classifier_versions: int = 1,
+    seed: int | None = None,
 ) -> Iterator[Stack]:
     """The gateway app on a fresh ``MemoryTransport`` with the tiny repository under
-        ``root``; ``serve`` names models to start computing workers for. No gRPC server
-    unless ``env`` sets ``AXON_GRPC_PORT``."""
-    repo = tiny_repository(root / "models")
+    ``root`` (the classifier in ``classifier_versions`` versions); ``serve`` names
+    models to start computing workers for (their latest version). ``seed`` seeds the
+    gateway's weighted-routing draws (default: unseeded). No gRPC server unless
+    ``env`` sets ``AXON_GRPC_PORT``."""
+    repo = tiny_repository(root / "models", classifier_versions=classifier_versions)
     settings = GatewaySettings.from_env(
         {"AXON_REDIS_URL": "redis://unused.invalid", "AXON_MODELS_DIR": str(repo),
          "AXON_GATEWAY_INSTANCE": "inproc", "AXON_GRPC_PORT": "0", **(env or {})}
     )  # fmt: skip
     queue = MemoryTransport("inproc")
-    app = create_app(settings, transport=lambda _settings: queue)
+    draw = random.Random(seed).random if seed is not None else random.random
+    app = create_app(settings, transport=lambda _settings: queue, draw=draw)
     with TestClient(app, raise_server_exceptions=False) as client:
         result = Stack(client, queue, ModelRepository(repo))
         for model in serve:

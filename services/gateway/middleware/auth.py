@@ -1,7 +1,14 @@
 """Optional API keys (``AXON_API_KEYS``): ``Authorization: Bearer KEY`` or
 ``X-API-Key: KEY`` (HTTP headers here; the same gRPC metadata in ``grpc_service``); 401
 otherwise. Compared in constant time against every key.
-Health, metrics and the API docs stay open."""
+Health, metrics and the API docs stay open.
+
+Admin keys (``AXON_ADMIN_KEYS``), the same two headers: when set, changing a routing
+rule (PUT/DELETE ``/v1/models/{m}/routing``) needs one; an API key there is 403, no or
+an unknown key 401. Reading a rule (GET) takes an API key or an admin key. Without admin
+keys, the routing rules are guarded like every other route (an API key when
+``AXON_API_KEYS`` is set, else open: docs/gateway.md, "Routing rules (canary)").
+"""
 
 from __future__ import annotations
 
@@ -13,18 +20,31 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from services.gateway.responses import error_response
 
 OPEN_PATHS = ("/v2/health/", "/healthz/", "/metrics", "/docs", "/openapi.json")
+ADMIN_PREFIX, ADMIN_SUFFIX = "/v1/models/", "/routing"
+"""``/v1/models/{m}/routing``: the routing rule admin API."""
+WRITES = ("PUT", "DELETE", "POST", "PATCH")
 
 
 class ApiKeyMiddleware:
-    def __init__(self, app: ASGIApp, keys: Sequence[str]) -> None:
+    def __init__(self, app: ASGIApp, keys: Sequence[str], admin_keys: Sequence[str] = ()) -> None:
         self.app = app
         self._keys = [key.encode() for key in keys]
+        self._admin = [key.encode() for key in admin_keys]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self._keys or scope["path"].startswith(OPEN_PATHS):
+        if scope["type"] != "http" or scope["path"].startswith(OPEN_PATHS):
             await self.app(scope, receive, send)
             return
-        if self._allowed(_presented(scope)):
+        path: str = scope["path"]
+        admin_route = path.startswith(ADMIN_PREFIX) and path.endswith(ADMIN_SUFFIX)
+        if admin_route and self._admin and scope["method"] in WRITES:
+            await self._admin_only(scope, receive, send)
+            return
+        if not self._keys:
+            await self.app(scope, receive, send)
+            return
+        presented = _presented(scope)
+        if self._allowed(presented) or (admin_route and key_allowed(presented, self._admin)):
             await self.app(scope, receive, send)
             return
         response = error_response(
@@ -32,6 +52,28 @@ class ApiKeyMiddleware:
             "missing or invalid API key: send 'Authorization: Bearer <key>' or 'X-API-Key'",
             headers={"WWW-Authenticate": "Bearer"},
         )
+        await response(scope, receive, send)
+
+    async def _admin_only(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Changing a routing rule with admin keys set: an admin key, else 403 for an
+        API key, 401 for anything else."""
+        presented = _presented(scope)
+        if key_allowed(presented, self._admin):
+            await self.app(scope, receive, send)
+            return
+        if self._allowed(presented):
+            response = error_response(
+                403,
+                "changing a routing rule needs an admin key (AXON_ADMIN_KEYS); an API key "
+                "is not enough",
+            )
+        else:
+            response = error_response(
+                401,
+                "missing or invalid admin key: send 'Authorization: Bearer <admin key>' or "
+                "'X-API-Key' with a key of AXON_ADMIN_KEYS",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         await response(scope, receive, send)
 
     def _allowed(self, presented: bytes | None) -> bool:

@@ -1,0 +1,108 @@
+"""The routing rule admin API (``routing_rules``): ``GET | PUT | DELETE
+/v1/models/{model}/routing``. Each answers the model's rule (or null), its versions'
+readiness and the effective weights (the rule's weights of the ready versions; with no
+rule, or none of its versions ready, the default version at 100).
+
+A PUT is validated against the model's known versions (400 naming the field), stored
+in Redis, and applied by this gateway at once; the others apply it at their next
+registry refresh. Who may call it: ``middleware/auth`` (``AXON_ADMIN_KEYS``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from services.gateway.errors import UnavailableError
+from services.gateway.registry import Registry
+from services.gateway.responses import JSON
+from services.gateway.routing import DirectRoute
+from services.gateway.routing_rules import RoutingRule, decode_rule, effective_weights, parse_rule
+from services.gateway.state import gateway, read_json, tag
+from services.gateway.transport import TransportDown, TransportError
+
+
+def describe(registry: Registry, model: str, rule: RoutingRule | None) -> dict[str, Any]:
+    """The admin API's answer for ``model`` under ``rule`` (see the module docstring)."""
+    versions = registry.models()[model]
+    ready = {mv.version for mv in versions if mv.ready}
+    weights = effective_weights(rule, ready) if rule is not None else ()
+    source = "rule" if weights else ("no_ready_version" if rule is not None else "default")
+    if not weights:
+        default = registry.lookup(model)
+        weights = ((default.version, 100),) if default.ready else ()
+    total = sum(w for _, w in weights)
+    return {
+        "model": model,
+        "rule": rule.as_dict() if rule is not None else None,
+        "versions": [
+            {"version": mv.version, "ready": mv.ready, "workers": len(mv.workers)}
+            for mv in versions
+        ],
+        "effective": source,
+        "effective_weights": {str(v): w for v, w in weights},
+        "effective_percent": {str(v): round(100 * w / total, 2) for v, w in weights},
+    }
+
+
+async def get_routing(request: Request) -> Response:
+    state = gateway(request)
+    tag(request, "routing")
+    model = request.path_params["model"]
+    tag(request, "routing", state.registry.lookup(model))
+    async with _queue(state.transport.name):
+        stored = (await state.transport.get_rules([model])).get(model)
+    rule = None
+    if stored is not None:
+        try:
+            rule = decode_rule(stored)
+        except ValueError:
+            rule = None  # ignored by every gateway's refresh too
+    return JSON(describe(state.registry, model, rule))
+
+
+async def put_routing(request: Request) -> Response:
+    state = gateway(request)
+    tag(request, "routing")
+    model = request.path_params["model"]
+    tag(request, "routing", state.registry.lookup(model))  # 404 before reading the body
+    doc = await read_json(request)
+    known = {mv.version for mv in state.registry.models()[model]}
+    rule = parse_rule(doc, known)
+    async with _queue(state.transport.name):
+        await state.transport.put_rule(model, rule.to_json())
+    state.registry.set_rule(model, rule)
+    return JSON(describe(state.registry, model, rule))
+
+
+async def delete_routing(request: Request) -> Response:
+    state = gateway(request)
+    tag(request, "routing")
+    model = request.path_params["model"]
+    tag(request, "routing", state.registry.lookup(model))
+    async with _queue(state.transport.name):
+        await state.transport.delete_rule(model)
+    state.registry.set_rule(model, None)
+    return JSON(describe(state.registry, model, None))
+
+
+@contextlib.asynccontextmanager
+async def _queue(name: str) -> AsyncIterator[None]:
+    """The queue's errors as 503 (the rule could not be read or stored)."""
+    try:
+        yield
+    except TransportDown as exc:
+        raise UnavailableError(f"{name} is unreachable; try again shortly") from exc
+    except TransportError as exc:
+        raise UnavailableError(f"{name} refused to read or store the rule ({exc.detail})") from exc
+
+
+routes = [
+    DirectRoute("/v1/models/{model}/routing", get_routing, methods=["GET"]),
+    DirectRoute("/v1/models/{model}/routing", put_routing, methods=["PUT"]),
+    DirectRoute("/v1/models/{model}/routing", delete_routing, methods=["DELETE"]),
+]
