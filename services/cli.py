@@ -49,6 +49,22 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MODEL=N",
         help="run N workers of MODEL (model name or family) on its shared queue; repeatable",
     )
+    serve.add_argument(
+        "--versions",
+        type=_versions,
+        default=None,
+        metavar="POLICY",
+        help="model versions to run side by side: latest:N (the N highest), all, or 1,3 "
+        "(default $AXON_VERSION_POLICY or latest:1); the repository is polled for changes",
+    )
+    serve.add_argument(
+        "--versions-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help='per-model policies, a JSON object such as {"digits-cnn": "latest:2"} '
+        "(overrides --versions for the models it names)",
+    )
     for command in TRAINING_COMMANDS:
         sub.add_parser(command, help=f"training side: python -m training {command} …")
     return parser
@@ -60,6 +76,18 @@ def _replicas(raw: str) -> tuple[str, int]:
     if not sep or not name.strip() or not count.strip().isdigit() or int(count) < 1:
         raise argparse.ArgumentTypeError(f"expected MODEL=N with N >= 1, got {raw!r}")
     return name.strip(), int(count)
+
+
+def _versions(raw: str) -> str:
+    """A version policy (``services/runtime/versions.py``), checked; argparse reports a
+    bad one as ``argument --versions: …``."""
+    from services.runtime.versions import VersionPolicyError, parse_policy
+
+    try:
+        parse_policy(raw, "")
+    except VersionPolicyError as exc:
+        raise argparse.ArgumentTypeError(str(exc).strip()) from None
+    return raw
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ready_timeout_s=options.ready_timeout,
         replicas=dict(options.replicas),
         grpc_port=options.grpc_port,
+        versions=options.versions,
+        versions_file=options.versions_file,
     )
 
 

@@ -48,15 +48,23 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from services import processes
 from services.runtime.redis_server import RedisServerError, find_redis_server, free_port
-from services.runtime.repository import ModelRepository
+from services.runtime.repository import ModelRepository, RepositoryScan
 from services.runtime.settings import DEFAULT_MODELS
+from services.runtime.versions import (
+    Key,
+    VersionPolicy,
+    VersionPolicyError,
+    diff,
+    parse_policy_file,
+    policy_for,
+)
 from services.supervisor import (
     GiveUp,
     Kind,
@@ -84,6 +92,9 @@ READY_EVERY_S = 0.25
 LIVE_EVERY_S = 5.0
 """How often a ready child's liveness endpoint is asked (``ChildSpec.live_url``)."""
 """How often a child that is not ready yet is probed."""
+
+POLL_S = 2.0
+"""Default of ``AXON_REPOSITORY_POLL_S``: how often the repository is looked at."""
 
 REDIS_START_S = 10.0
 """How long the first start waits for the private Redis before starting the others."""
@@ -119,6 +130,11 @@ class ChildSpec:
     """Liveness endpoint: a ready child that answers it with exactly 503 (it says a
     background task of it has ended) is restarted. A timeout or a refused connection
     is not acted on (a busy or stopped process is not a dead one)."""
+    family: str = ""
+    model: str = ""
+    version: int = 0
+    """The model version a service child runs (0: not pinned, the latest)."""
+    port: int = 0
 
 
 @dataclass
@@ -133,6 +149,10 @@ class Child:
     ready: bool = False
     next_probe: float = 0.0
     next_live: float = 0.0
+    added: bool = False
+    """Started by the repository poll (not in the first plan)."""
+    retiring_since: float | None = None
+    """When it was sent SIGTERM to stop for good (its version left the selection)."""
 
     @property
     def name(self) -> str:
@@ -156,25 +176,89 @@ def say(message: str, *, error: bool = False) -> None:
 # --------------------------------------------------------------------------- planning
 
 
-def models_present(models_dir: Path, env: Mapping[str, str]) -> dict[str, str]:
-    """family → model for every family whose model (``AXON_{FAMILY}_MODEL`` or the
-    default) is in the repository; raises ``ServeError`` when there is none."""
-    repo = ModelRepository(models_dir)
-    present = {}
-    for family in SERVICES:
-        model = env.get(f"AXON_{family.upper()}_MODEL") or DEFAULT_MODELS[family]
-        try:
-            repo.resolve(model)
-        except Exception as exc:  # ModelRepositoryError: missing model or folder
-            print(f"  {family:<10} skipped: {exc}", file=sys.stderr, flush=True)
+@dataclass
+class VersionWatch:
+    """What each family should run: the complete versions of its model
+    (``RepositoryScan``) that its policy selects. Logs a half-written version once,
+    until it is complete."""
+
+    models: Mapping[str, str]
+    """family → model name (``AXON_{FAMILY}_MODEL`` or the default), every family."""
+    policies: Mapping[str, VersionPolicy]
+    """family → its version policy."""
+    scan: RepositoryScan
+    failed: set[Key] = field(default_factory=set)
+    """(family, version) given up on after crashes: not selected again until a restart."""
+    _reported: set[Key] = field(default_factory=set)
+    present: dict[str, list[int]] = field(default_factory=dict)
+    """family → complete versions at the last ``wanted``."""
+
+    def wanted(self) -> dict[str, list[int]]:
+        """family → versions to run (ascending; empty: none)."""
+        selected = {}
+        for family, model in self.models.items():
+            complete, incomplete = self.scan.versions(model)
+            for version, problem in incomplete.items():
+                if (family, version) not in self._reported:
+                    self._reported.add((family, version))
+                    say(f"{model} version {version} skipped until complete: {problem}")
+            self._reported -= {(family, v) for v in complete}
+            self.present[family] = complete
+            usable = [v for v in complete if (family, v) not in self.failed]
+            selected[family] = self.policies[family].select(usable)
+        return selected
+
+
+def version_watch(
+    models_dir: Path,
+    env: Mapping[str, str],
+    option: str | None = None,
+    versions_file: Path | None = None,
+) -> VersionWatch:
+    """The watch for ``--versions`` / ``AXON_VERSION_POLICY`` / ``--versions-file``;
+    raises ``ServeError`` for a bad policy or a file entry that names no served model."""
+    models = {f: env.get(f"AXON_{f.upper()}_MODEL") or DEFAULT_MODELS[f] for f in SERVICES}
+    try:
+        per_model = {}
+        if versions_file is not None:
+            try:
+                text = versions_file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ServeError(f"--versions-file {versions_file}: {exc}") from None
+            per_model = parse_policy_file(text, f"--versions-file {versions_file}")
+        unknown = sorted(set(per_model) - set(models.values()))
+        if unknown:
+            served = ", ".join(f"{m} ({f})" for f, m in models.items())
+            raise ServeError(
+                f"--versions-file {versions_file}: {', '.join(unknown)} is not a model "
+                f"served here; served: {served}"
+            )
+        policies = {f: policy_for(m, per_model, option, env) for f, m in models.items()}
+    except VersionPolicyError as exc:
+        raise ServeError(str(exc)) from None
+    return VersionWatch(models, policies, RepositoryScan(models_dir))
+
+
+def first_selection(watch: VersionWatch, models_dir: Path) -> dict[str, list[int]]:
+    """family → versions to start with, for every family that has one; raises
+    ``ServeError`` when no family has any."""
+    selected = {}
+    for family, versions in watch.wanted().items():
+        model, policy = watch.models[family], watch.policies[family]
+        if versions:
+            selected[family] = versions
             continue
-        present[family] = model
-    if not present:
+        if not watch.present.get(family):
+            why = f"no complete version of {model} in {models_dir}"
+        else:
+            why = f"version policy {policy} selects none of {model}'s {watch.present[family]}"
+        print(f"  {family:<10} skipped: {why}", file=sys.stderr, flush=True)
+    if not selected:
         raise ServeError(
             f"no model to serve in {models_dir}; build them with "
             f"`axon models --models-dir {models_dir}` (or `make models`)"
         )
-    return present
+    return selected
 
 
 def replica_counts(replicas: Mapping[str, int], models: Mapping[str, str]) -> dict[str, int]:
@@ -211,13 +295,14 @@ def plan(
     instance_prefix: str,
     grpc_port: int = 0,
     ports: Callable[[], int] = free_port,
+    versions: Mapping[str, Sequence[int]] | None = None,
+    versioned: Collection[str] = (),
 ) -> list[ChildSpec]:
     """Every child in start order: Redis (when ``redis_port``), services, gateway.
 
-    Service ``i`` of ``n`` of a family listens on ``AXON_{FAMILY}_PORT + i`` when set,
-    else on a port from ``ports`` (picked once: a restart reuses it), and serves as
-    worker instance ``AXON_{FAMILY}_INSTANCE`` / ``AXON_INSTANCE`` (default
-    ``{instance_prefix}-{family}``) with ``-{i + 1}`` appended when ``n > 1``.
+    ``versions``: family → the versions it runs (a family left out: one, unpinned, the
+    latest); each version gets ``replicas`` services (``service_specs``), named with
+    ``-v{version}`` for the families in ``versioned``.
     """
     specs: list[ChildSpec] = []
     if redis_port:
@@ -233,32 +318,21 @@ def plan(
                 banner=redis_url,
             )
         )  # fmt: skip
-    child_env = {**env, "AXON_REDIS_URL": redis_url, "AXON_MODELS_DIR": str(models_dir)}
+    child_env = service_env(env, redis_url, models_dir)
+    taken: set[int] = set()
     for family, count in replica_counts(replicas, models).items():
-        upper = family.upper()
-        base_port = int(env.get(f"AXON_{upper}_PORT") or 0)
-        base_instance = (
-            env.get(f"AXON_{upper}_INSTANCE")
-            or env.get("AXON_INSTANCE")
-            or f"{instance_prefix}-{family}"
-        )
-        for i in range(count):
-            name = family if count == 1 else f"{family}-{i + 1}"
-            service_port = base_port + i if base_port else ports()
-            instance = base_instance if count == 1 else f"{base_instance}-{i + 1}"
-            specs.append(
-                ChildSpec(
-                    name,
-                    "service",
-                    (*_bentoml(), "serve", SERVICES[family], "--host", "127.0.0.1",
-                     "--port", str(service_port)),
-                    {**child_env, f"AXON_{upper}_INSTANCE": instance},
-                    ready_url=f"http://127.0.0.1:{service_port}/readyz",
-                    live_url=f"http://127.0.0.1:{service_port}/livez",
-                    banner=f"{models[family]} → http://127.0.0.1:{service_port}"
-                    + (f" (instance {instance})" if count > 1 else ""),
-                )
-            )  # fmt: skip
+        for version in (versions or {}).get(family, [0]):
+            specs += service_specs(
+                family=family,
+                model=models[family],
+                version=version,
+                count=count,
+                env=child_env,
+                instance_prefix=instance_prefix,
+                versioned=family in versioned,
+                ports=ports,
+                taken=taken,
+            )
     url = gateway_url(host, port)
     specs.append(
         ChildSpec(
@@ -282,6 +356,69 @@ def plan(
             banner=url + (f", gRPC {grpc_address(host, grpc_port)}" if grpc_port else ""),
         )
     )
+    return specs
+
+
+def service_env(env: Mapping[str, str], redis_url: str, models_dir: Path) -> dict[str, str]:
+    """The environment of every child but Redis."""
+    return {**env, "AXON_REDIS_URL": redis_url, "AXON_MODELS_DIR": str(models_dir)}
+
+
+def service_specs(
+    *,
+    family: str,
+    model: str,
+    version: int,
+    count: int,
+    env: Mapping[str, str],
+    instance_prefix: str,
+    versioned: bool,
+    ports: Callable[[], int],
+    taken: set[int],
+) -> list[ChildSpec]:
+    """The ``count`` services of one model version (``version`` 0: not pinned).
+
+    Named ``{family}``, with ``-v{version}`` when ``versioned`` and ``-{i + 1}`` when
+    ``count > 1``. Service ``i`` listens on the lowest ``AXON_{FAMILY}_PORT + k`` not in
+    ``taken`` when that is set (and adds it there), else on a port from ``ports``
+    (picked once: a restart reuses it), and serves as worker instance
+    ``AXON_{FAMILY}_INSTANCE`` / ``AXON_INSTANCE`` (default ``{instance_prefix}-{family}``)
+    with the same suffixes. Its ``AXON_{FAMILY}_MODEL_VERSION`` is ``version``.
+    """
+    upper = family.upper()
+    base_port = int(env.get(f"AXON_{upper}_PORT") or 0)
+    suffix = f"-v{version}" if versioned and version else ""
+    base_name = family + suffix
+    instance_of_env = env.get(f"AXON_{upper}_INSTANCE") or env.get("AXON_INSTANCE")
+    base_instance = (instance_of_env or f"{instance_prefix}-{family}") + suffix
+    specs = []
+    for i in range(count):
+        if base_port:
+            service_port = next(p for p in range(base_port, 65536) if p not in taken)
+            taken.add(service_port)
+        else:
+            service_port = ports()
+        name = base_name if count == 1 else f"{base_name}-{i + 1}"
+        instance = base_instance if count == 1 else f"{base_instance}-{i + 1}"
+        pin = {f"AXON_{upper}_MODEL_VERSION": str(version)} if version else {}
+        what = f"{model} v{version}" if version else model
+        specs.append(
+            ChildSpec(
+                name,
+                "service",
+                (*_bentoml(), "serve", SERVICES[family], "--host", "127.0.0.1",
+                 "--port", str(service_port)),
+                {**env, f"AXON_{upper}_INSTANCE": instance, **pin},
+                ready_url=f"http://127.0.0.1:{service_port}/readyz",
+                live_url=f"http://127.0.0.1:{service_port}/livez",
+                banner=f"{what} → http://127.0.0.1:{service_port}"
+                + (f" (instance {instance})" if count > 1 else ""),
+                family=family,
+                model=model,
+                version=version,
+                port=service_port,
+            )
+        )  # fmt: skip
     return specs
 
 
@@ -394,12 +531,63 @@ class Supervisor:
     book: RestartBook = field(init=False)
     _restarts: dict[str, int] = field(init=False, default_factory=dict)
     """child name → restarts so far (0 or absent: never restarted)."""
+    abandoned: list[ChildSpec] = field(init=False, default_factory=list)
+    """Children started by ``add`` that crashed until the policy gave up on them:
+    removed, the stack goes on (the caller takes them from here)."""
 
     def __post_init__(self) -> None:
         self.book = RestartBook(self.policy)
         for spec in self.specs:
-            path = self.log_dir / f"{spec.name}.log"
-            self.children.append(Child(spec, path, path.open("ab")))
+            self.children.append(self._child(spec))
+
+    def _child(self, spec: ChildSpec) -> Child:
+        path = self.log_dir / f"{spec.name}.log"
+        return Child(spec, path, path.open("ab"))
+
+    def add(self, spec: ChildSpec) -> Child:
+        """Start one more child now (a model version the repository poll found); a
+        crash loop of it removes it (``abandoned``) instead of stopping the stack."""
+        if any(c.name == spec.name for c in self.children):
+            raise ValueError(f"a child named {spec.name} runs already")
+        child = self._child(spec)
+        child.added = True
+        self.children.append(child)
+        self._spawn(child, restart=0)
+        assert child.process is not None
+        say(f"{child.name} started (pid {child.process.pid}): {spec.banner}")
+        return child
+
+    def retire(self, name: str, why: str) -> None:
+        """Stop ``name`` for good: SIGTERM (a model service drains), SIGKILL after its
+        grace time (``GRACE_S``); never restarted. ``why`` ends the log line."""
+        child = self.child(name)
+        if child.retiring_since is not None:
+            return
+        child.retiring_since = self.clock()
+        if child.process is None:  # waiting for a restart: nothing to stop
+            self._remove(child)
+            say(f"{name} removed ({why})")
+            return
+        grace = GRACE_S[child.spec.kind]
+        say(f"stopping {name} (pid {child.process.pid}; drain up to {grace:.0f} s): {why}")
+        processes.kill_group(child.process.pid, signal.SIGTERM)
+
+    def _remove(self, child: Child) -> None:
+        self.children.remove(child)
+        self.book.forget(child.name)
+        self._restarts.pop(child.name, None)
+        child.log.close()
+
+    def running_versions(self) -> dict[tuple[str, int], bool]:
+        """(family, version) of every service child not stopping → whether all its
+        replicas are ready."""
+        running: dict[tuple[str, int], bool] = {}
+        for child in self.children:
+            spec = child.spec
+            if spec.kind == "service" and spec.version and child.retiring_since is None:
+                key = (spec.family, spec.version)
+                running[key] = running.get(key, True) and child.ready
+        return running
 
     def child(self, name: str) -> Child:
         return next(c for c in self.children if c.name == name)
@@ -440,7 +628,11 @@ class Supervisor:
             self._kill_orphans()
             now = self.clock()
             for child in exited:
-                self._on_exit(child, now)
+                if child.retiring_since is not None:
+                    self._retired(child, now)
+                else:
+                    self._on_exit(child, now)
+        self._hurry_retiring(self.clock())
         now = self.clock()
         for name in self.book.due(now):
             child = self.child(name)
@@ -450,12 +642,38 @@ class Supervisor:
         self._probe(self.clock())
         self._check_alive(self.clock())
 
+    def _retired(self, child: Child, now: float) -> None:
+        assert child.process is not None and child.retiring_since is not None
+        how = describe_exit(child.process.returncode)
+        self._remove(child)
+        say(f"{child.name} stopped ({how}) {now - child.retiring_since:.1f} s after SIGTERM")
+
+    def _hurry_retiring(self, now: float) -> None:
+        """SIGKILL a retiring child still running after its grace time."""
+        for child in self.children:
+            since = child.retiring_since
+            if since is None or not child.alive() or now < since + GRACE_S[child.spec.kind]:
+                continue
+            assert child.process is not None
+            say(f"{child.name} still running {now - since:.0f} s after SIGTERM; SIGKILL")
+            processes.kill_group(child.process.pid, signal.SIGKILL)
+
     def _on_exit(self, child: Child, now: float) -> None:
         assert child.process is not None
         pid, code = child.process.pid, child.process.returncode
         ran = self.book.uptime(child.name, now)
         child.process, child.ready = None, False
         decision = self.book.exited(child.name, now)
+        if isinstance(decision, GiveUp) and child.added:
+            say(
+                f"{child.name} (pid {pid}) exited with {describe_exit(code)} after {ran:.1f} s; "
+                f"{decision.crashes} crashes in a row, giving up on it (the rest goes on). "
+                f"Its log ({child.log_path}) ends with:\n{child.log_tail()}",
+                error=True,
+            )
+            self._remove(child)
+            self.abandoned.append(child.spec)
+            return
         if isinstance(decision, GiveUp):
             raise ServeError(
                 f"{child.name} (pid {pid}) exited with {describe_exit(code)} after "
@@ -487,9 +705,11 @@ class Supervisor:
             if up and child.alive():
                 child.ready = True
                 self.book.ready(child.name)
+                took = self.clock() - child.started_at
                 if self._restarts.get(child.name):
-                    took = self.clock() - child.started_at
                     say(f"{child.name} ready again, {took:.1f} s after its restart")
+                elif child.added:
+                    say(f"{child.name} ready, {took:.1f} s after its start")
 
     def _check_alive(self, now: float) -> None:
         """Restart (SIGTERM; the exit is handled as a crash) a ready child whose
@@ -497,6 +717,8 @@ class Supervisor:
         for child in self.children:
             spec = child.spec
             if not (spec.live_url and child.ready and child.alive()) or now < child.next_live:
+                continue
+            if child.retiring_since is not None:
                 continue
             child.next_live = now + LIVE_EVERY_S
             if http_status(spec.live_url, spec.ready_headers) == 503:
@@ -509,7 +731,7 @@ class Supervisor:
                 child.process.terminate()
 
     def all_ready(self) -> bool:
-        return all(c.ready for c in self.children)
+        return all(c.ready for c in self.children if c.retiring_since is None)
 
     def stop(self, hurry: threading.Event) -> None:
         """Gateway first, then the services (they drain), then Redis; each stage gets
@@ -545,15 +767,84 @@ class Supervisor:
             child.log.close()
 
 
+# --------------------------------------------------------------------------- versions
+
+
+def poll_interval(env: Mapping[str, str]) -> float:
+    """``AXON_REPOSITORY_POLL_S`` (default 2; 0 = no poll)."""
+    raw = env.get("AXON_REPOSITORY_POLL_S", "").strip()
+    try:
+        value = float(raw) if raw else POLL_S
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise ServeError(
+            f"AXON_REPOSITORY_POLL_S={raw!r}: must be a number of seconds >= 0 (0 = no poll)"
+        )
+    return value
+
+
+@dataclass
+class Reconciler:
+    """Every ``interval_s``: what the policies select now (``VersionWatch``) against
+    what runs (``Supervisor.running_versions``), ``versions.diff`` between them, then
+    start the new versions' services (``make``) and stop the ones that left, once the
+    versions of the same model that are coming up are ready (make before break)."""
+
+    supervisor: Supervisor
+    watch: VersionWatch
+    make: Callable[[str, int, set[int]], list[ChildSpec]]
+    """(family, version, ports taken by the family) → the services of that version."""
+    interval_s: float
+    clock: Callable[[], float] = time.monotonic
+    next_at: float = 0.0
+
+    def tick(self) -> None:
+        now = self.clock()
+        if self.interval_s <= 0 or now < self.next_at:
+            return
+        self.next_at = now + self.interval_s
+        for spec in self.supervisor.abandoned:
+            self.watch.failed.add((spec.family, spec.version))
+        self.supervisor.abandoned.clear()
+        wanted = self.watch.wanted()
+        changes = diff(
+            self.supervisor.running_versions(),
+            [(family, v) for family, versions in wanted.items() for v in versions],
+        )
+        children = self.supervisor.children
+        for family, version in changes.start:
+            taken = {c.spec.port for c in children if c.spec.family == family}
+            specs = self.make(family, version, taken)
+            names = {c.name for c in children}
+            if any(spec.name in names for spec in specs):
+                continue  # the same version still drains: start it once it is gone
+            model, policy = self.watch.models[family], self.watch.policies[family]
+            say(f"{model} version {version} selected ({policy}): starting "
+                f"{', '.join(spec.name for spec in specs)}")  # fmt: skip
+            for spec in specs:
+                self.supervisor.add(spec)
+        for family, version in changes.stop:
+            model, policy = self.watch.models[family], self.watch.policies[family]
+            if version in self.watch.present.get(family, []):
+                why = f"{model} version {version} left the selection ({policy})"
+            else:
+                why = f"{model} version {version} is gone from the repository"
+            for child in list(children):
+                spec = child.spec
+                if (spec.family, spec.version) == (family, version):
+                    self.supervisor.retire(child.name, why)
+
+
 # --------------------------------------------------------------------------- banner
 
 
-def examples(url: str, models_dir: Path, models: Mapping[str, str]) -> list[str]:
-    """One example curl per task served."""
+def examples(url: str, models_dir: Path, models: Mapping[str, tuple[str, int]]) -> list[str]:
+    """One example curl per task served (``models``: family → model and version)."""
     repo = ModelRepository(models_dir)
     lines = []
-    for family, model in models.items():
-        meta: Mapping[str, Any] = repo.load(model).metadata.raw
+    for family, (model, version) in models.items():
+        meta: Mapping[str, Any] = repo.load(model, version).metadata.raw
         if family == "classifier":
             image = meta.get("image", {})
             pixels = [[[0.0] * int(image.get("width", 8))] * int(image.get("height", 8))]
@@ -567,7 +858,7 @@ def examples(url: str, models_dir: Path, models: Mapping[str, str]) -> list[str]
         else:
             body = json.dumps({"count": 2, "seed": 7, "format": "png"})
             lines.append(f"curl -s {url}/v1/models/{model}/generate -d '{body}'")
-    lines.append(f"curl -s {url}/v2/models/{next(iter(models.values()))}   # OIP v2 metadata")
+    lines.append(f"curl -s {url}/v2/models/{next(iter(models.values()))[0]}   # OIP v2 metadata")
     return lines
 
 
@@ -585,6 +876,8 @@ def serve(
     replicas: Mapping[str, int] | None = None,
     policy: RestartPolicy | None = None,
     grpc_port: int | None = None,
+    versions: str | None = None,
+    versions_file: Path | None = None,
 ) -> int:
     """Run the supervised stack until Ctrl-C / SIGTERM; returns the exit status.
 
@@ -608,7 +901,11 @@ def serve(
     status = 0
     try:
         print(f"axon serve: starting (logs in {logs})", flush=True)
-        models = models_present(models_dir, environment)
+        watch = version_watch(models_dir, environment, versions, versions_file)
+        poll_s = poll_interval(environment)
+        selection = first_selection(watch, models_dir)
+        models = {family: watch.models[family] for family in selection}
+        counts = replica_counts(replicas or {}, models)
         if port_taken(host, port):
             raise ServeError(f"port {port} on {host} is taken; choose another with --port")
         grpc = grpc_port_of(grpc_port, environment)
@@ -618,6 +915,7 @@ def serve(
                 "(0 = no gRPC server)"
             )
         redis_url = environment.get("AXON_REDIS_URL", "")
+        prefix = f"{socket.gethostname()}-{os.getpid()}"
         redis_port, binary = 0, ""
         if not redis_url:
             try:
@@ -638,17 +936,30 @@ def serve(
             redis_port=redis_port,
             redis_dir=redis_dir,
             redis_binary=binary,
-            instance_prefix=f"{socket.gethostname()}-{os.getpid()}",
+            instance_prefix=prefix,
             grpc_port=grpc,
+            versions=selection,
+            versioned={f for f, p in watch.policies.items() if not p.single},
         )
         processes.become_subreaper()
         supervisor = Supervisor(specs, logs, policy or RestartPolicy())
+        child_env = service_env(environment, redis_url, models_dir)
+
+        def make(family: str, version: int, taken: set[int]) -> list[ChildSpec]:
+            return service_specs(
+                family=family, model=watch.models[family], version=version,
+                count=counts.get(family, 1), env=child_env, instance_prefix=prefix,
+                versioned=True, ports=free_port, taken=taken,
+            )  # fmt: skip
+
+        reconciler = Reconciler(supervisor, watch, make, poll_s)
         if not redis_port:
             shown = redact_password(redis_url)
             print(f"  {'redis':<10} {shown} (AXON_REDIS_URL, not supervised)", flush=True)
         supervisor.start(stop)
-        _run(supervisor, gateway_url(host, port), models_dir, models, environment,
-             ready_timeout_s, stop, grpc_address(host, grpc) if grpc else "")  # fmt: skip
+        _run(supervisor, gateway_url(host, port), models_dir, watch, selection, environment,
+             ready_timeout_s, stop, grpc_address(host, grpc) if grpc else "",
+             reconciler)  # fmt: skip
     except ServeError as exc:
         say(str(exc), error=True)
         status = 1
@@ -668,26 +979,36 @@ def _run(
     supervisor: Supervisor,
     url: str,
     models_dir: Path,
-    models: Mapping[str, str],
+    watch: VersionWatch,
+    selection: Mapping[str, Sequence[int]],
     env: Mapping[str, str],
     ready_timeout_s: float,
     stop: threading.Event,
     grpc: str = "",
+    reconciler: Reconciler | None = None,
 ) -> None:
     """Supervise until ``stop``; print the banner once everything is ready (``grpc``:
-    the gRPC address, "" when there is none)."""
+    the gRPC address, "" when there is none); from then on poll the repository."""
     headers = auth_headers(env)
     deadline = time.monotonic() + ready_timeout_s
-    pending = [f"{url}/v2/models/{model}/ready" for model in models.values()]
+    pending = [
+        f"{url}/v2/models/{watch.models[family]}/versions/{version}/ready"
+        for family, versions in selection.items()
+        for version in versions
+    ]
     announced = False
     while not stop.is_set():
         supervisor.tick()
-        if not announced:
+        if announced:
+            if reconciler is not None:
+                reconciler.tick()
+        else:
             if supervisor.all_ready():
                 pending = [u for u in pending if not http_ok(u, headers)]
             if supervisor.all_ready() and not pending:
                 announced = True
-                _banner(url, models_dir, models, bool(headers), grpc)
+                _banner(url, models_dir, watch, selection, bool(headers), grpc,
+                        reconciler.interval_s if reconciler else 0.0)  # fmt: skip
             elif time.monotonic() > deadline:
                 waiting = [c.name for c in supervisor.children if not c.ready] + pending
                 raise ServeError(
@@ -698,15 +1019,28 @@ def _run(
 
 
 def _banner(
-    url: str, models_dir: Path, models: Mapping[str, str], keyed: bool, grpc: str = ""
+    url: str,
+    models_dir: Path,
+    watch: VersionWatch,
+    selection: Mapping[str, Sequence[int]],
+    keyed: bool,
+    grpc: str = "",
+    poll_s: float = 0.0,
 ) -> None:
     print(f"\nAxon is ready at {url}  (docs {url}/docs, metrics {url}/metrics). "
           "Ctrl-C stops everything.", flush=True)  # fmt: skip
     if grpc:
         print(f"OIP gRPC (inference.GRPCInferenceService) at {grpc}.", flush=True)
+    served = "; ".join(
+        f"{watch.models[f]} {', '.join(f'v{v}' for v in vs)} ({watch.policies[f]})"
+        for f, vs in selection.items()
+    )
+    polled = f"; {models_dir} polled every {poll_s:g} s" if poll_s > 0 else ""
+    print(f"Versions: {served}{polled}.", flush=True)
     print(flush=True)
     if keyed:
         print("  API keys are on: add -H 'Authorization: Bearer <key>' to these.", flush=True)
+    models = {f: (watch.models[f], vs[-1]) for f, vs in selection.items()}
     for line in examples(url, models_dir, models):
         print(f"  {line}", flush=True)
     print(flush=True)

@@ -16,6 +16,8 @@ Rules:
   supervisor gives up on the child (``0``: never); after ``give_up_before_ready`` already
   if the child has never been ready (a bad setting or a taken port does not fix itself,
   and the person who started it is waiting for the error).
+- A child stopped for good while the stack runs (a model version that left the
+  selection, ``services/runtime/versions.py``) is ``forget``-ten: never restarted.
 - Stopping goes by kind: gateways first (no new requests come in), then the model
   services together (each drains what it already read), then Redis last.
 """
@@ -144,6 +146,10 @@ class RestartBook:
         delay = self.policy.delay(record.crashes)
         record.restart_at = now + delay
         return Restart(name, record.restarts, delay, record.restart_at, record.crashes)
+
+    def forget(self, name: str) -> None:
+        """Drop ``name`` (a child stopped for good): never ``due``, not ``waiting``."""
+        self._records.pop(name, None)
 
     def due(self, now: float) -> list[str]:
         """Names whose restart time has come, earliest first."""

@@ -3,13 +3,14 @@
 
 Layout: ``{root}/{model}/{version}/model.onnx`` and ``metadata.json``. Every refusal
 raises ``ModelRepositoryError`` with a message that names the file and the problem.
+``RepositoryScan`` tells complete versions from half-written ones, for a poll.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.contract.errors import ModelRepositoryError
@@ -97,3 +98,62 @@ def load_model_dir(directory: Path) -> ModelFiles:
     return ModelFiles(
         metadata=metadata, directory=directory, onnx_path=onnx_path, onnx_bytes=onnx_bytes
     )
+
+
+Stamp = tuple[tuple[int, int], tuple[int, int]]
+"""(mtime_ns, size) of a version's metadata.json and model.onnx."""
+
+
+def _stamp(directory: Path) -> Stamp | None:
+    try:
+        meta, onnx = (directory / "metadata.json").stat(), (directory / "model.onnx").stat()
+    except OSError:
+        return None
+    return (meta.st_mtime_ns, meta.st_size), (onnx.st_mtime_ns, onnx.st_size)
+
+
+@dataclass
+class RepositoryScan:
+    """Which versions of a model are complete: both files present, the metadata valid
+    and the ONNX file's sha256 the one it names (``load_model_dir``). A version is
+    checked again only when one of its files changed (mtime or size), so a poll of an
+    unchanged repository reads no model file."""
+
+    root: Path
+    _checked: dict[Path, tuple[Stamp, str]] = field(default_factory=dict)
+    """version folder → the stamp it was checked at and the problem ("" = complete)."""
+
+    def versions(self, model: str) -> tuple[list[int], dict[int, str]]:
+        """The complete versions of ``model`` (ascending) and the incomplete ones with
+        what is wrong; ``([], {})`` when the model is not in the repository."""
+        try:
+            present = ModelRepository(self.root).versions(model)
+        except ModelRepositoryError:
+            return [], {}
+        complete, incomplete = [], {}
+        for version in present:
+            problem = self.problem(self.root / model / str(version))
+            if problem:
+                incomplete[version] = problem
+            else:
+                complete.append(version)
+        return complete, incomplete
+
+    def problem(self, directory: Path) -> str:
+        """What keeps ``directory`` from being a complete model version ("" if nothing)."""
+        stamp = _stamp(directory)
+        if stamp is None:
+            missing = [n for n in ("metadata.json", "model.onnx") if not (directory / n).is_file()]
+            return f"{directory}: {' and '.join(missing) or 'files'} missing"
+        cached = self._checked.get(directory)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        try:
+            load_model_dir(directory)
+            problem = ""
+        except ModelRepositoryError as exc:
+            problem = str(exc)
+        except OSError as exc:  # removed or rewritten while being read
+            problem = f"{directory}: {exc}"
+        self._checked[directory] = (stamp, problem)
+        return problem
