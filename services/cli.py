@@ -67,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     for command in TRAINING_COMMANDS:
         sub.add_parser(command, help=f"training side: python -m training {command} …")
+    from services import route_cli
+
+    route_cli.add_arguments(
+        sub.add_parser("route", help="show, set or clear a model's routing rule (canary weights)")
+    )
     return parser
 
 
@@ -95,6 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args and args[0] in TRAINING_COMMANDS:
         os.execv(sys.executable, [sys.executable, "-m", "training", *args])
     options = _parser().parse_args(args)
+    if options.command == "route":
+        from services.route_cli import run
+
+        return run(options)
     from services.serve import serve
 
     return serve(

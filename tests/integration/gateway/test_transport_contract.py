@@ -233,6 +233,37 @@ def test_the_registry_view_lists_live_workers(run: Callable[[Scenario], None]) -
     run(scenario)
 
 
+def test_routing_rules_are_stored_read_together_replaced_and_deleted(
+    run: Callable[[Scenario], None],
+) -> None:
+    """The transport stores a rule's text as given (validation is the gateway's), one
+    per model; ``get_rules`` answers the models asked for that have one."""
+
+    async def scenario(transport: Transport, worker: WorkerSide) -> None:
+        first, second, bare = next(_models), next(_models), next(_models)
+        assert await transport.get_rules([first, second]) == {}
+        assert await transport.get_rules([]) == {}
+        rule = '{"weights":{"1":90,"2":10},"sticky_header":null}'
+        await transport.put_rule(first, rule)
+        await transport.put_rule(second, '{"weights":{"1":1}}')
+        assert await transport.get_rules([first, bare, second]) == {
+            first: rule,
+            second: '{"weights":{"1":1}}',
+        }
+        await transport.put_rule(first, '{"weights":{"2":1},"sticky_header":"X-User"}')
+        assert await transport.get_rules([first]) == {
+            first: '{"weights":{"2":1},"sticky_header":"X-User"}'
+        }
+        assert await transport.delete_rule(first) is True
+        assert await transport.delete_rule(first) is False
+        assert await transport.delete_rule(bare) is False
+        assert await transport.get_rules([first, second]) == {second: '{"weights":{"1":1}}'}
+        # Rules are not worker heartbeats: the registry view is unchanged by them.
+        assert [w for w in await transport.live_workers([]) if w.model in (first, second)] == []
+
+    run(scenario)
+
+
 def test_an_unreachable_queue_raises_transport_down() -> None:
     """Redis: nothing listens on the port; memory: ``down``. Submit and the registry
     view raise ``TransportDown``; the receive task reports it and fails waiting requests."""
@@ -247,6 +278,12 @@ def test_an_unreachable_queue_raises_transport_down() -> None:
                                    maxlen=9, byte_limit=2**40)  # fmt: skip
         with pytest.raises(TransportDown):
             await transport.live_workers([])
+        with pytest.raises(TransportDown):
+            await transport.get_rules(["m"])
+        with pytest.raises(TransportDown):
+            await transport.put_rule("m", "{}")
+        with pytest.raises(TransportDown):
+            await transport.delete_rule("m")
         with pytest.raises(UnavailableError):
             await asyncio.wait_for(waiting, 10.0)
         assert downs and not transport.healthy

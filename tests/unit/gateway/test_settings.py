@@ -56,3 +56,17 @@ def test_values_and_per_model_maps() -> None:
 def test_bad_values_name_the_variable(env: dict[str, str], named: str) -> None:
     with pytest.raises(SettingsError, match=named):
         GatewaySettings.from_env(env)
+
+
+def test_admin_keys_follow_the_api_key_rules_and_must_differ_from_them() -> None:
+    assert GatewaySettings.from_env(BASE).admin_keys == ()
+    settings = GatewaySettings.from_env(
+        {**BASE, "AXON_API_KEYS": "key-aaaaaaaa", "AXON_ADMIN_KEYS": " adm-aaaaaaaa,adm-bbbbbbbb "}
+    )
+    assert settings.admin_keys == ("adm-aaaaaaaa", "adm-bbbbbbbb")
+    with pytest.raises(SettingsError, match="AXON_ADMIN_KEYS.*at least 8 characters"):
+        GatewaySettings.from_env({**BASE, "AXON_ADMIN_KEYS": "short"})
+    with pytest.raises(SettingsError, match="AXON_ADMIN_KEYS: a key is also in AXON_API_KEYS"):
+        GatewaySettings.from_env(
+            {**BASE, "AXON_API_KEYS": "key-aaaaaaaa", "AXON_ADMIN_KEYS": "key-aaaaaaaa"}
+        )
