@@ -1,7 +1,8 @@
 """The routing rule admin API (``routing_rules``): ``GET | PUT | DELETE
-/v1/models/{model}/routing``. Each answers the model's rule (or null), its versions'
-readiness and the effective weights (the rule's weights of the ready versions; with no
-rule, or none of its versions ready, the default version at 100).
+/v1/models/{model}/routing``. Each answers the model's rule as this gateway applies it
+(or null), its versions' readiness and the effective weights (the rule's weights of
+the ready versions; with no rule, or none of its versions ready, the default version
+at 100).
 
 A PUT is validated against the model's known versions (400 naming the field), stored
 in Redis, and applied by this gateway at once; the others apply it at their next
@@ -21,7 +22,7 @@ from services.gateway.errors import UnavailableError
 from services.gateway.registry import Registry
 from services.gateway.responses import JSON
 from services.gateway.routing import DirectRoute
-from services.gateway.routing_rules import RoutingRule, decode_rule, effective_weights, parse_rule
+from services.gateway.routing_rules import RoutingRule, effective_weights, parse_rule
 from services.gateway.state import gateway, read_json, tag
 from services.gateway.transport import TransportDown, TransportError
 
@@ -50,19 +51,13 @@ def describe(registry: Registry, model: str, rule: RoutingRule | None) -> dict[s
 
 
 async def get_routing(request: Request) -> Response:
+    """What this gateway applies now: its registry's rule (the last refresh, or its own
+    last write), so polling it on each gateway shows when a change reached it."""
     state = gateway(request)
     tag(request, "routing")
     model = request.path_params["model"]
     tag(request, "routing", state.registry.lookup(model))
-    async with _queue(state.transport.name):
-        stored = (await state.transport.get_rules([model])).get(model)
-    rule = None
-    if stored is not None:
-        try:
-            rule = decode_rule(stored)
-        except ValueError:
-            rule = None  # ignored by every gateway's refresh too
-    return JSON(describe(state.registry, model, rule))
+    return JSON(describe(state.registry, model, state.registry.rule(model)))
 
 
 async def put_routing(request: Request) -> Response:

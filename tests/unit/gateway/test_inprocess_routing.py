@@ -249,4 +249,4 @@ def test_routing_answers_503_when_the_queue_is_down(tmp_path: Path) -> None:
         response = put(gw, {"weights": {"1": 1}})
         assert response.status_code == 503 and "unreachable" in response.json()["error"]
         assert "Retry-After" in response.headers
-        assert gw.client.get(ROUTING).status_code == 503
+        assert gw.client.delete(ROUTING).status_code == 503
