@@ -18,7 +18,7 @@ the ratios; writes ``benchmarks/results/gateway.json``.
 change is judged by ratios measured minutes apart on the same (shared) machine.
 
     python benchmarks/bench_gateway.py --models-dir exported_models [--duration 10]
-        [--compare-tree DIR]
+        [--compare-tree DIR [--rounds N]]
 """
 
 from __future__ import annotations
@@ -253,6 +253,14 @@ def main() -> int:
         type=Path,
         help="also measure Axon from this source tree, as 'axon-before' (same run)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="with --compare-tree: measure before/after this many times, alternating the "
+        "order each round (before, after; after, before; …), and report every round's "
+        "ratio and their median: drift in the machine's load then hits both trees alike",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("bench: needs wrk (apt-get install -y wrk)", file=sys.stderr)
@@ -265,18 +273,36 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="axon-bench-"))
     runs: list[Run] = []
     print(f"bench: logs in {tmp}; load average {_load()}", flush=True)
+    rounds: list[tuple[list[Run], list[Run]]] = []
     if args.compare_tree is not None:
         # The worker setting the earlier bench forced (AXON_MAX_QUEUE_DELAY_MS=0), unless set.
         delay = {"AXON_MAX_QUEUE_DELAY_MS": os.environ.get("AXON_MAX_QUEUE_DELAY_MS", "0")}
-        runs += measure_axon(
-            "axon-before",
-            args.compare_tree.resolve(),
-            models_dir,
-            args.duration,
-            tmp,
-            extra_env=delay,
-        )
-    runs += measure_axon("axon", ROOT, models_dir, args.duration, tmp, with_bentoml=True)
+        for index in range(max(args.rounds, 1)):
+
+            def before() -> list[Run]:
+                return measure_axon(
+                    "axon-before",
+                    args.compare_tree.resolve(),
+                    models_dir,
+                    args.duration,
+                    tmp,
+                    extra_env=delay,
+                )
+
+            def after(first: bool = index == 0) -> list[Run]:
+                return measure_axon(
+                    "axon", ROOT, models_dir, args.duration, tmp, with_bentoml=first
+                )
+
+            if index % 2 == 0:
+                old, new = before(), after()
+            else:
+                new, old = after(), before()
+            rounds.append((old, new))
+            if index == 0:
+                runs += old + new
+    else:
+        runs += measure_axon("axon", ROOT, models_dir, args.duration, tmp, with_bentoml=True)
     port = free_port()
     with spawn(
         [
@@ -292,10 +318,26 @@ def main() -> int:
         wait_http(f"http://127.0.0.1:{port}/ready", 60, minimal)
         runs += measure("starlette", f"http://127.0.0.1:{port}", args.duration, tmp)
     report(runs)
+    if len(rounds) > 1:
+        report_rounds(rounds)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps([asdict(r) for r in runs], indent=2))
     print(f"\nwritten {args.out}")
     return 0
+
+
+def report_rounds(rounds: list[tuple[list[Run], list[Run]]]) -> None:
+    """axon / axon-before (req/s) per concurrency for each round, and the median."""
+    print("\n| c | axon / axon-before per round (order alternates) | median |")
+    print("|---|---|---|")
+    for c in CONCURRENCY:
+        ratios = []
+        for old, new in rounds:
+            before = next(r for r in old if r.concurrency == c and r.server == "axon-before")
+            after = next(r for r in new if r.concurrency == c and r.server == "axon")
+            ratios.append(after.requests_per_s / before.requests_per_s)
+        shown = " ".join(f"{r:.2f}×" for r in ratios)
+        print(f"| {c} | {shown} | {float(np.median(ratios)):.2f}× |")
 
 
 def report(runs: list[Run]) -> None:
