@@ -141,6 +141,18 @@ def spec() -> dict[str, Any]:
         "/v1/models/{model}/generate": {"post": _op("Generate images", _obj(
             count=_INT, seed=_INT, label=_INT, version=_INT,
             format={"type": "string", "enum": ["png", "array"]}))},
+        "/v1/models/{model}/routing": {
+            "get": _op("Routing rule as this gateway applies it, readiness, effective weights"),
+            "put": _op("Set the routing rule (canary weights; an admin key if "
+                       "AXON_ADMIN_KEYS is set)", _obj(
+                weights={"type": "object", "additionalProperties": _INT,
+                         "description": 'version → weight, e.g. {"1": 90, "2": 10}'},
+                sticky_header={"type": ["string", "null"],
+                               "description": "header whose value keeps a client on one "
+                               "version"})),
+            "delete": _op("Remove the routing rule (an admin key if AXON_ADMIN_KEYS is set)"),
+            "parameters": [_MODEL],
+        },
         "/metrics": {"get": _op("Prometheus metrics")},
     }  # fmt: skip
     for suffix, params in (("", [_MODEL]), ("/versions/{version}", [_MODEL, _VERSION])):
@@ -154,6 +166,8 @@ def spec() -> dict[str, Any]:
         }
         paths[base + "/stats"] = {"get": _op("Statistics (Triton extension)"),
                                   "parameters": params}  # fmt: skip
+    for method in ("put", "delete"):  # an API key where an admin key is needed
+        paths["/v1/models/{model}/routing"][method]["responses"]["403"] = _ERROR
     for path in (
         "/v1/models/{model}/classify",
         "/v1/models/{model}/forecast",
