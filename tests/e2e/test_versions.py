@@ -10,6 +10,9 @@ changed), polled every 0.5 s:
    worker in ``/v1/models``); v2 stays.
 
 At the end ``axon serve`` is SIGTERMed: status 0 and nothing left behind.
+
+0. A bad policy (``--versions``, ``AXON_VERSION_POLICY``, ``--versions-file``) stops
+   ``axon serve`` at once, naming the option, before anything starts.
 """
 
 from __future__ import annotations
@@ -135,6 +138,33 @@ def served(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             child.kill()
     assert status == 0, running.out[-3000:]
     assert not leftovers, f"axon serve left processes behind: {leftovers}"
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "status", "message"),
+    [
+        (["--versions", "latest:0"], {}, 2,
+         "argument --versions: 'latest:0': N must be a positive integer"),
+        ([], {"AXON_VERSION_POLICY": "newest"}, 1,
+         "AXON_VERSION_POLICY 'newest': expected latest:N"),
+        (["--versions-file", "{file}"], {}, 1, "resnet is not a model served here"),
+    ],
+)  # fmt: skip
+def test_0_a_bad_policy_stops_at_once(
+    model_repo: Path, tmp_path: Path, args: list[str], env: dict[str, str], status: int,
+    message: str,
+) -> None:  # fmt: skip
+    versions_file = tmp_path / "versions.json"
+    versions_file.write_text('{"resnet": "all"}')
+    argv = [a.replace("{file}", str(versions_file)) for a in args]
+    proc = subprocess.run(
+        [sys.executable, "-m", "services.cli", "serve", "--port", str(free_port()),
+         "--models-dir", str(model_repo), "--log-dir", str(tmp_path / "logs"), *argv],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == status, proc.stdout + proc.stderr
+    assert message in proc.stderr, proc.stderr
+    assert not list((tmp_path / "logs").glob("*.log")), "nothing should have been started"
 
 
 def test_1_both_versions_run_side_by_side(served: Versions) -> None:
