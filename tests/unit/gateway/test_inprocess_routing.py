@@ -17,7 +17,7 @@ import numpy as np
 from services.gateway.oip_pb import grpc_service_pb2 as pb
 from services.gateway.oip_pb import grpc_service_pb2_grpc as pb_grpc
 from services.runtime.redis_server import free_port
-from tests.support.inprocess import CLASSIFIER, Stack, infer_image, stack
+from tests.support.inprocess import CLASSIFIER, FORECASTER, GENERATOR, Stack, infer_image, stack
 
 INFER = f"/v2/models/{CLASSIFIER}/infer"
 CLASSIFY = f"/v1/models/{CLASSIFIER}/classify"
@@ -250,3 +250,15 @@ def test_routing_answers_503_when_the_queue_is_down(tmp_path: Path) -> None:
         assert response.status_code == 503 and "unreachable" in response.json()["error"]
         assert "Retry-After" in response.headers
         assert gw.client.delete(ROUTING).status_code == 503
+
+
+def test_every_inference_response_names_its_version(tmp_path: Path) -> None:
+    with stack(tmp_path, serve=[CLASSIFIER, FORECASTER, GENERATOR]) as gw:
+        http = gw.client
+        binary = http.post(INFER, json=infer_image(2, parameters={"binary_data_output": True}))
+        assert binary.status_code == 200 and binary.headers[HEADER] == "1"
+        assert binary.headers["content-type"] == "application/octet-stream"
+        forecast = http.post(f"/v1/models/{FORECASTER}/forecast", json={"history": [1, 2, 3, 4]})
+        generated = http.post(f"/v1/models/{GENERATOR}/generate", json={"count": 1, "seed": 1})
+        assert answered(forecast) == answered(generated) == "1"
+        assert HEADER not in http.get(f"/v2/models/{CLASSIFIER}").headers  # not an inference
