@@ -108,9 +108,11 @@ class Registry:
         self._rebuild([])
 
     async def refresh(self) -> None:
-        """Read live workers from the transport and rebuild the snapshot. A heartbeat
-        that does not parse, or whose metadata is invalid, is skipped (logged once per
-        key); ``reachable`` from then on. Raises ``TransportDown`` / ``TransportError``."""
+        """Read live workers and routing rules from the transport and rebuild the
+        snapshot. A heartbeat that does not parse, or whose metadata is invalid, is
+        skipped (logged once per key); rules that cannot be read (an error reply) stay
+        as they were; ``reachable`` from then on. Raises ``TransportDown`` /
+        ``TransportError`` (reading the workers)."""
         malformed: list[str] = []
         workers = await self._transport.live_workers(malformed)
         for key_name in malformed:
@@ -131,7 +133,12 @@ class Registry:
         for info in usable:
             self._last_seen[(info.model, info.version)] = now
         self._rebuild(usable)
-        self._rules = self._decode_rules(await self._transport.get_rules(list(self._models)))
+        try:
+            stored = await self._transport.get_rules(list(self._models))
+        except TransportError as exc:  # e.g. an ACL without axon:route:*: keep the last
+            self._warn_once("routing rules", f"cannot read them, keeping the last ones: {exc}")
+        else:
+            self._rules = self._decode_rules(stored)
         self.reachable = True
 
     def _decode_rules(self, stored: Mapping[str, str]) -> dict[str, RoutingRule]:

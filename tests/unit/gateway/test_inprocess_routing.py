@@ -16,6 +16,7 @@ import numpy as np
 
 from services.gateway.oip_pb import grpc_service_pb2 as pb
 from services.gateway.oip_pb import grpc_service_pb2_grpc as pb_grpc
+from services.gateway.transport import TransportError
 from services.runtime.redis_server import free_port
 from tests.support.inprocess import CLASSIFIER, FORECASTER, GENERATOR, Stack, infer_image, stack
 
@@ -262,3 +263,19 @@ def test_every_inference_response_names_its_version(tmp_path: Path) -> None:
         generated = http.post(f"/v1/models/{GENERATOR}/generate", json={"count": 1, "seed": 1})
         assert answered(forecast) == answered(generated) == "1"
         assert HEADER not in http.get(f"/v2/models/{CLASSIFIER}").headers  # not an inference
+
+
+def test_rules_that_cannot_be_read_stay_as_they_were(tmp_path: Path) -> None:
+    with stack(tmp_path, classifier_versions=2, seed=2) as gw:
+        gw.serve(CLASSIFIER, 1)
+        put(gw, {"weights": {"1": 1, "2": 1}})
+
+        async def refused(models: object) -> dict[str, str]:
+            raise TransportError("Redis", "NOPERM this user has no permissions")
+
+        gw.queue.get_rules = refused  # type: ignore[method-assign]
+        gw.serve(CLASSIFIER, 2)  # the refresh still sees workers come
+        described = gw.client.get(ROUTING).json()
+        assert described["rule"] == {"weights": {"1": 1, "2": 1}, "sticky_header": None}
+        assert described["effective_weights"] == {"1": 1, "2": 1}
+        assert gw.client.get("/healthz/ready").status_code == 200
