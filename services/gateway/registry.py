@@ -80,6 +80,9 @@ class Registry:
         self._draw = draw
         """Points in [0, 1) for weighted routing (injected: tests pass a seeded one)."""
         self._rules: dict[str, RoutingRule] = {}
+        self._rule_writes = 0
+        """Counts ``set_rule`` calls: a refresh that read Redis before this gateway's own
+        write must not put the older rule back."""
         self._refresh_s = refresh_ms / 1000
         self._no_worker_wait_ms = no_worker_wait_ms
         self._clock = clock
@@ -133,12 +136,14 @@ class Registry:
         for info in usable:
             self._last_seen[(info.model, info.version)] = now
         self._rebuild(usable)
+        writes = self._rule_writes
         try:
             stored = await self._transport.get_rules(list(self._models))
         except TransportError as exc:  # e.g. an ACL without axon:route:*: keep the last
             self._warn_once("routing rules", f"cannot read them, keeping the last ones: {exc}")
         else:
-            self._rules = self._decode_rules(stored)
+            if writes == self._rule_writes:  # else the next refresh reads the new rule
+                self._rules = self._decode_rules(stored)
         self.reachable = True
 
     def _decode_rules(self, stored: Mapping[str, str]) -> dict[str, RoutingRule]:
@@ -231,6 +236,7 @@ class Registry:
     def set_rule(self, model: str, rule: RoutingRule | None) -> None:
         """Apply a rule this gateway just stored (or removed) without waiting for the
         next refresh."""
+        self._rule_writes += 1
         if rule is None:
             self._rules.pop(model, None)
         else:

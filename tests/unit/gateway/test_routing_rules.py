@@ -4,13 +4,16 @@ and the weighted draw over 2,000 seeded picks."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from services.gateway.errors import BadRequestError
+from services.gateway.registry import Registry
 from services.gateway.routing_rules import (
     REASON_NONE_READY,
     REASON_STICKY,
@@ -23,6 +26,7 @@ from services.gateway.routing_rules import (
     pick,
     sticky_point,
 )
+from services.gateway.transport_memory import MemoryTransport
 
 RULE = RoutingRule(((1, 90), (2, 10)))
 
@@ -117,3 +121,32 @@ def test_2000_seeded_draws_follow_90_10_within_3_points() -> None:
     assert abs(counts[1] / 2000 - 0.90) <= 0.03
     assert abs(counts[2] / 2000 - 0.10) <= 0.03
     print(f"90/10 over 2000 seeded draws: {counts[1]} / {counts[2]}")
+
+
+def test_a_refresh_that_read_before_this_gateways_write_does_not_undo_it() -> None:
+    async def main() -> None:
+        queue = MemoryTransport()
+        registry = Registry(queue, refresh_ms=500)
+        await queue.put_rule("m", '{"weights": {"1": 1}}')
+        read = asyncio.Event()
+        release = asyncio.Event()
+        real = queue.get_rules
+
+        async def slow(models: Sequence[str]) -> dict[str, str]:
+            answer = await real(["m"])
+            read.set()
+            await release.wait()
+            return answer
+
+        queue.get_rules = slow  # type: ignore[method-assign]
+        refreshing = asyncio.create_task(registry.refresh())
+        await read.wait()  # the refresh holds the old rule
+        mine = RoutingRule(((2, 1),))
+        registry.set_rule("m", mine)
+        release.set()
+        await refreshing
+        assert registry.rule("m") == mine
+        await registry.refresh()  # the next refresh reads Redis again (the old rule here)
+        assert registry.rule("m") == RoutingRule(((1, 1),))
+
+    asyncio.run(main())
