@@ -102,9 +102,7 @@ def create_app(
         finally:
             draining.set()
             await drainer
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await _cancel(background)
             await queue.aclose()
             pool = app.state.gateway.image_pool
             if pool is not None:
@@ -140,6 +138,24 @@ def create_app(
         lifespan=lifespan,
     )
     return app
+
+
+async def _cancel(tasks: list[asyncio.Task[None]], tries: int = 50) -> None:
+    """Cancel ``tasks`` and wait for them, cancelling again every 0.1 s: a cancellation
+    swallowed inside a Redis call (redis-py has done it) must not hang the shutdown.
+    After ``tries`` the rest are logged and left (the process is exiting)."""
+    for _ in range(tries):
+        pending = [task for task in tasks if not task.done()]
+        if not pending:
+            for task in tasks:  # retrieved, so none is reported as never retrieved
+                if not task.cancelled():
+                    task.exception()
+            return
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=0.1)
+    stuck = [task.get_name() for task in tasks if not task.done()]
+    log.warning("shutdown: background tasks did not stop: %s", ", ".join(stuck))
 
 
 def begin_drain(app: Starlette) -> None:
