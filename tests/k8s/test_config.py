@@ -6,6 +6,7 @@ point at the streams and the Redis the code uses."""
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -66,9 +67,18 @@ def provided(c: Container, objs: tuple[Obj, ...]) -> dict[str, str]:
     for item in c.spec.get("env", []):
         value = item.get("value")
         if value is None:
-            value = f"<{item['valueFrom']}>" if "valueFrom" in item else ""
+            value = _placeholder(item["valueFrom"]) if "valueFrom" in item else ""
         env[item["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m[1], m[0]), value)
     return env
+
+
+def _placeholder(source: dict[str, Any]) -> str:
+    """A stand-in for a value Kubernetes fills in (a Secret's key…): one token that
+    names its source, so list settings (keys) get one distinct value each."""
+    ref = source.get("secretKeyRef") or source.get("configMapKeyRef")
+    if ref:
+        return f"<{ref['name']}-{ref['key']}-value>"
+    return f"<{'-'.join(sorted(source))}-value>"
 
 
 def all_families() -> list[str]:
