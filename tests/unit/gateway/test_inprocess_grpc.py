@@ -42,6 +42,13 @@ def infer_input(name: str, array: np.ndarray[Any, Any], datatype: str) -> triton
     return tensor
 
 
+def raw_images() -> pb.ModelInferRequest:
+    """A ModelInferRequest for the classifier: ``IMAGES`` as raw_input_contents."""
+    request = pb.ModelInferRequest(model_name=CLASSIFIER, raw_input_contents=[IMAGES.tobytes()])
+    request.inputs.add(name="image", datatype="FP32", shape=IMAGES.shape)
+    return request
+
+
 def rest_outputs(gw: Stack, model: str, doc: dict[str, Any]) -> dict[str, np.ndarray[Any, Any]]:
     """The same request through the REST JSON path."""
     response = gw.client.post(f"/v2/models/{model}/infer", json=doc)
@@ -288,8 +295,7 @@ def test_backlog_full_is_resource_exhausted_with_retry_after(tmp_path: Path) -> 
     ):
         gw.register(CLASSIFIER)
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        request = pb.ModelInferRequest(model_name=CLASSIFIER, raw_input_contents=[IMAGES.tobytes()])
-        request.inputs.add(name="image", datatype="FP32", shape=IMAGES.shape)
+        request = raw_images()
         request.parameters["timeout_ms"].int64_param = 30
         code, _ = status_of(lambda: stub.ModelInfer(request))
         assert code == grpc.StatusCode.DEADLINE_EXCEEDED  # queued, never answered
@@ -362,8 +368,7 @@ def test_health_follows_the_queue(tmp_path: Path) -> None:
 def test_request_ids_metrics_and_unimplemented(tmp_path: Path) -> None:
     with served(tmp_path) as (gw, address), grpc.insecure_channel(address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        request = pb.ModelInferRequest(model_name=CLASSIFIER, raw_input_contents=[IMAGES.tobytes()])
-        request.inputs.add(name="image", datatype="FP32", shape=IMAGES.shape)
+        request = raw_images()
         _, call = stub.ModelInfer.with_call(request, metadata=(("x-request-id", "grpc-req-1"),))
         assert ("x-request-id", "grpc-req-1") in tuple(call.trailing_metadata())
         code, _ = status_of(lambda: stub.ModelInfer(pb.ModelInferRequest(model_name="nope")))
@@ -396,8 +401,7 @@ def test_concurrent_rpcs_over_the_cap_are_resource_exhausted(tmp_path: Path) -> 
     ):
         gw.register(CLASSIFIER)  # never answers: each RPC holds its slot until its deadline
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        request = pb.ModelInferRequest(model_name=CLASSIFIER, raw_input_contents=[IMAGES.tobytes()])
-        request.inputs.add(name="image", datatype="FP32", shape=IMAGES.shape)
+        request = raw_images()
         holding = [stub.ModelInfer.future(request, timeout=3) for _ in range(2)]
         _wait_until(lambda: gw.queue.backlog(CLASSIFIER, 1) == 2)
         code, details = status_of(lambda: stub.ModelInfer(request, timeout=3))
@@ -416,8 +420,7 @@ def test_grpc_requests_share_the_inflight_byte_budget(tmp_path: Path) -> None:
     ):
         gw.register(CLASSIFIER)
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        request = pb.ModelInferRequest(model_name=CLASSIFIER, raw_input_contents=[IMAGES.tobytes()])
-        request.inputs.add(name="image", datatype="FP32", shape=IMAGES.shape)
+        request = raw_images()
         held = stub.ModelInfer.future(request, timeout=5)
         _wait_until(lambda: gw.queue.backlog(CLASSIFIER, 1) == 1)
         state = gw.client.app.state.gateway  # type: ignore[attr-defined]
@@ -531,8 +534,7 @@ def test_a_stop_signal_ends_new_grpc_calls_and_lets_running_ones_finish(tmp_path
 
         gw._on_loop(lambda: gw.queue.serve(gw.info(CLASSIFIER), slow))
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        request = pb.ModelInferRequest(model_name=CLASSIFIER, raw_input_contents=[IMAGES.tobytes()])
-        request.inputs.add(name="image", datatype="FP32", shape=IMAGES.shape)
+        request = raw_images()
         running = stub.ModelInfer.future(request, timeout=10)
         state = gw.client.app.state.gateway  # type: ignore[attr-defined]
         _wait_until(lambda: state.inflight.reserved > 0)
