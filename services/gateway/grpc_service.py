@@ -97,6 +97,8 @@ class Call:
     endpoint: str
     request_id: str
     arrived: float
+    metadata: dict[bytes, bytes]
+    """Invocation metadata, lower-case name → value (``_metadata``)."""
     model: str = ""
     version: str = ""
     answered_by: str = ""
@@ -159,6 +161,7 @@ class OipGrpcService:
                 endpoint,
                 request_id(_text(metadata.get(b"x-request-id"))) or os.urandom(16).hex(),
                 time.monotonic(),
+                metadata,
             )
             status = 200
             # The request id goes back as trailing metadata, sent with the status: an
@@ -274,13 +277,12 @@ class OipGrpcService:
     ) -> pb.ModelInferResponse:
         state = self.state
         registry = state.registry
-        if request.model_version:
-            mv = registry.lookup(request.model_name, request.model_version)
-        else:  # the routing rule (sticky header: the metadata of that name), else the latest
-            metadata = _metadata(context)
-            mv = state.route(
-                request.model_name, lambda name: _text(metadata.get(name.lower().encode()))
-            )
+        # A sticky routing rule's header is the metadata of that name.
+        mv = state.route(
+            request.model_name,
+            request.model_version,
+            lambda name: _text(call.metadata.get(name.lower().encode())),
+        )
         call.tag(mv)
         if not mv.ready or not registry.reachable:
             mv = registry.ready(mv.name, mv.version)  # raises the right 503

@@ -125,11 +125,7 @@ async def model_ready(request: Request) -> Response:
 async def infer(request: Request) -> Response:
     state = gateway(request)
     tag(request, "infer")
-    version = _version(request)
-    if version is None:  # the routing rule, else the highest ready version
-        mv = state.route(request.path_params["model"], request.headers.get)
-    else:
-        mv = state.registry.lookup(request.path_params["model"], version)
+    mv = state.route(request.path_params["model"], _version(request), request.headers.get)
     tag(request, "infer", mv)
     if not mv.ready or not state.registry.reachable:
         mv = state.registry.ready(mv.name, mv.version)  # raises the right 503

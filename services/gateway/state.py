@@ -53,11 +53,16 @@ class GatewayState:
         """Names of background tasks that have ended (none should before shutdown)."""
         return [task.get_name() for task in self.tasks if task.done()]
 
-    def route(self, model: str, header: Callable[[str], str | None]) -> ModelVersion:
-        """The version an unversioned request goes to (``Registry.route``: the model's
-        routing rule, else the highest ready version), counted in ``axon_routed_total``
-        when a rule decided. ``header(name)``: the request's header (or gRPC metadata)
-        value, for a sticky rule."""
+    def route(
+        self, model: str, version: str | int | None, header: Callable[[str], str | None]
+    ) -> ModelVersion:
+        """The version a request goes to: ``version`` exactly when it names one (404 if
+        unknown); else (None or "") the model's routing rule (``Registry.route``), else
+        the highest ready version, counted in ``axon_routed_total`` when a rule decided.
+        ``header(name)``: the request's header (or gRPC metadata) value, for a sticky
+        rule. Readiness is not checked (``registry.ready`` does)."""
+        if version is not None and version != "":
+            return self.registry.lookup(model, version)
         mv, reason = self.registry.route(model, header)
         if reason is not None:
             self.metrics.routed.labels(mv.name, str(mv.version), reason).inc()

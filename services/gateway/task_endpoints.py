@@ -80,10 +80,7 @@ async def _prepare(request: Request, task: str) -> tuple[ModelVersion, Mapping[s
     version = doc.get("version")
     if version is not None and (isinstance(version, bool) or not isinstance(version, int | str)):
         raise BadRequestError("version: must be an integer such as 1")
-    if version is None or version == "":  # the routing rule, else the highest ready
-        mv = state.route(model, request.headers.get)
-    else:
-        mv = state.registry.lookup(model, version)
+    mv = state.route(model, version, request.headers.get)
     tag(request, task, mv)
     if mv.metadata.task != task:
         raise BadRequestError(
