@@ -37,7 +37,7 @@ class GatewayState:
     """Counts answered requests of both protocols (``axon_requests_total``…)."""
     inflight: ByteBudget
     """Request bytes held at once, HTTP and gRPC together (``AXON_MAX_INFLIGHT_BYTES``)."""
-    docs: SwaggerFiles = field(default_factory=lambda: _no_docs())
+    docs: SwaggerFiles
     """Swagger UI's files for ``/docs``, read at start-up (``docs_ui``)."""
     image_pool: ThreadPoolExecutor | None = None
     """Threads that decode and encode images (``AXON_IMAGE_THREADS``; None = the loop's
@@ -72,12 +72,6 @@ class GatewayState:
     def ready(self) -> bool:
         """The gateway itself can serve: the queue answers and replies can arrive."""
         return self.registry.reachable and self.transport.healthy
-
-
-def _no_docs() -> SwaggerFiles:
-    from services.gateway.docs_ui import SwaggerFiles  # docs_ui imports this module
-
-    return SwaggerFiles(None)
 
 
 def gateway(request: Request) -> GatewayState:
