@@ -3,11 +3,13 @@
 Started by ``torchrun --standalone --nproc-per-node=2 ddp_worker.py OUT``. Each rank seeds
 its network differently (DDP must broadcast rank 0's weights), trains two epochs on its
 shard, and writes its final weights and what it saw into OUT for the test to compare,
-including the backend threads still running after ``shutdown`` (there must be none).
+including the backend threads still running after ``shutdown`` (there must be none, even
+with automatic garbage collection off: a trained DDP wrapper is a reference cycle).
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -50,6 +52,7 @@ def network(seed: int) -> nn.Module:
 def main(out: Path) -> None:
     """As ``python -m training train`` does: join, train (the DDP wrapper lives only in
     there, like engine.fit's), leave the group; then report what is still running."""
+    gc.disable()  # no collection by chance: shutdown itself must free the dropped wrapper
     ctx = init_distributed("cpu")
     seen = train(ctx, out)
     shutdown(ctx)
