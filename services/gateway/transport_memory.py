@@ -8,7 +8,8 @@ the byte limit once the stream is not empty). The worker side is a small API of 
 ``register`` a heartbeat, ``take`` entries (as XREADGROUP), ``answer`` one (as the
 completion script: the reply goes to its ``reply_to`` through the real reply codec and
 the entry leaves the stream). ``serve`` runs a handler as a worker loop on the
-gateway's event loop. ``down`` makes every call fail as an unreachable Redis would.
+gateway's event loop; ``dead_letter`` moves an entry to the version's dead letters
+(``redrive`` moves it back). ``down`` makes every call fail as an unreachable Redis would.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 
 from services.contract.codec import Reply, encode_reply
 from services.contract.protocol import NewEntry, Refused, WorkerInfo
+from services.contract.queue_view import DeadLetter, QueueCounts, Redriven
 from services.gateway.replies import Replies
 from services.gateway.transport import TransportDown
 
@@ -40,6 +42,8 @@ class _Stream:
     """Ids of entries taken by a worker and not yet answered."""
     queued_bytes: int = 0
     added: asyncio.Event = field(default_factory=asyncio.Event)
+    dead: list[tuple[DeadLetter, NewEntry]] = field(default_factory=list)
+    """Dead letters, oldest first, with the entries they were."""
 
 
 class MemoryTransport:
@@ -90,13 +94,18 @@ class MemoryTransport:
         elif length > 0 and stream.queued_bytes + size > byte_limit:
             future.set_result(Refused(backlog=0, queued_bytes=stream.queued_bytes))
         else:
-            self._sequence += 1
-            entry_id = f"{self._sequence}-0"
-            stream.entries.append((entry_id, entry))
-            stream.queued_bytes += size
-            stream.added.set()
-            future.set_result(entry_id)
+            future.set_result(self._append(stream, entry))
         return future
+
+    def _append(self, stream: _Stream, entry: NewEntry) -> str:
+        """Queue ``entry`` at the end of ``stream``; its new entry id."""
+        self._sequence += 1
+        entry_id = f"{self._sequence}-0"
+        stream.entries.append((entry_id, entry))
+        stream.queued_bytes += len(entry.body)
+        stream.added.set()
+        return entry_id
+
 
     async def live_workers(self, malformed: list[str]) -> list[WorkerInfo]:
         if self.down:
@@ -140,6 +149,27 @@ class MemoryTransport:
             self._tasks.clear()
 
     async def aclose(self) -> None:
+        return None
+
+    async def queue_counts(self, versions: Sequence[tuple[str, int]]) -> list[QueueCounts]:
+        if self.down:
+            raise TransportDown(BACKEND)
+        streams = [self._stream(model, version) for model, version in versions]
+        return [QueueCounts(len(s.entries), len(s.dead)) for s in streams]
+
+    async def dead_letters(self, model: str, version: int, count: int) -> list[DeadLetter]:
+        if self.down:
+            raise TransportDown(BACKEND)
+        return [dead for dead, _ in reversed(self._stream(model, version).dead)][:count]
+
+    async def redrive(self, model: str, version: int, dead_letter_id: str) -> Redriven | None:
+        if self.down:
+            raise TransportDown(BACKEND)
+        stream = self._stream(model, version)
+        for index, (dead, entry) in enumerate(stream.dead):
+            if dead.dead_letter_id == dead_letter_id:
+                del stream.dead[index]
+                return Redriven(f"memory:q:{model}:{version}", self._append(stream, entry))
         return None
 
     # ------------------------------------------------------------- the workers' side
@@ -186,6 +216,24 @@ class MemoryTransport:
                 if entry.reply_to == self._reply_to:
                     self.replies.deliver(encode_reply(reply))
                 return
+
+    def dead_letter(self, model: str, version: int, entry_id: str, reason: str) -> str:
+        """Move entry ``entry_id`` to the version's dead letters without a reply (as
+        ``protocol.dead_letter`` for a malformed entry); the dead letter's id."""
+        stream = self._stream(model, version)
+        for index, (queued_id, entry) in enumerate(stream.entries):
+            if queued_id == entry_id:
+                del stream.entries[index]
+                stream.delivered.discard(entry_id)
+                stream.queued_bytes = max(stream.queued_bytes - len(entry.body), 0)
+                self._sequence += 1
+                dead = DeadLetter(
+                    f"{self._sequence}-0", entry_id, entry.request_id, reason, 1, "memory",
+                    0, len(entry.body), truncated=False,
+                )  # fmt: skip
+                stream.dead.append((dead, entry))
+                return dead.dead_letter_id
+        raise KeyError(f"no entry {entry_id} queued for {model} version {version}")
 
     def serve(self, info: WorkerInfo, handler: Handler) -> None:
         """Register ``info`` and answer its stream's entries with ``handler`` (batches of

@@ -13,8 +13,9 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from services.contract import protocol, redis_client
+from services.contract import protocol, queue_view, redis_client
 from services.contract.protocol import NewEntry, RedisClient, Refused, WorkerInfo
+from services.contract.queue_view import DeadLetter, QueueCounts, Redriven
 from services.contract.resilience import Backoff, FailureLog, describe, is_redis_error, unreachable
 from services.gateway.enqueuer import BACKEND, Enqueuer, as_transport_error
 from services.gateway.replies import Replies
@@ -149,3 +150,23 @@ class RedisTransport:
 
     async def aclose(self) -> None:
         await self.redis.aclose()  # type: ignore[attr-defined]  # stale types-redis stubs
+
+    async def queue_counts(self, versions: Sequence[tuple[str, int]]) -> list[QueueCounts]:
+        try:
+            return await queue_view.queue_counts(self.redis, versions)
+        except Exception as exc:
+            raise as_transport_error(exc) from exc
+
+    async def dead_letters(self, model: str, version: int, count: int) -> list[DeadLetter]:
+        try:
+            return await queue_view.dead_letters(self.redis, model, version, count=count)
+        except Exception as exc:
+            raise as_transport_error(exc) from exc
+
+    async def redrive(self, model: str, version: int, dead_letter_id: str) -> Redriven | None:
+        try:
+            return await queue_view.redrive(self.redis, model, version, dead_letter_id)
+        except queue_view.RedriveRefused:
+            raise
+        except Exception as exc:
+            raise as_transport_error(exc) from exc

@@ -1,11 +1,13 @@
 """Optional API keys (``AXON_API_KEYS``): ``Authorization: Bearer KEY`` or
 ``X-API-Key: KEY`` (HTTP headers here; the same gRPC metadata in ``grpc_service``); 401
 otherwise. Compared in constant time against every key.
-Health, metrics and the API docs stay open.
+Health, metrics, the API docs and the console's page and files (``/ui``: they hold no
+data; the page sends the key on its own requests) stay open.
 
 Admin keys (``AXON_ADMIN_KEYS``), the same two headers: when set, changing a routing
-rule (PUT/DELETE ``/v1/models/{m}/routing``) needs one; an API key there is 403, no or
-an unknown key 401. Reading a rule (GET) takes an API key or an admin key. Without admin
+rule (PUT/DELETE ``/v1/models/{m}/routing``) or re-driving a dead letter (POST under
+``/v1/dead-letters``) needs one; an API key there is 403, no or an unknown key 401.
+Reading a rule or the dead letters (GET) takes an API key or an admin key. Without admin
 keys, the routing rules are guarded like every other route (an API key when
 ``AXON_API_KEYS`` is set, else open: docs/gateway.md, "Routing rules (canary)").
 """
@@ -19,9 +21,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.gateway.responses import error_response
 
-OPEN_PATHS = ("/v2/health/", "/healthz/", "/metrics", "/docs", "/openapi.json")
+OPEN_PATHS = ("/v2/health/", "/healthz/", "/metrics", "/docs", "/openapi.json", "/ui")
 ADMIN_PREFIX, ADMIN_SUFFIX = "/v1/models/", "/routing"
 """``/v1/models/{m}/routing``: the routing rule admin API."""
+DEAD_LETTERS = "/v1/dead-letters"
+"""The dead-letter admin API (``console/dead_letters``)."""
 WRITES = ("PUT", "DELETE", "POST", "PATCH")
 
 
@@ -36,9 +40,15 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        admin_route = path.startswith(ADMIN_PREFIX) and path.endswith(ADMIN_SUFFIX)
+        admin_route = (
+            path.startswith(ADMIN_PREFIX) and path.endswith(ADMIN_SUFFIX)
+        ) or path.startswith(DEAD_LETTERS)
         if admin_route and self._admin and scope["method"] in WRITES:
-            await self._admin_only(scope, receive, send)
+            what = (
+                "re-driving a dead letter" if path.startswith(DEAD_LETTERS)
+                else "changing a routing rule"
+            )  # fmt: skip
+            await self._admin_only(scope, receive, send, what)
             return
         if not self._keys:
             await self.app(scope, receive, send)
@@ -54,9 +64,9 @@ class ApiKeyMiddleware:
         )
         await response(scope, receive, send)
 
-    async def _admin_only(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Changing a routing rule with admin keys set: an admin key, else 403 for an
-        API key, 401 for anything else."""
+    async def _admin_only(self, scope: Scope, receive: Receive, send: Send, what: str) -> None:
+        """Changing a routing rule or re-driving a dead letter with admin keys set: an
+        admin key, else 403 for an API key, 401 for anything else."""
         presented = _presented(scope)
         if key_allowed(presented, self._admin):
             await self.app(scope, receive, send)
@@ -64,8 +74,7 @@ class ApiKeyMiddleware:
         if self._allowed(presented):
             response = error_response(
                 403,
-                "changing a routing rule needs an admin key (AXON_ADMIN_KEYS); an API key "
-                "is not enough",
+                f"{what} needs an admin key (AXON_ADMIN_KEYS); an API key is not enough",
             )
         else:
             response = error_response(

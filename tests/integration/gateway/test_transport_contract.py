@@ -303,3 +303,50 @@ def test_an_unreachable_queue_raises_transport_down() -> None:
         await check(memory, down)
 
     asyncio.run(main())
+
+
+# ----------------------------------------------------------- the console's queue view
+
+
+async def _dead_letter(worker: WorkerSide, model: str, entry_id: str) -> None:
+    """Dead-letter entry ``entry_id`` of ``model`` v1 as each queue's worker side does."""
+    if isinstance(worker, RedisWorkerSide):
+        [(_, fields)] = await worker.redis.xrange(protocol.stream_key(model, 1), entry_id, entry_id)
+        stale = protocol.StreamEntry(entry_id, dict(fields), deliveries=4)
+        await protocol.dead_letter(
+            worker.redis, model, 1, stale, reason="delivered 4 times (max 3)",
+            consumer="contract-worker", reply=None, reply_ttl_s=60, maxlen=100,
+        )  # fmt: skip
+    else:
+        assert isinstance(worker, MemoryWorkerSide)
+        worker.queue.dead_letter(model, 1, entry_id, "delivered 4 times (max 3)")
+
+
+def test_queue_counts_dead_letters_and_a_redrive_back_to_the_stream(
+    run: Callable[[Scenario], None],
+) -> None:
+    async def scenario(transport: Transport, worker: WorkerSide) -> None:
+        model, quiet = next(_models), next(_models)
+        to = transport.reply_to(model, 1)
+        for rid in ("keep", "dl-1"):
+            queued = await submit(transport, model, entry(rid, to, b"body-" + rid.encode()))
+            assert isinstance(queued, str)
+        taken = await worker.take(model, 10)
+        dead_entry = next(e for e in taken if e[1] == b"body-dl-1")[0]
+        await _dead_letter(worker, model, dead_entry)
+        counts = await transport.queue_counts([(model, 1), (quiet, 1)])
+        assert [(c.backlog, c.dead_letters) for c in counts] == [(1, 1), (0, 0)]
+        (dead,) = await transport.dead_letters(model, 1, 10)
+        assert dead.entry_id == dead_entry and dead.request_id == "dl-1"
+        assert dead.reason == "delivered 4 times (max 3)" and dead.body_bytes == len(b"body-dl-1")
+        assert await transport.redrive(model, 1, "1-0") is None  # no such dead letter
+        moved = await transport.redrive(model, 1, dead.dead_letter_id)
+        assert moved is not None and moved.entry_id != dead_entry
+        assert await transport.dead_letters(model, 1, 10) == []
+        assert await transport.redrive(model, 1, dead.dead_letter_id) is None  # moved once
+        [(again_id, body, reply_to)] = await worker.take(model, 10)  # a worker gets it again
+        assert (again_id, body, reply_to) == (moved.entry_id, b"body-dl-1", to)
+        counts = await transport.queue_counts([(model, 1)])
+        assert (counts[0].backlog, counts[0].dead_letters) == (2, 0)
+
+    run(scenario)
