@@ -77,7 +77,7 @@ async def drive(
 ) -> tuple[float, int]:
     """Closed loop at ``concurrency``; returns (requests/s in the window, requests sent)."""
     stream = protocol.stream_key(model, 1)
-    reply_to = protocol.reply_key(f"bench-{uuid.uuid4().hex[:8]}")
+    reply_to = protocol.reply_key(f"bench-{uuid.uuid4().hex[:8]}", model, 1)
     ids = itertools.count()
     sent = 0
 

@@ -110,6 +110,7 @@ class ModelServiceBase:
         """Start the Redis worker loop as a task beside the HTTP API."""
         self._redis = redis_client.connect(
             self.settings.redis_url,
+            mode=self.settings.redis_mode,
             socket_timeout_s=self.settings.read_block_ms / 1000 + REDIS_TIMEOUT_MARGIN_S,
             connect_timeout_s=REDIS_TIMEOUT_MARGIN_S,
         )

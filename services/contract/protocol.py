@@ -1,28 +1,38 @@
 """The Redis protocol between the gateway and the model workers (DESIGN.md).
 
-Keys:
+Keys. Everything one script, transaction or blocking pop touches shares a hash slot: the
+keys of a model version carry the hash tag ``{model:version}``, so on Redis Cluster a
+model version lives on one node and no command is CROSSSLOT (``slot_tag``).
 
-- ``axon:q:{model}:{version}``: request stream, consumer group ``workers``. Entry fields
+- ``axon:q:{model:version}``: request stream, consumer group ``workers``. Entry fields
   ``id`` (request id), ``reply`` (reply list key), ``deadline`` (unix ms on the gateway's
   clock, ``0`` = none), ``budget`` (ms of the deadline left when the gateway queued it;
   absent from older gateways), ``body`` (msgpack request, see ``codec``). The entry id's
   millisecond part is the enqueue time (Redis clock), so ``entry time + budget`` is the
-  deadline on Redis' clock: workers compare it with Redis ``TIME`` (their offset to it is
-  measured at each heartbeat), so no two hosts' wall clocks are ever compared.
-- ``axon:r:{gateway_instance}``: reply list; workers RPUSH msgpack replies and set a TTL.
-- ``axon:dlq:{model}``: dead-letter stream; the original fields plus ``stream``,
+  deadline on Redis' clock: workers compare it with Redis ``TIME`` of the node holding
+  the stream (their offset to it is measured at each heartbeat), so no two hosts' wall
+  clocks are ever compared.
+- ``axon:qb:{model:version}``: body bytes queued in the stream (a counter).
+- ``axon:r:{model:version}:{gateway_instance}``: a gateway process's reply list for that
+  model version; workers RPUSH msgpack replies and set a TTL. A gateway listens on one
+  list per model version it has sent work to (one blocking pop each).
+- ``axon:dlq:{model:version}``: dead-letter stream; the original fields plus ``stream``,
   ``entry``, ``deliveries``, ``reason``, ``consumer``, ``at`` (unix ms).
-- ``axon:w:{model}:{version}:{instance}``: worker heartbeat (JSON, expires after the
+- ``axon:w:{model:version}:{instance}``: worker heartbeat (JSON, expires after the
   heartbeat TTL) with the model's metadata and the worker's counters.
 - ``axon:route:{model}``: the model's routing rule (JSON ``{"weights": {"1": 90, "2":
   10}, "sticky_header": null}``, no TTL; ``services.gateway.routing_rules`` validates it
   on write and on read). Every gateway reads it with its registry refresh.
 
+Every function takes a ``redis.asyncio.Redis`` or a ``redis.asyncio.RedisCluster``
+client (``redis_client.connect``); reads over several model versions (heartbeats,
+routing rules) use the cluster client's per-slot MGET.
+
 Gateway side: ``enqueue_many`` (the requests of one event-loop tick: backlog check and
 XADD in one server-side script, one round trip), ``backlog``, ``live_workers``,
 ``pop_replies``, ``read_rules`` / ``write_rule`` / ``delete_rule``.
 Worker side: ``ensure_group``, ``read_entries``, ``claim_stale``, ``complete``,
-``dead_letter``, ``publish_heartbeat``, ``deregister``.
+``dead_letter``, ``publish_heartbeat``, ``deregister``, ``server_time``.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
 from services.contract.codec import Reply, encode_reply
@@ -61,31 +72,58 @@ DLQ_TTL_S = 7 * 24 * 3600
 """A dead-letter stream expires this long after its last entry was added."""
 
 
+def slot_tag(model: str, version: int) -> str:
+    """The hash tag ``{model:version}`` every key of one model version carries: Redis
+    Cluster hashes only the text inside the first braces, so they share a slot."""
+    return f"{{{model}:{version}}}"
+
+
 def stream_key(model: str, version: int) -> str:
-    """Request stream of one model version."""
-    return f"{PREFIX}:q:{model}:{version}"
+    """Request stream of one model version (``axon:q:{model:version}``)."""
+    return f"{PREFIX}:q:{slot_tag(model, version)}"
+
+
+def parse_stream_key(stream: str) -> tuple[str, int]:
+    """``(model, version)`` of a stream key ``axon:q:{model:version}``; ``ValueError``
+    for anything else."""
+    prefix = f"{PREFIX}:q:{{"
+    model, sep, version = stream.removeprefix(prefix).removesuffix("}").rpartition(":")
+    if not stream.startswith(prefix) or not stream.endswith("}") or not sep:
+        raise ValueError(f"not a request stream key: {stream!r}")
+    if not version.isdigit() or not model:
+        raise ValueError(f"not a request stream key: {stream!r}")
+    return model, int(version)
 
 
 def queued_bytes_key(stream: str) -> str:
-    """Counter of the body bytes queued in ``stream`` (``axon:qb:{model}:{version}``):
+    """Counter of the body bytes queued in ``stream`` (``axon:qb:{model:version}``):
     added by the enqueue script, subtracted when an entry is answered or dead-lettered,
     reset whenever the stream is found empty (so drift cannot accumulate)."""
     return stream.replace(f"{PREFIX}:q:", f"{PREFIX}:qb:", 1)
 
 
-def reply_key(gateway_instance: str) -> str:
-    """Reply list of one gateway process."""
-    return f"{PREFIX}:r:{gateway_instance}"
+def reply_key(gateway_instance: str, model: str, version: int) -> str:
+    """Reply list of one gateway process for one model version's replies (in the
+    stream's slot, so the completion script may push to it)."""
+    return f"{PREFIX}:r:{slot_tag(model, version)}:{gateway_instance}"
 
 
-def dlq_key(model: str) -> str:
-    """Dead-letter stream of a model (all versions)."""
-    return f"{PREFIX}:dlq:{model}"
+def dlq_key(model: str, version: int) -> str:
+    """Dead-letter stream of one model version."""
+    return f"{PREFIX}:dlq:{slot_tag(model, version)}"
 
 
 def worker_key(model: str, version: int, instance: str) -> str:
     """Heartbeat key of one worker instance serving one model version."""
-    return f"{PREFIX}:w:{model}:{version}:{instance}"
+    return f"{PREFIX}:w:{slot_tag(model, version)}:{instance}"
+
+
+def worker_pattern(model: str | None = None, version: int | None = None) -> str:
+    """SCAN pattern of the heartbeat keys of every worker, of one model, or of one model
+    version (model names hold no glob characters: ``metadata`` validates them)."""
+    if model is None:
+        return f"{PREFIX}:w:*"
+    return f"{PREFIX}:w:{{{model}:{'*' if version is None else version}}}:*"
 
 
 def routing_key(model: str) -> str:
@@ -295,7 +333,7 @@ async def read_rules(redis: RedisClient, models: Sequence[str]) -> dict[str, str
     replacement characters (the reader's validation refuses it)."""
     if not models:
         return {}
-    values = await redis.mget([routing_key(model) for model in models])
+    values = await _mget(redis, [routing_key(model) for model in models])
     return {
         model: value.decode("utf-8", "replace")
         for model, value in zip(models, values, strict=True)
@@ -397,11 +435,11 @@ async def live_workers(
     A model version is ready at the gateway when this returns at least one worker.
     Heartbeats that do not parse are skipped; their keys are appended to ``malformed``.
     """
-    pattern = f"{PREFIX}:w:{model or '*'}:{version if version is not None else '*'}:*"
+    pattern = worker_pattern(model, version)
     keys = [key async for key in redis.scan_iter(match=pattern, count=500)]
     if not keys:
         return []
-    values = await redis.mget(keys)
+    values = await _mget(redis, keys)
     workers = []
     for key, value in zip(keys, values, strict=True):
         if value is None:  # expired between SCAN and MGET
@@ -612,7 +650,7 @@ def _complete_args(
 async def dead_letter(
     redis: RedisClient,
     model: str,
-    stream: str,
+    version: int,
     entry: StreamEntry,
     *,
     reason: str,
@@ -621,12 +659,16 @@ async def dead_letter(
     reply_ttl_s: int,
     maxlen: int,
 ) -> None:
-    """Move ``entry`` to ``axon:dlq:{model}``, answer its caller, XACK and XDEL it.
+    """Move ``entry`` from the model version's stream to its dead-letter stream
+    ``axon:dlq:{model:version}``, answer its caller, XACK and XDEL it (one transaction:
+    every key is in the stream's slot, the reply list too).
 
     The dead-letter stream is bounded three ways: ``maxlen`` entries (approximate), a
     body over ``DLQ_MAX_BODY_BYTES`` kept as its first bytes only (``body_bytes`` holds
     its size), and the whole stream expiring ``DLQ_TTL_S`` after its last addition.
     """
+    stream = stream_key(model, version)
+    dead = dlq_key(model, version)
     fields: dict[bytes, bytes] = dict(entry.fields)
     body = fields.get(FIELD_BODY, b"")
     if len(body) > DLQ_MAX_BODY_BYTES:
@@ -644,8 +686,8 @@ async def dead_letter(
         }
     )
     pipe = redis.pipeline(transaction=True)
-    pipe.xadd(dlq_key(model), fields, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
-    pipe.expire(dlq_key(model), DLQ_TTL_S)
+    pipe.xadd(dead, fields, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+    pipe.expire(dead, DLQ_TTL_S)
     if body:
         pipe.decrby(queued_bytes_key(stream), len(body))
     if reply is not None:
@@ -664,6 +706,25 @@ async def publish_heartbeat(redis: RedisClient, info: WorkerInfo, *, ttl_ms: int
 async def deregister(redis: RedisClient, model: str, version: int, instance: str) -> None:
     """Remove a worker's heartbeat key (graceful stop)."""
     await redis.delete(worker_key(model, version, instance))
+
+
+async def server_time(redis: RedisClient, key: str) -> float:
+    """Unix time in seconds on the Redis server holding ``key`` (on a cluster, the node
+    serving its slot: entry ids carry that node's clock, so deadlines compare with it)."""
+    if isinstance(redis, RedisCluster):
+        node = redis.get_node_from_key(key)
+        seconds, micros = await redis.execute_command("TIME", target_nodes=node)  # type: ignore[no-untyped-call]
+    else:
+        seconds, micros = await redis.time()
+    return int(seconds) + int(micros) / 1e6
+
+
+async def _mget(redis: RedisClient, keys: Sequence[bytes | str]) -> list[bytes | None]:
+    """MGET; on a cluster one MGET per slot (the keys of several model versions live in
+    several slots), answers in the order of ``keys``."""
+    if isinstance(redis, RedisCluster):
+        return list(await redis.mget_nonatomic(keys))
+    return list(await redis.mget(keys))
 
 
 def _text(value: bytes | str) -> str:

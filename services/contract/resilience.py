@@ -12,8 +12,9 @@ restarts it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -108,3 +109,23 @@ class FailureLog:
         if self.streak:
             self.logger.info("%s: working again after %d failures", self.task, self.streak)
         self.streak = 0
+
+
+async def cancel_and_wait(
+    tasks: Sequence[asyncio.Task[None]], log: logging.Logger, tries: int = 50
+) -> None:
+    """Cancel ``tasks`` and wait for them, cancelling again every 0.1 s: a cancellation
+    swallowed inside a Redis call (redis-py has done it) must not hang a shutdown.
+    After ``tries`` the rest are logged and left (the process is exiting)."""
+    for _ in range(tries):
+        pending = [task for task in tasks if not task.done()]
+        if not pending:
+            for task in tasks:  # retrieved, so none is reported as never retrieved
+                if not task.cancelled():
+                    task.exception()
+            return
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=0.1)
+    stuck = [task.get_name() for task in tasks if not task.done()]
+    log.warning("shutdown: background tasks did not stop: %s", ", ".join(stuck))

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from services.contract.errors import AxonError
+from services.contract.resilience import cancel_and_wait
 from services.gateway import oip, openapi, routing_admin, task_endpoints
 from services.gateway.console import routes as console
 from services.gateway.console.assets import ConsoleFiles
@@ -100,12 +101,12 @@ def create_app(
         # uvicorn drains HTTP; its calls in flight run to their deadlines.
         drainer = asyncio.create_task(drain_grpc(), name="axon-grpc-drain")
         try:
-            log.info("gateway %s serving; replies on %s", settings.instance, queue.reply_to)
+            log.info("gateway %s serving", settings.instance)
             yield
         finally:
             draining.set()
             await drainer
-            await _cancel(background)
+            await cancel_and_wait(background, log)
             await queue.aclose()
             pool = app.state.gateway.image_pool
             if pool is not None:
@@ -142,24 +143,6 @@ def create_app(
         lifespan=lifespan,
     )
     return app
-
-
-async def _cancel(tasks: list[asyncio.Task[None]], tries: int = 50) -> None:
-    """Cancel ``tasks`` and wait for them, cancelling again every 0.1 s: a cancellation
-    swallowed inside a Redis call (redis-py has done it) must not hang the shutdown.
-    After ``tries`` the rest are logged and left (the process is exiting)."""
-    for _ in range(tries):
-        pending = [task for task in tasks if not task.done()]
-        if not pending:
-            for task in tasks:  # retrieved, so none is reported as never retrieved
-                if not task.cancelled():
-                    task.exception()
-            return
-        for task in pending:
-            task.cancel()
-        await asyncio.wait(pending, timeout=0.1)
-    stuck = [task.get_name() for task in tasks if not task.done()]
-    log.warning("shutdown: background tasks did not stop: %s", ", ".join(stuck))
 
 
 def begin_drain(app: Starlette) -> None:

@@ -91,7 +91,7 @@ class Dispatcher:
             mv.version,
             NewEntry(
                 entry_id,
-                self.transport.reply_to,
+                self.transport.reply_to(mv.name, mv.version),
                 int(time.time() * 1000 + left_s * 1000),
                 body,
                 budget_ms=max(int(left_s * 1000), 1),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from services.contract import redis_client
 from services.contract.errors import SettingsError
 from services.contract.metadata import MODEL_NAME
 
@@ -26,6 +27,9 @@ class GatewaySettings:
 
     redis_url: str
     instance: str
+    redis_mode: str = "auto"
+    """``AXON_REDIS_MODE``: standalone | cluster | sentinel, or auto (the URL's scheme;
+    ``services.contract.redis_client``)."""
     models_dir: Path | None = None
     api_keys: tuple[str, ...] = ()
     admin_keys: tuple[str, ...] = ()
@@ -85,6 +89,7 @@ class GatewaySettings:
         models_dir = read("AXON_MODELS_DIR", str, "")
         settings = cls(
             redis_url=redis_url,
+            redis_mode=read("AXON_REDIS_MODE", redis_client.parse_mode, "auto"),
             instance=read(
                 "AXON_GATEWAY_INSTANCE",
                 str,
@@ -134,6 +139,7 @@ class GatewaySettings:
                 f"AXON_TIMEOUT_MS={settings.timeout_ms}: must not exceed "
                 f"AXON_MAX_TIMEOUT_MS ({settings.max_timeout_ms})"
             )
+        redis_client.parse_target(settings.redis_url, settings.redis_mode)  # fails early
         return settings
 
     def timeout_for(self, model: str) -> int:

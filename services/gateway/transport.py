@@ -60,9 +60,10 @@ class Transport(Protocol):
     name: str
     """The queue as client messages name it ("Redis is unreachable")."""
 
-    @property
-    def reply_to(self) -> str:
-        """Where workers send this gateway's replies (the entry's ``reply`` field)."""
+    def reply_to(self, model: str, version: int) -> str:
+        """Where workers send this gateway's replies to ``model`` ``version``'s requests
+        (the entry's ``reply`` field); from the first call on, replies there are
+        received."""
         ...
 
     @property

@@ -65,8 +65,7 @@ class MemoryTransport:
 
     # ------------------------------------------------------------ the gateway's side
 
-    @property
-    def reply_to(self) -> str:
+    def reply_to(self, model: str, version: int) -> str:
         return self._reply_to
 
     @property
@@ -105,7 +104,6 @@ class MemoryTransport:
         stream.queued_bytes += len(entry.body)
         stream.added.set()
         return entry_id
-
 
     async def live_workers(self, malformed: list[str]) -> list[WorkerInfo]:
         if self.down:

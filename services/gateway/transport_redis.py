@@ -1,7 +1,8 @@
 """The Redis implementation of the queue seam (``transport.Transport``): the stream
 entries go out through the coalescing ``Enqueuer`` (one script call per stream and
-event-loop tick), replies come back on the process's reply list ``axon:r:{instance}``
-(one receive task: BLMPOP on Redis >= 7, else BLPOP then LPOP), and the registry view
+event-loop tick), replies come back on the process's reply lists
+``axon:r:{model:version}:{instance}`` (a listener per list: BLMPOP on Redis >= 7, else
+BLPOP then LPOP), and the registry view
 reads the workers' heartbeat keys and the routing rules (``axon:route:{model}``).
 Keys and scripts: ``services.contract.protocol``.
 """
@@ -16,7 +17,14 @@ from collections.abc import Callable, Sequence
 from services.contract import protocol, queue_view, redis_client
 from services.contract.protocol import NewEntry, RedisClient, Refused, WorkerInfo
 from services.contract.queue_view import DeadLetter, QueueCounts, Redriven
-from services.contract.resilience import Backoff, FailureLog, describe, is_redis_error, unreachable
+from services.contract.resilience import (
+    Backoff,
+    FailureLog,
+    cancel_and_wait,
+    describe,
+    is_redis_error,
+    unreachable,
+)
 from services.gateway.enqueuer import BACKEND, Enqueuer, as_transport_error
 from services.gateway.replies import Replies
 from services.gateway.settings import GatewaySettings
@@ -25,31 +33,56 @@ log = logging.getLogger(__name__)
 
 
 class RedisTransport:
-    """The gateway's queue on Redis; ``redis`` is opened by the caller (``connect``)."""
+    """The gateway's queue on Redis; ``redis`` is opened by the caller (``connect``).
 
-    def __init__(self, redis: RedisClient, reply_to: str, *, block_s: float) -> None:
+    Replies come back on one list per model version this gateway has sent work to
+    (``protocol.reply_key``: in the stream's hash slot, as Redis Cluster requires of
+    the completion script's keys), each with its own listener task, started by
+    ``reply_to`` at the first request and run by ``receive``.
+    ``fail_on_loss``: when a listener loses Redis, fail every waiting request at once
+    (one server: its replies are gone with it). False on a cluster or behind
+    Sentinel, where a replica takes over the data: the requests wait for their replies
+    (or their deadlines) while the client finds the new master.
+    """
+
+    def __init__(
+        self, redis: RedisClient, instance: str, *, block_s: float, fail_on_loss: bool = True
+    ) -> None:
         self.redis = redis
-        self._reply_to = reply_to
+        self._instance = instance
         self._block_s = block_s
+        self._fail_on_loss = fail_on_loss
         self._enqueuer = Enqueuer(redis)
         self._healthy = False
-        self.replies = Replies(reply_to)
+        self._lists: dict[tuple[str, int], str] = {}
+        self._new_list = asyncio.Event()
+        self.replies = Replies(f"the reply lists of {instance}")
         self.name = BACKEND
 
     @classmethod
     def connect(cls, settings: GatewaySettings) -> RedisTransport:
         """A transport on ``settings.redis_url`` for gateway ``settings.instance``;
         connections open on first use. The socket timeout covers the blocking pop."""
+        target = redis_client.parse_target(settings.redis_url, settings.redis_mode)
         redis = redis_client.connect(
             settings.redis_url,
+            mode=settings.redis_mode,
             socket_timeout_s=settings.redis_timeout_s + settings.reply_block_s,
             connect_timeout_s=settings.redis_timeout_s,
         )
-        return cls(redis, protocol.reply_key(settings.instance), block_s=settings.reply_block_s)
+        return cls(
+            redis,
+            settings.instance,
+            block_s=settings.reply_block_s,
+            fail_on_loss=target.mode == "standalone",
+        )
 
-    @property
-    def reply_to(self) -> str:
-        return self._reply_to
+    def reply_to(self, model: str, version: int) -> str:
+        key = self._lists.get((model, version))
+        if key is None:
+            key = self._lists[(model, version)] = protocol.reply_key(self._instance, model, version)
+            self._new_list.set()
+        return key
 
     @property
     def healthy(self) -> bool:
@@ -94,13 +127,65 @@ class RedisTransport:
             raise as_transport_error(exc) from exc
 
     async def receive(self, on_down: Callable[[], None]) -> None:
-        """Pop replies forever; no error ends it. ``healthy`` turns true as soon as Redis
-        answers (before the first blocking pop returns). When Redis is unreachable,
-        waiting requests get 503 (their entries may be gone with the server); a failed
-        command (an error reply) only pauses the receiving. Either way it retries with a
-        backoff until Redis answers again."""
+        """Pop replies forever, one listener per reply list; no error ends it.
+        ``healthy`` turns true as soon as Redis answers (before any request was sent).
+        When Redis is unreachable, waiting requests get 503 (``fail_on_loss``: their
+        entries may be gone with the server); a failed command (an error reply) only
+        pauses the receiving. Either way it retries with a backoff until Redis answers
+        again."""
+        listeners: dict[str, asyncio.Task[None]] = {}
+        try:
+            await self._first_contact(on_down)
+            while True:
+                self._new_list.clear()
+                for key in self._lists.values():
+                    if key not in listeners:
+                        listeners[key] = asyncio.create_task(
+                            self._listen(key, on_down), name=f"axon-replies-{key}"
+                        )
+                await self._new_list.wait()
+        finally:
+            await cancel_and_wait(list(listeners.values()), log)
+
+    async def _first_contact(self, on_down: Callable[[], None]) -> None:
+        """Wait until Redis answers a PING (retrying with a backoff; each failure handled
+        as a listener's); then ``healthy``."""
         backoff = Backoff(first_s=0.05, longest_s=1.0)
         failures = FailureLog(log, "reply listener", time.monotonic)
+        while True:
+            try:
+                await self.redis.ping()
+            except Exception as exc:
+                pause = backoff.failure()
+                failures.failed(exc, retry_in_s=pause)
+                self._failed(exc, on_down)
+                await asyncio.sleep(pause)
+                continue
+            self._healthy = True
+            if backoff.failures:
+                failures.recovered()
+            return
+
+    def _failed(self, exc: Exception, on_down: Callable[[], None]) -> None:
+        """A listener's command failed: when Redis is unreachable, not healthy,
+        ``on_down`` and (``fail_on_loss``) every waiting request fails."""
+        if unreachable(exc):
+            if self._healthy:
+                log.error("reply listener lost Redis: %s", describe(exc))
+            self._healthy = False
+            on_down()
+            if self._fail_on_loss:
+                self.replies.fail_all("lost the connection to Redis while waiting for the reply")
+        elif not is_redis_error(exc):
+            log.error("reply listener: unexpected error", exc_info=exc)
+        # A failed command (OOM, NOPERM…): the replies stay in their list and the
+        # waiting requests keep waiting (until their deadline at most).
+
+    async def _listen(self, key: str, on_down: Callable[[], None]) -> None:
+        """Pop the replies of one list forever (BLMPOP on Redis >= 7, else BLPOP then
+        LPOP) and deliver them; no error ends it."""
+        backoff = Backoff(first_s=0.05, longest_s=1.0)
+        failures = FailureLog(log, f"reply listener {key}", time.monotonic)
         blmpop: bool | None = None  # learnt per connection to a server (Redis >= 7)
         me = asyncio.current_task()
         while True:
@@ -111,29 +196,17 @@ class RedisTransport:
             try:
                 if blmpop is None:
                     blmpop = await protocol.supports_blmpop(self.redis)
-                    # Redis answered: healthy from now on, not only once the first
-                    # blocking pop returns (up to ``block_s`` later).
                     self._healthy = True
                 payloads = await protocol.pop_replies(
-                    self.redis, self._reply_to, timeout_s=self._block_s, blmpop=blmpop
+                    self.redis, key, timeout_s=self._block_s, blmpop=blmpop
                 )
                 self._healthy = True
             except Exception as exc:  # no error ends the listener
                 pause = backoff.failure()
                 failures.failed(exc, retry_in_s=pause)
                 if unreachable(exc):
-                    if self._healthy:
-                        log.error("reply listener lost Redis: %s", describe(exc))
-                    self._healthy = False
                     blmpop = None  # the server may come back as another version
-                    on_down()
-                    self.replies.fail_all(
-                        "lost the connection to Redis while waiting for the reply"
-                    )
-                elif not is_redis_error(exc):
-                    log.exception("reply listener: unexpected error")
-                # A failed command (OOM, NOPERM…): the replies stay in their list and
-                # the waiting requests keep waiting (until their deadline at most).
+                self._failed(exc, on_down)
                 await asyncio.sleep(pause)
                 continue
             if backoff.failures:

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -60,15 +61,29 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server child process bound to 127.0.0.1 on ``port`` (free by default)."""
 
-    def __init__(self, port: int | None = None, binary: str | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        binary: str | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.port = port or free_port()
         self.binary = binary or find_redis_server()
+        self.extra_args = tuple(extra_args)
+        """More ``redis-server`` options (e.g. ``--cluster-enabled yes``), after ours."""
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def directory(self) -> Path:
+        """The server's working folder (its log is ``redis.log`` there); while running."""
+        if self._dir is None:
+            raise RedisServerError(f"redis-server on port {self.port} is not running")
+        return Path(self._dir.name)
 
     @property
     def pid(self) -> int | None:
@@ -88,6 +103,7 @@ class RedisServer:
                 "--dir", self._dir.name,
                 "--logfile", str(log_path),
                 "--daemonize", "no",
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

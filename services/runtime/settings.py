@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from services.contract import redis_client
 from services.contract.errors import SettingsError
 
 PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
@@ -52,6 +53,9 @@ class WorkerSettings:
     reply_ttl_s: int = 60
     dlq_maxlen: int = 10_000
     warmup: bool = True
+    redis_mode: str = "auto"
+    """``AXON_REDIS_MODE``: standalone | cluster | sentinel, or auto (the URL's scheme;
+    ``services.contract.redis_client``)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], family: str | None = None) -> WorkerSettings:
@@ -67,6 +71,7 @@ class WorkerSettings:
             raise SettingsError(f"{reader.names('MODEL')}: is required (the model name to serve)")
         settings = cls(
             redis_url=reader.get("REDIS_URL", str, None) or _missing(reader, "REDIS_URL"),
+            redis_mode=reader.get("REDIS_MODE", redis_client.parse_mode, "auto"),
             model=model,
             model_version=reader.get("MODEL_VERSION", _parse_version, None),
             models_dir=Path(reader.get("MODELS_DIR", str, "exported_models")),
@@ -92,6 +97,7 @@ class WorkerSettings:
                 f"AXON_HEARTBEAT_INTERVAL_MS ({settings.heartbeat_interval_ms}), "
                 f"got {settings.heartbeat_ttl_ms}"
             )
+        redis_client.parse_target(settings.redis_url, settings.redis_mode)  # fails early
         return settings
 
 

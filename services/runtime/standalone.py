@@ -25,6 +25,7 @@ async def serve(settings: WorkerSettings) -> None:
     """Serve until SIGTERM/SIGINT."""
     redis = redis_client.connect(
         settings.redis_url,
+        mode=settings.redis_mode,
         socket_timeout_s=settings.read_block_ms / 1000 + 10.0,
         connect_timeout_s=10.0,
     )

@@ -373,7 +373,7 @@ class Worker:
             if entry.deliveries > self.settings.max_deliveries:
                 message = (
                     f"request failed on {entry.deliveries - 1} deliveries; moved to "
-                    f"{protocol.dlq_key(self.model)}"
+                    f"{protocol.dlq_key(self.model, self.version)}"
                 )
                 await self._dead_letter(
                     entry,
@@ -434,7 +434,7 @@ class Worker:
         await protocol.dead_letter(
             self.redis,
             self.model,
-            self.stream,
+            self.version,
             entry,
             reason=reason,
             consumer=self.instance,
@@ -529,11 +529,12 @@ class Worker:
         return self._clock() + self._offset_ms
 
     async def _sync_clock(self) -> None:
-        """Measure the offset of Redis' clock (``TIME``) to ours, at mid round trip."""
+        """Measure the offset of Redis' clock (``TIME`` of the node holding the stream) to
+        ours, at mid round trip."""
         before = self._clock()
-        seconds, micros = await self.redis.time()
+        server_s = await protocol.server_time(self.redis, self.stream)
         after = self._clock()
-        self._offset_ms = seconds * 1000.0 + micros / 1000.0 - (before + after) / 2
+        self._offset_ms = server_s * 1000.0 - (before + after) / 2
 
     async def _heartbeat(self) -> None:
         await self._sync_clock()

@@ -52,7 +52,7 @@ def test_gateway_restart(procs: Procs, chaos_repo: Path, tmp_path: Path) -> None
         procs, server, chaos_repo, NAME, "chaos-gw-old", port=port, backlog_limit="500"
     )
     client = server.client()
-    old_replies = protocol.reply_key("chaos-gw-old")
+    old_replies = protocol.reply_key("chaos-gw-old", NAME, 1)
     with ReplyTap(server.port) as tap:
         load = Load(
             lambda: old.url, INFER, BODY, prefix="gwr", timeout_ms=DEADLINE_MS, concurrency=8

@@ -248,7 +248,7 @@ def test_poison_flood_fails_fast(procs: Procs, tmp_path: Path) -> None:
 
     poisoned, valid = asyncio.run(flood())
     seconds = sorted(s for _, s in poisoned)
-    dead = int(server.client().xlen(protocol.dlq_key("poison-cnn")))
+    dead = int(server.client().xlen(protocol.dlq_key("poison-cnn", 1)))
     publish_measures(
         "6f. 20 poison requests (the run raises), deadlines 60 s, backlog limit 20; "
         "20 valid ones 1 s later",

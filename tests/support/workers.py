@@ -87,7 +87,7 @@ class Client:
         self.redis = redis
         self.model = model
         self.version = version
-        self.reply_to = protocol.reply_key(f"test-gw-{uuid.uuid4().hex[:8]}")
+        self.reply_to = protocol.reply_key(f"test-gw-{uuid.uuid4().hex[:8]}", model, version)
 
     async def send(
         self,

@@ -1,7 +1,8 @@
 """The queue seam's contract (``services.gateway.transport.Transport``), run against both
-implementations: ``RedisTransport`` on a real Redis server this suite started, and
-``MemoryTransport``. The worker's side of each is driven through its own real API (the
-Redis protocol's read and completion scripts; the memory queue's take/answer)."""
+implementations: ``RedisTransport`` on a real Redis server and on a real three-master
+Redis Cluster this suite started, and ``MemoryTransport``. The worker's side of each is
+driven through its own real API (the Redis protocol's read and completion scripts; the
+memory queue's take/answer)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ from services.gateway.transport import Transport, TransportDown
 from services.gateway.transport_memory import MemoryTransport
 from services.gateway.transport_redis import RedisTransport
 from services.runtime.redis_server import free_port
-from tests.support.redis import RedisServer
 
 _models = (f"contract-m{i}" for i in itertools.count())
 
@@ -82,7 +82,7 @@ class MemoryWorkerSide:
 Scenario = Callable[[Transport, WorkerSide], Awaitable[None]]
 
 
-@pytest.fixture(params=["redis", "memory"])
+@pytest.fixture(params=["redis", "redis-cluster", "memory"])
 def run(request: pytest.FixtureRequest) -> Callable[[Scenario], None]:
     """Runs a scenario with a started transport (its receive task running) and its
     worker side, on a fresh event loop."""
@@ -103,11 +103,14 @@ async def started(
 ) -> AsyncIterator[tuple[Transport, WorkerSide]]:
     transport: Transport
     worker: WorkerSide
-    if kind == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        redis = redis_client.connect(server.url, socket_timeout_s=5.0, connect_timeout_s=2.0)
-        transport = RedisTransport(redis, protocol.reply_key("contract-gw"), block_s=0.2)
-        worker_redis = redis_client.connect(server.url, socket_timeout_s=5.0, connect_timeout_s=2.0)
+    if kind in ("redis", "redis-cluster"):
+        if kind == "redis":
+            url = request.getfixturevalue("redis_server").url
+        else:
+            url = request.getfixturevalue("redis_cluster").url.replace("redis:", "redis+cluster:")
+        redis = redis_client.connect(url, socket_timeout_s=5.0, connect_timeout_s=2.0)
+        transport = RedisTransport(redis, "contract-gw", block_s=0.2)
+        worker_redis = redis_client.connect(url, socket_timeout_s=5.0, connect_timeout_s=2.0)
         worker = RedisWorkerSide(worker_redis)
     else:
         transport = memory = MemoryTransport("contract-gw")
@@ -144,10 +147,10 @@ def test_an_accepted_entry_reaches_a_worker_and_its_reply_the_waiting_request(
         model = next(_models)
         body = encode_request({"x": np.arange(6, dtype=np.float32).reshape(2, 3)}, {"seed": 3})
         waiting = transport.replies.expect("r1")
-        accepted = await submit(transport, model, entry("r1", transport.reply_to, body))
+        accepted = await submit(transport, model, entry("r1", transport.reply_to(model, 1), body))
         assert isinstance(accepted, str) and accepted
         [(entry_id, got_body, reply_to)] = await worker.take(model, 10)
-        assert entry_id == accepted and reply_to == transport.reply_to
+        assert entry_id == accepted and reply_to == transport.reply_to(model, 1)
         decoded = decode_request(got_body)
         np.testing.assert_array_equal(decoded.inputs["x"], np.arange(6).reshape(2, 3))
         assert decoded.parameters == {"seed": 3}
@@ -165,7 +168,7 @@ def test_entries_are_refused_at_the_entry_limit_and_the_byte_limit(
 ) -> None:
     async def scenario(transport: Transport, worker: WorkerSide) -> None:
         model = next(_models)
-        to = transport.reply_to
+        to = transport.reply_to(model, 1)
         answers = [await submit(transport, model, entry(f"r{i}", to), limit=2) for i in range(3)]
         assert [isinstance(a, str) for a in answers] == [True, True, False]
         assert answers[2] == Refused(backlog=2)
@@ -186,7 +189,7 @@ def test_entries_are_refused_at_the_entry_limit_and_the_byte_limit(
 def test_answered_entries_leave_the_backlog(run: Callable[[Scenario], None]) -> None:
     async def scenario(transport: Transport, worker: WorkerSide) -> None:
         model = next(_models)
-        to = transport.reply_to
+        to = transport.reply_to(model, 1)
         assert isinstance(await submit(transport, model, entry("a", to), limit=1), str)
         assert isinstance(await submit(transport, model, entry("b", to), limit=1), Refused)
         [(entry_id, _, reply_to)] = await worker.take(model, 10)
@@ -201,7 +204,7 @@ def test_replies_for_forgotten_or_unknown_ids_are_dropped(
 ) -> None:
     async def scenario(transport: Transport, worker: WorkerSide) -> None:
         model = next(_models)
-        to = transport.reply_to
+        to = transport.reply_to(model, 1)
         transport.replies.expect("gone")
         transport.replies.forget("gone")
         kept = transport.replies.expect("kept")
@@ -274,7 +277,7 @@ def test_an_unreachable_queue_raises_transport_down() -> None:
         waiting = transport.replies.expect("w")
         receiving = asyncio.create_task(transport.receive(lambda: downs.append(None)))
         with pytest.raises(TransportDown, match="unreachable"):
-            await transport.submit("m", 1, entry("r", transport.reply_to), limit=9,
+            await transport.submit("m", 1, entry("r", transport.reply_to("m", 1)), limit=9,
                                    maxlen=9, byte_limit=2**40)  # fmt: skip
         with pytest.raises(TransportDown):
             await transport.live_workers([])
@@ -294,7 +297,7 @@ def test_an_unreachable_queue_raises_transport_down() -> None:
     async def main() -> None:
         url = f"redis://127.0.0.1:{free_port()}"
         redis = redis_client.connect(url, socket_timeout_s=1.0, connect_timeout_s=0.5)
-        await check(RedisTransport(redis, "axon:r:x", block_s=0.2), lambda: None)
+        await check(RedisTransport(redis, "x", block_s=0.2), lambda: None)
         memory = MemoryTransport()
 
         def down() -> None:

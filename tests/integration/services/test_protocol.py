@@ -54,7 +54,7 @@ def test_malformed_entries_are_answered_or_dead_lettered(
             replies = {r.id: r for r in await client.replies(2)}
 
             async def dead_lettered() -> int:
-                return int(await redis.xlen(protocol.dlq_key("digits-cnn")))
+                return int(await redis.xlen(protocol.dlq_key("digits-cnn", 1)))
 
             await wait_for_async(dead_lettered, what="the unanswerable entry in the DLQ")
         garbage = replies["garbage"]
@@ -63,11 +63,11 @@ def test_malformed_entries_are_answered_or_dead_lettered(
         unknown = replies[wrong]
         assert unknown.error is not None and unknown.error.code == ErrorCode.INVALID_INPUT
         assert "missing input(s) ['image']" in unknown.error.message
-        dead = await redis.xrange(protocol.dlq_key("digits-cnn"))
+        dead = await redis.xrange(protocol.dlq_key("digits-cnn", 1))
         assert [fields[b"id"] for _, fields in dead] == [b"no-reply"]
         assert b"malformed entry" in dead[0][1][b"reason"]
         assert await redis.xlen(stream) == 0
-        await redis.delete(protocol.dlq_key("digits-cnn"))
+        await redis.delete(protocol.dlq_key("digits-cnn", 1))
         await redis.aclose()
 
     asyncio.run(scenario())
@@ -144,7 +144,7 @@ def test_queued_bytes_are_counted_and_bounded(redis_server: RedisServer) -> None
         )  # fmt: skip
         assert done == 1 and int(await redis.get(counter) or 0) == 300
         await protocol.dead_letter(
-            redis, model, stream, read[1], reason="test", consumer="w", reply=None,
+            redis, model, 1, read[1], reason="test", consumer="w", reply=None,
             reply_ttl_s=60, maxlen=10,
         )  # fmt: skip
         assert int(await redis.get(counter) or 0) == 0
@@ -155,7 +155,7 @@ def test_queued_bytes_are_counted_and_bounded(redis_server: RedisServer) -> None
             redis, model, 1, [entry(3, 700)], limit=100, maxlen=1000, byte_limit=1000
         )
         assert isinstance(first, str) and int(await redis.get(counter) or 0) == 700
-        await redis.delete(stream, counter, protocol.dlq_key(model), "axon:r:gw")
+        await redis.delete(stream, counter, protocol.dlq_key(model, 1), "axon:r:gw")
         await redis.aclose()
 
     asyncio.run(scenario())
@@ -173,16 +173,16 @@ def test_dead_letters_keep_bounded_bodies_and_expire(redis_server: RedisServer) 
         )
         (read,) = await protocol.read_entries(redis, stream, "w", count=1, block_ms=None)
         await protocol.dead_letter(
-            redis, model, stream, read, reason="test", consumer="w", reply=None,
+            redis, model, 1, read, reason="test", consumer="w", reply=None,
             reply_ttl_s=60, maxlen=10,
         )  # fmt: skip
-        ((_, fields),) = await redis.xrange(protocol.dlq_key(model))
+        ((_, fields),) = await redis.xrange(protocol.dlq_key(model, 1))
         assert len(fields[b"body"]) == protocol.DLQ_MAX_BODY_BYTES
         assert fields[b"body_truncated"] == b"1"
         assert int(fields[b"body_bytes"]) == len(big)
-        ttl = await redis.ttl(protocol.dlq_key(model))
+        ttl = await redis.ttl(protocol.dlq_key(model, 1))
         assert 0 < ttl <= protocol.DLQ_TTL_S
-        await redis.delete(stream, protocol.queued_bytes_key(stream), protocol.dlq_key(model))
+        await redis.delete(stream, protocol.queued_bytes_key(stream), protocol.dlq_key(model, 1))
         await redis.aclose()
 
     asyncio.run(scenario())

@@ -28,7 +28,7 @@ def test_no_worker_wait_then_503(redis_server: RedisServer, model_repo: Path) ->
     async def scenario() -> None:
         redis: Redis[bytes] = Redis.from_url(redis_server.url)
         registry = Registry(
-            RedisTransport(redis, "axon:r:t", block_s=1.0),
+            RedisTransport(redis, "t", block_s=1.0),
             refresh_ms=100,
             no_worker_wait_ms=15_000,
             clock=lambda: now[0],
@@ -56,7 +56,7 @@ def test_a_model_never_served_is_503_at_once(redis_server: RedisServer, model_re
     async def scenario() -> None:
         redis: Redis[bytes] = Redis.from_url(redis_server.url)
         registry = Registry(
-            RedisTransport(redis, "axon:r:t", block_s=1.0), refresh_ms=100, no_worker_wait_ms=15_000
+            RedisTransport(redis, "t", block_s=1.0), refresh_ms=100, no_worker_wait_ms=15_000
         )
         registry.reachable = True
         registry.add_repository(model_repo)

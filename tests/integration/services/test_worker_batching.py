@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from redis.asyncio import Redis
 
+from services.contract import protocol
 from services.contract.codec import Reply
 from services.contract.errors import ErrorCode
 from services.runtime.prepare import generator_inputs
@@ -57,7 +58,7 @@ def test_many_classifier_requests_share_few_runs(
                 reply.outputs["probabilities"], expected["probabilities"], atol=1e-5
             )
             np.testing.assert_allclose(reply.outputs["logits"], expected["logits"], atol=1e-4)
-        assert await redis.xlen("axon:q:digits-cnn:1") == 0
+        assert await redis.xlen(protocol.stream_key("digits-cnn", 1)) == 0
         await redis.aclose()
 
     asyncio.run(scenario())

@@ -28,7 +28,7 @@ from tests.support.onnx_models import write_poison_classifier
 from tests.support.redis import RedisServer, wait_for_async
 from tests.support.workers import FAST, Client, running_worker, worker_settings
 
-STREAM = "axon:q:digits-cnn:1"
+STREAM = protocol.stream_key("digits-cnn", 1)
 
 
 async def pending_count(redis: Redis[bytes], stream: str, consumer: str | None = None) -> int:
@@ -71,7 +71,7 @@ def test_poison_input_is_answered_at_once_and_its_batch_mates_succeed(
     ``inference_failed`` reply from the first run: no redelivery, no dead letter, and its
     client does not wait for the deadline."""
     write_poison_classifier(tmp_path)
-    stream = "axon:q:poison-cnn:1"
+    stream = protocol.stream_key("poison-cnn", 1)
 
     async def scenario() -> None:
         redis: Redis[bytes] = Redis.from_url(redis_server.url)
@@ -99,7 +99,7 @@ def test_poison_input_is_answered_at_once_and_its_batch_mates_succeed(
         assert failed.error.code == ErrorCode.INFERENCE_FAILED
         assert "model run failed" in failed.error.message
         assert (stats.redeliveries, stats.dead_letters) == (0, 0)
-        assert await redis.xlen("axon:dlq:poison-cnn") == 0
+        assert await redis.xlen(protocol.dlq_key("poison-cnn", 1)) == 0
         assert await redis.xlen(stream) == 0 and await pending_count(redis, stream) == 0
         assert await client.pending_replies() == 0
         await redis.aclose()
@@ -135,7 +135,7 @@ def test_entry_delivered_too_often_ends_in_the_dead_letter_stream(
         assert reply.id == doomed and not reply.ok and reply.error is not None
         assert reply.error.code == ErrorCode.DEAD_LETTER
         assert "3 deliveries" in reply.error.message
-        dead = await redis.xrange("axon:dlq:digits-cnn")
+        dead = await redis.xrange(protocol.dlq_key("digits-cnn", 1))
         assert len(dead) == 1
         fields = dead[0][1]
         assert fields[b"id"].decode() == doomed
@@ -143,7 +143,7 @@ def test_entry_delivered_too_often_ends_in_the_dead_letter_stream(
         assert fields[b"stream"].decode() == STREAM
         assert stats.dead_letters == 1
         assert await redis.xlen(STREAM) == 0 and await pending_count(redis, STREAM) == 0
-        await redis.delete("axon:dlq:digits-cnn")
+        await redis.delete(protocol.dlq_key("digits-cnn", 1))
         await redis.aclose()
 
     asyncio.run(scenario())
@@ -366,7 +366,7 @@ def test_complete_answers_each_entry_once(redis_server: RedisServer) -> None:
         for i in range(2500):
             await redis.xadd(stream, {"id": f"r{i}", "reply": "x", "deadline": "0", "body": b""})
         entries = await protocol.read_entries(redis, stream, "c", count=3000, block_ms=None)
-        lists = ("axon:r:complete-a", "axon:r:complete-b")
+        lists = tuple(protocol.reply_key(gw, "complete-model", 1) for gw in ("a", "b"))
         answers = [
             (Outgoing(lists[i % 2], Reply.failure(f"r{i}", "internal", "x")), e.entry_id)
             for i, e in enumerate(entries)

@@ -135,7 +135,7 @@ def test_dead_workers_entries_are_taken_over_without_the_claim_timeout(
     """Entries pending with a consumer whose heartbeat key is gone are claimed once
     they are a heartbeat TTL old, long before the (10 min) claim timeout; entries of a
     consumer that still heart-beats are left alone."""
-    stream = "axon:q:digits-cnn:1"
+    stream = protocol.stream_key("digits-cnn", 1)
 
     async def scenario() -> None:
         redis: Redis[bytes] = Redis.from_url(redis_server.url)

@@ -8,11 +8,54 @@ from services.contract import protocol
 
 
 def test_key_names_follow_the_design() -> None:
-    assert protocol.stream_key("digits-cnn", 3) == "axon:q:digits-cnn:3"
-    assert protocol.reply_key("gw-1") == "axon:r:gw-1"
-    assert protocol.dlq_key("digits-cnn") == "axon:dlq:digits-cnn"
-    assert protocol.worker_key("digits-cnn", 3, "pod-a") == "axon:w:digits-cnn:3:pod-a"
+    assert protocol.stream_key("digits-cnn", 3) == "axon:q:{digits-cnn:3}"
+    assert protocol.queued_bytes_key("axon:q:{digits-cnn:3}") == "axon:qb:{digits-cnn:3}"
+    assert protocol.reply_key("gw-1", "digits-cnn", 3) == "axon:r:{digits-cnn:3}:gw-1"
+    assert protocol.dlq_key("digits-cnn", 3) == "axon:dlq:{digits-cnn:3}"
+    assert protocol.worker_key("digits-cnn", 3, "pod-a") == "axon:w:{digits-cnn:3}:pod-a"
+    assert protocol.routing_key("digits-cnn") == "axon:route:digits-cnn"
     assert protocol.GROUP == "workers"
+
+
+def test_stream_keys_parse_back() -> None:
+    assert protocol.parse_stream_key(protocol.stream_key("digits-cnn", 12)) == ("digits-cnn", 12)
+    for bad in ("axon:q:digits-cnn:1", "axon:q:{digits-cnn}", "axon:qb:{m:1}", "axon:q:{:1}"):
+        with pytest.raises(ValueError, match="not a request stream key"):
+            protocol.parse_stream_key(bad)
+
+
+def _hash_tag(key: str) -> str:
+    """What Redis Cluster hashes: the text in the first non-empty ``{…}``, else the key."""
+    start = key.find("{")
+    end = key.find("}", start + 1)
+    return key[start + 1 : end] if start >= 0 and end > start + 1 else key
+
+
+def test_every_key_of_a_model_version_shares_one_hash_slot() -> None:
+    """What one script, transaction or blocking pop touches must be in one slot on Redis
+    Cluster (else CROSSSLOT): stream, byte counter, reply lists, dead letters, heartbeats."""
+    stream = protocol.stream_key("digits-cnn", 3)
+    keys = [
+        stream,
+        protocol.queued_bytes_key(stream),
+        protocol.reply_key("gw-1", "digits-cnn", 3),
+        protocol.reply_key("gw-2", "digits-cnn", 3),
+        protocol.dlq_key("digits-cnn", 3),
+        protocol.worker_key("digits-cnn", 3, "pod-a"),
+    ]
+    assert {_hash_tag(key) for key in keys} == {"digits-cnn:3"}
+    assert _hash_tag(protocol.stream_key("digits-cnn", 4)) != _hash_tag(stream)
+
+
+def test_worker_patterns_match_only_their_keys() -> None:
+    from fnmatch import fnmatchcase
+
+    key = protocol.worker_key("digits-cnn", 3, "pod-a")
+    assert fnmatchcase(key, protocol.worker_pattern())
+    assert fnmatchcase(key, protocol.worker_pattern("digits-cnn"))
+    assert fnmatchcase(key, protocol.worker_pattern("digits-cnn", 3))
+    assert not fnmatchcase(key, protocol.worker_pattern("digits-cnn", 4))
+    assert not fnmatchcase(key, protocol.worker_pattern("digits"))
 
 
 def test_entry_fields_are_parsed() -> None:
