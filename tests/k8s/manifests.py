@@ -3,6 +3,7 @@ parse Dockerfiles, and find what the code reads and serves. No cluster, no Docke
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
@@ -29,6 +30,17 @@ LONG_RUNNING_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 SERVING_OVERLAYS = ("overlays/cpu", "overlays/gpu")
 """Each one is a complete deployment of the serving stack."""
 
+ROLLOUTS = "rollouts"
+"""k8s/rollouts/{family}-v{version}: a second version of one model family, included by an
+overlay (scripts/k8s_rollout.py writes them)."""
+
+
+def is_part(relative: str) -> bool:
+    """A kustomization that is a piece of a deployment, applied only inside an overlay:
+    base/ and its family folders, training/base, rollouts/*. Its images are still
+    placeholders and the ConfigMaps and Secrets it refers to may come from elsewhere."""
+    return relative in ("base", "training/base") or relative.startswith(("base/", f"{ROLLOUTS}/"))
+
 
 def kustomizations() -> list[str]:
     """Every kustomization under k8s/ that renders on its own (components excluded),
@@ -53,19 +65,40 @@ def kubectl() -> str:
     return path
 
 
-@functools.cache
-def render(relative: str) -> tuple[Obj, ...]:
-    """``kubectl kustomize k8s/<relative>``, parsed (cached per test session)."""
+def build(folder: Path) -> tuple[Obj, ...]:
+    """``kubectl kustomize folder``, parsed (not cached)."""
     proc = subprocess.run(
-        [kubectl(), "kustomize", str(K8S / relative)],
+        [kubectl(), "kustomize", str(folder)],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
     if proc.returncode != 0:
-        raise AssertionError(f"kubectl kustomize k8s/{relative} failed:\n{proc.stderr}")
+        raise AssertionError(f"kubectl kustomize {folder} failed:\n{proc.stderr}")
     return tuple(doc for doc in yaml.safe_load_all(proc.stdout) if doc)
+
+
+@functools.cache
+def render(relative: str) -> tuple[Obj, ...]:
+    """``kubectl kustomize k8s/<relative>``, parsed (cached per test session)."""
+    return build(K8S / relative)
+
+
+@contextlib.contextmanager
+def k8s_tree(root: Path) -> Iterator[None]:
+    """Inside, ``render`` and ``kustomizations`` read ``root`` (a modified copy of k8s/)
+    instead of k8s/, so that the checks written for the repository's tree run unchanged
+    on the copy. Cached renders are dropped on the way in and out."""
+    global K8S
+    saved = K8S
+    render.cache_clear()
+    K8S = root
+    try:
+        yield
+    finally:
+        K8S = saved
+        render.cache_clear()
 
 
 def name(obj: Obj) -> str:
@@ -131,11 +164,6 @@ def find(objs: tuple[Obj, ...], kind: str, prefix: str) -> Obj:
     ]
     assert len(hits) == 1, f"expected one {kind} {prefix}, found {[name(h) for h in hits]}"
     return hits[0]
-
-
-def config_data(objs: tuple[Obj, ...]) -> dict[str, str]:
-    """The data of the axon-config ConfigMap."""
-    return dict(find(objs, "ConfigMap", "axon-config").get("data", {}))
 
 
 # --- Dockerfiles --------------------------------------------------------------------

@@ -1,10 +1,12 @@
-"""The ConfigMap and the environment of each container against what the code reads:
-every key the ConfigMap holds is read by the code, every setting the code reads is
-given to the pods that read it, the values parse, and the KEDA triggers and Redis URLs
-point at the streams and the Redis the code uses."""
+"""The ConfigMaps and the environment of each container against what the code reads:
+every key of a ConfigMap a container gets is read by that container's code (the
+gateway's, the model services' shared one, one family's own), every setting the code
+reads is given to the pods that read it, the values parse, and the KEDA triggers and
+Redis URLs point at the streams and the Redis the code uses."""
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,7 +21,6 @@ from tests.k8s.manifests import (
     SERVING_OVERLAYS,
     Container,
     Obj,
-    config_data,
     containers,
     find,
     of_kind,
@@ -89,10 +90,39 @@ def names_read() -> set[str]:
     return gateway_names().union(*(worker_names(f) for f in all_families()))
 
 
+@functools.cache
+def _names_read(fam: str | None) -> frozenset[str]:
+    return frozenset(gateway_names() if fam is None else worker_names(fam))
+
+
+def names_read_by(c: Container) -> frozenset[str]:
+    """The AXON_* names the code running in ``c`` reads."""
+    if component(c) == "gateway":
+        return _names_read(None)
+    assert component(c) == "model-service", f"{c.where}: which code runs here?"
+    return _names_read(family(c))
+
+
 @pytest.mark.parametrize("overlay", SERVING_OVERLAYS)
-def test_every_configmap_key_is_read_by_the_code(overlay: str) -> None:
-    unread = set(config_data(render(overlay))) - names_read()
-    assert not unread, f"ConfigMap keys no code reads: {sorted(unread)}"
+def test_every_configmap_key_is_read_by_the_pods_that_get_it(overlay: str) -> None:
+    """Each container gets only ConfigMaps whose every key its own code reads, so a
+    change to a ConfigMap rolls only Deployments that read the change: the gateway's
+    settings are not in the model services' ConfigMaps, nor one family's in another's."""
+    objs = render(overlay)
+    given: set[str] = set()
+    for c in containers(objs):
+        for source in c.spec.get("envFrom", []):
+            configmap = source["configMapRef"]["name"]
+            given.add(configmap)
+            keys = set(find(objs, "ConfigMap", configmap).get("data", {}))
+            unread = keys - names_read_by(c)
+            assert not unread, f"{c.where}: ConfigMap {configmap} keys it never reads: {unread}"
+    settings = {
+        o["metadata"]["name"]
+        for o in of_kind(objs, "ConfigMap")
+        if any(k.startswith("AXON_") for k in o.get("data", {}))
+    }
+    assert settings and settings <= given, f"settings no container gets: {settings - given}"
 
 
 @pytest.mark.parametrize("overlay", SERVING_OVERLAYS)
