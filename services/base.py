@@ -138,7 +138,7 @@ class ModelServiceBase:
             except Exception:  # already logged by the done callback
                 log.debug("queue worker ended with an error")
         if self._redis is not None:
-            await self._redis.aclose()  # type: ignore[attr-defined]  # stale types-redis stubs
+            await redis_client.close(self._redis)
 
     def __is_ready__(self) -> bool:
         return self._worker is not None and self._worker.ready

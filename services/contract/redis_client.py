@@ -166,3 +166,12 @@ def connect(
 def _auth(kwargs: dict[str, Any]) -> dict[str, Any]:
     """The username/password among the URL's parsed connection options (the master's)."""
     return {k: kwargs[k] for k in ("username", "password") if kwargs.get(k)}
+
+
+async def close(client: Any) -> None:
+    """Close a client from ``connect`` and everything it opened: its pool (every node's
+    on a cluster) and, behind Sentinel, its connections to the sentinels."""
+    await client.aclose()
+    manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+    if isinstance(manager, Sentinel):
+        await manager.aclose()  # type: ignore[attr-defined]  # stale types-redis stubs

@@ -222,7 +222,7 @@ class RedisTransport:
             await asyncio.sleep(0)
 
     async def aclose(self) -> None:
-        await self.redis.aclose()  # type: ignore[attr-defined]  # stale types-redis stubs
+        await redis_client.close(self.redis)
 
     async def queue_counts(self, versions: Sequence[tuple[str, int]]) -> list[QueueCounts]:
         try:

@@ -188,3 +188,117 @@ class LocalRedisCluster:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class LocalSentinel:
+    """A master, ``replicas`` replicas and one Redis Sentinel watching them (quorum 1),
+    on free 127.0.0.1 ports; the master is known to the sentinel as ``service``.
+    ``down_after_ms`` is how long the master may be silent before it fails over."""
+
+    def __init__(
+        self, replicas: int = 1, *, service: str = "axon", down_after_ms: int = 1000
+    ) -> None:
+        self.replicas = replicas
+        self.service = service
+        self.down_after_ms = down_after_ms
+        self.servers: list[RedisServer] = []
+        self.sentinel: RedisServer | None = None
+
+    @property
+    def url(self) -> str:
+        """The ``redis+sentinel://`` URL clients are given (the sentinel, the service)."""
+        if self.sentinel is None:
+            raise RedisServerError("the sentinel is not running")
+        return f"redis+sentinel://127.0.0.1:{self.sentinel.port}/{self.service}/0"
+
+    def master_port(self) -> int:
+        """The port of the master as the sentinel reports it now."""
+        if self.sentinel is None:
+            raise RedisServerError("the sentinel is not running")
+        client = redis.Redis(port=self.sentinel.port, socket_timeout=5)
+        _host, port = client.execute_command("SENTINEL GET-MASTER-ADDR-BY-NAME", self.service)
+        return int(port)
+
+    def start(self, timeout_s: float = 30.0) -> LocalSentinel:
+        try:
+            self._start(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self, timeout_s: float) -> None:
+        master = RedisServer().start()
+        self.servers.append(master)
+        for _ in range(self.replicas):
+            args = ["--replicaof", "127.0.0.1", str(master.port)]
+            self.servers.append(RedisServer(extra_args=args).start())
+        deadline = time.monotonic() + timeout_s
+        for replica in self.servers[1:]:
+            LocalRedisCluster._until(deadline, partial(_linked, replica.port))
+        sentinel = RedisServer(sentinel=True)
+        conf = [
+            f"sentinel monitor {self.service} 127.0.0.1 {master.port} 1",
+            f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}",
+            f"sentinel failover-timeout {self.service} {max(self.down_after_ms * 3, 3000)}",
+        ]
+        self.sentinel = sentinel.start(config="\n".join(conf) + "\n")
+        LocalRedisCluster._until(deadline, partial(self._sees_replicas, len(self.servers) - 1))
+
+    def _sees_replicas(self, count: int) -> bool:
+        assert self.sentinel is not None
+        client = redis.Redis(port=self.sentinel.port, socket_timeout=5)
+        return len(client.execute_command("SENTINEL REPLICAS", self.service)) >= count
+
+    def failover(self, timeout_s: float = 30.0) -> int:
+        """Ask the sentinel to promote a replica; returns the new master's port once it
+        reports it and the new master answers as one."""
+        assert self.sentinel is not None
+        old = self.master_port()
+        client = redis.Redis(port=self.sentinel.port, socket_timeout=5)
+        deadline = time.monotonic() + timeout_s
+
+        def asked() -> bool:
+            try:
+                client.execute_command("SENTINEL FAILOVER", self.service)
+            except redis.ResponseError as exc:  # NOGOODSLAVE until it has the replica's INFO
+                if "NOGOODSLAVE" not in str(exc):
+                    raise
+                return False
+            return True
+
+        LocalRedisCluster._until(deadline, asked)
+
+        def promoted() -> int | None:
+            port = self.master_port()
+            if port == old:
+                return None
+            role = redis.Redis(port=port, socket_timeout=5).execute_command("ROLE")
+            return port if role[0] == b"master" else None
+
+        return LocalRedisCluster._until(deadline, promoted)
+
+    def stop(self) -> None:
+        if self.sentinel is not None:
+            self.sentinel.stop()
+            self.sentinel = None
+        for server in self.servers:
+            server.stop()
+        self.servers = []
+
+    def __enter__(self) -> LocalSentinel:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _linked(port: int) -> bool:
+    """True when the replica at ``port`` is in sync with its master."""
+    info = redis.Redis(port=port, socket_timeout=5).info("replication")
+    return info.get("master_link_status") == "up"

@@ -66,11 +66,15 @@ class RedisServer:
         port: int | None = None,
         binary: str | None = None,
         extra_args: Sequence[str] = (),
+        *,
+        sentinel: bool = False,
     ) -> None:
         self.port = port or free_port()
         self.binary = binary or find_redis_server()
         self.extra_args = tuple(extra_args)
         """More ``redis-server`` options (e.g. ``--cluster-enabled yes``), after ours."""
+        self.sentinel = sentinel
+        """Run as a Redis Sentinel (``--sentinel``; ``start`` then needs its ``config``)."""
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -89,13 +93,21 @@ class RedisServer:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
-    def start(self, timeout_s: float = 10.0) -> RedisServer:
-        """Start the server and wait until it answers PING (raises on failure)."""
+    def start(self, timeout_s: float = 10.0, config: str = "") -> RedisServer:
+        """Start the server and wait until it answers PING (raises on failure).
+        ``config``: the text of a config file to start from (a sentinel rewrites its
+        file, so it needs one: ``sentinel monitor …`` lines)."""
         self._dir = tempfile.TemporaryDirectory(prefix="axon-redis-")
         log_path = Path(self._dir.name) / "redis.log"
+        first: list[str] = []
+        if config or self.sentinel:
+            conf = Path(self._dir.name) / "redis.conf"
+            conf.write_text(config)
+            first = [str(conf), *(["--sentinel"] if self.sentinel else [])]
         self._process = subprocess.Popen(
             [
                 self.binary,
+                *first,
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
                 "--save", "",

@@ -37,7 +37,7 @@ async def serve(settings: WorkerSettings) -> None:
     try:
         await worker.run()
     finally:
-        await redis.aclose()  # type: ignore[attr-defined]  # stale types-redis stubs
+        await redis_client.close(redis)
 
 
 def main(argv: list[str] | None = None) -> int:

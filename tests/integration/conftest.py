@@ -1,5 +1,5 @@
-"""Integration fixtures: a session-scoped private Redis server on a free port, and a
-private three-master Redis Cluster."""
+"""Integration fixtures, session-scoped and private, on free ports: a Redis server, a
+three-master Redis Cluster, and a master + replica watched by a Redis Sentinel."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.runtime.redis_cluster import LocalRedisCluster
+from services.runtime.redis_cluster import LocalRedisCluster, LocalSentinel
 from tests.support.redis import RedisServer
 
 
@@ -24,3 +24,10 @@ def redis_cluster() -> Iterator[LocalRedisCluster]:
     ports) started for this test session."""
     with LocalRedisCluster(masters=3) as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[LocalSentinel]:
+    """A real master with one replica and a Redis Sentinel watching them."""
+    with LocalSentinel(replicas=1) as sentinel:
+        yield sentinel

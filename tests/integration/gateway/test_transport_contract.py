@@ -1,8 +1,8 @@
 """The queue seam's contract (``services.gateway.transport.Transport``), run against both
-implementations: ``RedisTransport`` on a real Redis server and on a real three-master
-Redis Cluster this suite started, and ``MemoryTransport``. The worker's side of each is
-driven through its own real API (the Redis protocol's read and completion scripts; the
-memory queue's take/answer)."""
+implementations: ``RedisTransport`` on a real Redis server, a real three-master Redis
+Cluster and a real Sentinel-watched master this suite started, and ``MemoryTransport``.
+The worker's side of each is driven through its own real API (the Redis protocol's read
+and completion scripts; the memory queue's take/answer)."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ class MemoryWorkerSide:
 Scenario = Callable[[Transport, WorkerSide], Awaitable[None]]
 
 
-@pytest.fixture(params=["redis", "redis-cluster", "memory"])
+@pytest.fixture(params=["redis", "redis-cluster", "redis-sentinel", "memory"])
 def run(request: pytest.FixtureRequest) -> Callable[[Scenario], None]:
     """Runs a scenario with a started transport (its receive task running) and its
     worker side, on a fresh event loop."""
@@ -103,11 +103,14 @@ async def started(
 ) -> AsyncIterator[tuple[Transport, WorkerSide]]:
     transport: Transport
     worker: WorkerSide
-    if kind in ("redis", "redis-cluster"):
-        if kind == "redis":
-            url = request.getfixturevalue("redis_server").url
-        else:
-            url = request.getfixturevalue("redis_cluster").url.replace("redis:", "redis+cluster:")
+    if kind.startswith("redis"):
+        url = {
+            "redis": lambda: request.getfixturevalue("redis_server").url,
+            "redis-cluster": lambda: request.getfixturevalue("redis_cluster").url.replace(
+                "redis:", "redis+cluster:"
+            ),
+            "redis-sentinel": lambda: request.getfixturevalue("redis_sentinel").url,
+        }[kind]()
         redis = redis_client.connect(url, socket_timeout_s=5.0, connect_timeout_s=2.0)
         transport = RedisTransport(redis, "contract-gw", block_s=0.2)
         worker_redis = redis_client.connect(url, socket_timeout_s=5.0, connect_timeout_s=2.0)
@@ -126,7 +129,7 @@ async def started(
         await asyncio.gather(receiving, return_exceptions=True)
         await transport.aclose()
         if isinstance(worker, RedisWorkerSide):
-            await worker.redis.aclose()  # type: ignore[attr-defined]
+            await redis_client.close(worker.redis)
     assert not downs, "the queue never went away in these scenarios"
 
 
