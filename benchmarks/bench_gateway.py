@@ -11,7 +11,9 @@ it is measured):
 
 Load: ``wrk -t1 -cC -dDs --latency`` with a Lua script that POSTs the JSON body, for C in
 1, 16, 64 after a short warm-up. Prints requests/s, p50, p99 and non-2xx responses and
-the ratios; writes ``benchmarks/results/gateway.json``.
+the ratios, and for Axon what each request cost Redis (commands and CPU, from the
+server's own ``INFO``; ``benchmarks/redis_cost.py``) with the request rate one Redis node
+could carry at that cost; writes ``benchmarks/results/gateway.json``.
 
 ``--compare-tree DIR`` also measures Axon from another source tree (say the last commit:
 ``git archive HEAD | tar -x -C DIR``) as ``axon-before``, in the same run, so that a
@@ -41,10 +43,13 @@ from pathlib import Path
 
 import numpy as np
 
-from services.client.codec import encode_infer
-from services.runtime.redis_server import RedisServer, free_port
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.redis_cost import RedisCost, RedisMeter  # noqa: E402
+from services.client.codec import encode_infer  # noqa: E402
+from services.runtime.redis_server import RedisServer, free_port  # noqa: E402
+
 CONCURRENCY = (1, 16, 64)
 
 
@@ -58,6 +63,8 @@ class Run:
     non_2xx: int
     errors: int
     requests: int
+    redis: RedisCost | None = None
+    """What the run cost the Redis server (Axon's runs only)."""
 
 
 def image() -> list[list[list[float]]]:
@@ -168,13 +175,22 @@ def _ms(value: str) -> float:
 
 
 def measure(
-    name: str, base_url: str, duration_s: int, tmp: Path, path_of: str | None = None
+    name: str,
+    base_url: str,
+    duration_s: int,
+    tmp: Path,
+    path_of: str | None = None,
+    meter: RedisMeter | None = None,
 ) -> list[Run]:
     path, body = bodies()[path_of or name]
     wrk(base_url + path, body, 16, 2, tmp)  # warm-up
     runs = []
     for concurrency in CONCURRENCY:
+        if meter is not None:
+            meter.start()
         run = wrk(base_url + path, body, concurrency, duration_s, tmp)
+        if meter is not None:
+            run.redis = meter.stop(run.requests)
         run.server = name
         runs.append(run)
         print(
@@ -235,9 +251,14 @@ def measure_axon(
                 wait_http(
                     f"http://127.0.0.1:{gateway_port}/v2/models/digits-cnn/ready", 60, gateway
                 )
-                runs += measure(
-                    name, f"http://127.0.0.1:{gateway_port}", duration_s, tmp, path_of="axon"
-                )
+                meter = RedisMeter(redis.port)
+                try:
+                    runs += measure(
+                        name, f"http://127.0.0.1:{gateway_port}", duration_s, tmp,
+                        path_of="axon", meter=meter,
+                    )  # fmt: skip
+                finally:
+                    meter.close()
             if with_bentoml:
                 runs += measure("bentoml", f"http://127.0.0.1:{service_port}", duration_s, tmp)
     return runs
@@ -368,6 +389,26 @@ def report(runs: list[Run]) -> None:
         if before:
             line += f" {a.requests_per_s / by[('axon-before', c)].requests_per_s:.2f}× |"
         print(line)
+    report_redis([by[("axon", c)] for c in CONCURRENCY])
+
+
+def report_redis(runs: list[Run]) -> None:
+    """Redis' cost per answered request in Axon's runs (``INFO commandstats`` / ``INFO
+    cpu`` over each window) and the request rate one Redis node could carry."""
+    measured = [r for r in runs if r.redis is not None]
+    if not measured:
+        return
+    print("\n| c | Redis commands / request | Redis CPU µs / request | projected req/s per "
+          "Redis node | top commands / request |")  # fmt: skip
+    print("|---|---|---|---|---|")
+    for r in measured:
+        assert r.redis is not None
+        top = ", ".join(f"{name} {n:.2f}" for name, n in list(r.redis.by_command.items())[:5])
+        print(
+            f"| {r.concurrency} | {r.redis.commands_per_request:.2f} | "
+            f"{r.redis.cpu_us_per_request:.1f} | {r.redis.projected_requests_per_s:,.0f} | "
+            f"{top} |"
+        )
 
 
 if __name__ == "__main__":

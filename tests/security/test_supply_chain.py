@@ -179,6 +179,9 @@ ALLOWED = {
     # (SwaggerFiles.installed()); serving reads only that memory.
     ("services/gateway/docs_ui.py", "installed"),
     ("services/gateway/docs_ui.py", "__init__"),
+    # The /ui console's files, read once in the lifespan (ConsoleFiles.installed).
+    ("services/gateway/console/assets.py", "installed"),
+    ("services/gateway/console/assets.py", "__init__"),
     # Image.open(io.BytesIO(raw)): decodes a request's image from memory.
     ("services/gateway/images.py", "open_image"),
 }

@@ -41,7 +41,8 @@ from services.gateway.state import gateway, tag
 
 log = logging.getLogger(__name__)
 
-STATIC: Final = Path(__file__).resolve().parent / "static"
+STATIC: Final = "static"
+"""The folder of the console's files, next to this module (read by ``installed``)."""
 PAGE: Final = "/ui"
 PREFIX: Final = "/ui/assets/"
 INDEX: Final = "index.html"
@@ -100,7 +101,7 @@ class ConsoleFiles:
     @classmethod
     def installed(cls) -> ConsoleFiles:
         """The files shipped with this package (``STATIC``); a warning if one is missing."""
-        files = cls(STATIC)
+        files = cls(Path(__file__).resolve().parent / STATIC)
         if files.missing is not None:
             log.warning("%s", files.missing)
         return files

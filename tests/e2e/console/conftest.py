@@ -112,6 +112,11 @@ def browser() -> Iterator[WebDriver]:
 
 
 @pytest.fixture(scope="session")
-def screenshots() -> Path:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    return SCREENSHOTS
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the tests save their screenshots: a temporary folder, or ``docs/console``
+    (the pictures in docs/console.md) with ``AXON_UPDATE_SCREENSHOTS=1`` — a test run
+    leaves the tracked files alone unless asked (``make console-screenshots``)."""
+    if os.environ.get("AXON_UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        return SCREENSHOTS
+    return tmp_path_factory.mktemp("console-screenshots")

@@ -45,10 +45,19 @@ def open_panel(driver: WebDriver, name: str) -> None:
     wait(driver, f"panel {name}", lambda d: d.find_element(By.ID, f"panel-{name}").is_displayed())
 
 
+FLEET_ROWS = """
+return Array.from(document.querySelectorAll("#fleet-table tbody tr"), (row) => [
+  row.dataset.model || "",
+  Array.from(row.cells, (cell) => cell.innerText.trim()),
+]);
+"""
+
+
 def fleet_rows(driver: WebDriver) -> dict[str, list[str]]:
-    rows = driver.find_elements(By.CSS_SELECTOR, "#fleet-table tbody tr")
-    cells = {r.get_attribute("data-model") or "": r.find_elements(By.TAG_NAME, "td") for r in rows}
-    return {model: [c.text for c in row] for model, row in cells.items()}
+    """The fleet table's cells by model, read in one script: the page re-renders the
+    table at every poll, so element handles taken one by one may go stale between."""
+    rows: list[list[Any]] = driver.execute_script(FLEET_ROWS)
+    return {str(model): [str(c) for c in cells] for model, cells in rows}
 
 
 @pytest.fixture(scope="module")
