@@ -38,7 +38,8 @@ from services.runtime.recorder import Recorder
 from services.runtime.session import ModelSession
 from services.runtime.settings import WorkerSettings
 from services.runtime.stats import WorkerStats
-from services.runtime.worker import Worker, load_model
+from services.runtime.worker import load_model
+from services.runtime.worker_group import WorkerGroup
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class ModelServiceBase:
         )
         self._executor = BatchExecutor(self.session.run)
         self._redis: Redis[bytes] | None = None
-        self._worker: Worker | None = None
+        self._worker: WorkerGroup | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         log.info(
@@ -114,7 +115,7 @@ class ModelServiceBase:
             socket_timeout_s=self.settings.read_block_ms / 1000 + REDIS_TIMEOUT_MARGIN_S,
             connect_timeout_s=REDIS_TIMEOUT_MARGIN_S,
         )
-        self._worker = Worker(self._redis, self.session, self.settings, metrics=self.metrics)
+        self._worker = WorkerGroup(self._redis, self.session, self.settings, metrics=self.metrics)
         self._task = asyncio.create_task(self._worker.run(), name="axon-queue-worker")
         self._task.add_done_callback(_log_worker_exit)
 
@@ -176,7 +177,7 @@ class ModelServiceBase:
 
     def describe(self) -> dict[str, Any]:
         """The metadata the worker publishes, plus provider and worker state."""
-        stats = self._worker.stats.as_dict() if self._worker is not None else {}
+        stats = self._worker.stats() if self._worker is not None else {}
         return {
             "model": self.metadata.name,
             "version": self.metadata.version,

@@ -20,6 +20,10 @@ model version lives on one node and no command is CROSSSLOT (``slot_tag``).
   ``entry``, ``deliveries``, ``reason``, ``consumer``, ``at`` (unix ms).
 - ``axon:w:{model:version}:{instance}``: worker heartbeat (JSON, expires after the
   heartbeat TTL) with the model's metadata and the worker's counters.
+- Partitions (``AXON_PARTITIONS`` = K on the workers): a hot model version's queue split
+  into K streams; partition 0 is the keys above, partition p ≥ 1 the same keys with the
+  tag ``{model:version:p}`` (its own slot, so a cluster spreads them over its nodes).
+  Heartbeats stay under ``{model:version}``.
 - ``axon:route:{model}``: the model's routing rule (JSON ``{"weights": {"1": 90, "2":
   10}, "sticky_header": null}``, no TTL; ``services.gateway.routing_rules`` validates it
   on write and on read). Every gateway reads it with its registry refresh.
@@ -42,7 +46,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
@@ -72,27 +76,46 @@ DLQ_TTL_S = 7 * 24 * 3600
 """A dead-letter stream expires this long after its last entry was added."""
 
 
-def slot_tag(model: str, version: int) -> str:
-    """The hash tag ``{model:version}`` every key of one model version carries: Redis
-    Cluster hashes only the text inside the first braces, so they share a slot."""
+def slot_tag(model: str, version: int, partition: int = 0) -> str:
+    """The hash tag every key of one model version's queue carries: ``{model:version}``,
+    and ``{model:version:partition}`` for its further partitions (``AXON_PARTITIONS``).
+    Redis Cluster hashes only the text inside the first braces, so a partition's keys
+    share a slot, and the partitions of a model spread over the cluster's nodes."""
+    if partition:
+        return f"{{{model}:{version}:{partition}}}"
     return f"{{{model}:{version}}}"
 
 
-def stream_key(model: str, version: int) -> str:
-    """Request stream of one model version (``axon:q:{model:version}``)."""
-    return f"{PREFIX}:q:{slot_tag(model, version)}"
+def stream_key(model: str, version: int, partition: int = 0) -> str:
+    """Request stream of one model version (``axon:q:{model:version}``), or of one of its
+    further partitions (``axon:q:{model:version:partition}``)."""
+    return f"{PREFIX}:q:{slot_tag(model, version, partition)}"
 
 
-def parse_stream_key(stream: str) -> tuple[str, int]:
-    """``(model, version)`` of a stream key ``axon:q:{model:version}``; ``ValueError``
-    for anything else."""
+class QueueName(NamedTuple):
+    """What a stream key names."""
+
+    model: str
+    version: int
+    partition: int = 0
+
+
+def parse_stream_key(stream: str) -> QueueName:
+    """The model, version and partition of a stream key (``stream_key``);
+    ``ValueError`` for anything else."""
     prefix = f"{PREFIX}:q:{{"
-    model, sep, version = stream.removeprefix(prefix).removesuffix("}").rpartition(":")
-    if not stream.startswith(prefix) or not stream.endswith("}") or not sep:
+    inner = stream.removeprefix(prefix).removesuffix("}")
+    parts = inner.split(":")
+    if (
+        not stream.startswith(prefix)
+        or not stream.endswith("}")
+        or len(parts) not in (2, 3)
+        or not parts[0]
+        or not all(p.isdigit() for p in parts[1:])
+        or (len(parts) == 3 and int(parts[2]) == 0)
+    ):
         raise ValueError(f"not a request stream key: {stream!r}")
-    if not version.isdigit() or not model:
-        raise ValueError(f"not a request stream key: {stream!r}")
-    return model, int(version)
+    return QueueName(parts[0], int(parts[1]), int(parts[2]) if len(parts) == 3 else 0)
 
 
 def queued_bytes_key(stream: str) -> str:
@@ -102,15 +125,15 @@ def queued_bytes_key(stream: str) -> str:
     return stream.replace(f"{PREFIX}:q:", f"{PREFIX}:qb:", 1)
 
 
-def reply_key(gateway_instance: str, model: str, version: int) -> str:
-    """Reply list of one gateway process for one model version's replies (in the
+def reply_key(gateway_instance: str, model: str, version: int, partition: int = 0) -> str:
+    """Reply list of one gateway process for the replies to one stream's entries (in the
     stream's slot, so the completion script may push to it)."""
-    return f"{PREFIX}:r:{slot_tag(model, version)}:{gateway_instance}"
+    return f"{PREFIX}:r:{slot_tag(model, version, partition)}:{gateway_instance}"
 
 
-def dlq_key(model: str, version: int) -> str:
-    """Dead-letter stream of one model version."""
-    return f"{PREFIX}:dlq:{slot_tag(model, version)}"
+def dlq_key(model: str, version: int, partition: int = 0) -> str:
+    """Dead-letter stream of one model version (of one partition's entries)."""
+    return f"{PREFIX}:dlq:{slot_tag(model, version, partition)}"
 
 
 def worker_key(model: str, version: int, instance: str) -> str:
@@ -259,8 +282,10 @@ async def enqueue_many(
     limit: int,
     maxlen: int,
     byte_limit: int = 2**62,
+    partition: int = 0,
 ) -> list[str | Refused]:
-    """Queue ``entries`` on ``axon:q:{model}:{version}`` in order, each only while the
+    """Queue ``entries`` on ``model`` ``version``'s stream (partition ``partition``) in
+    order, each only while the
     stream holds fewer than ``limit`` entries and its bodies, this one included, take at
     most ``byte_limit`` bytes (the gateway's backlog checks, done atomically with the
     XADD; a body alone over ``byte_limit`` is queued only into an empty stream, the
@@ -273,7 +298,7 @@ async def enqueue_many(
     for entry in entries:
         budget = "" if entry.budget_ms is None else str(int(entry.budget_ms))
         args += [entry.request_id, entry.reply_to, str(int(entry.deadline_ms)), budget, entry.body]
-    key = stream_key(model, version)
+    key = stream_key(model, version, partition)
     counter = queued_bytes_key(key)
     try:
         answers = await redis.evalsha(_ENQUEUE_MANY_SHA, 2, key, counter, *args)  # type: ignore[no-untyped-call]
@@ -290,12 +315,13 @@ def _enqueue_answer(answer: bytes | str | int) -> str | Refused:
     return Refused(backlog=answer)
 
 
-async def backlog(redis: RedisClient, model: str, version: int) -> int:
-    """Entries in the stream: not yet read plus read but not yet acknowledged.
+async def backlog(redis: RedisClient, model: str, version: int, partition: int = 0) -> int:
+    """Entries in the stream (of one partition): not yet read plus read but not yet
+    acknowledged.
 
     Workers XDEL what they acknowledge, so XLEN is exactly the outstanding work.
     """
-    return int(await redis.xlen(stream_key(model, version)))
+    return int(await redis.xlen(stream_key(model, version, partition)))
 
 
 async def pop_replies(
@@ -373,6 +399,12 @@ class WorkerInfo:
     updated_at_ms: int
     pid: int = 0
     host: str = ""
+    partitions: int = 1
+    """How many stream partitions of the model version this worker's process reads
+    (``AXON_PARTITIONS``); the gateway spreads requests over as many as every live
+    worker reads. 1 in heartbeats from before partitions."""
+    partition: int = 0
+    """The partition this heartbeat's consumer reads."""
 
     def to_json(self) -> str:
         return json.dumps(
@@ -388,6 +420,8 @@ class WorkerInfo:
                 "updated_at_ms": self.updated_at_ms,
                 "pid": self.pid,
                 "host": self.host,
+                "partitions": self.partitions,
+                "partition": self.partition,
             },
             separators=(",", ":"),
         )
@@ -420,6 +454,8 @@ class WorkerInfo:
             updated_at_ms=int(data["updated_at_ms"]),
             pid=int(data.get("pid", 0)),
             host=str(data.get("host", "")),
+            partitions=max(int(data.get("partitions", 1)), 1),
+            partition=max(int(data.get("partition", 0)), 0),
         )
 
 
@@ -658,17 +694,18 @@ async def dead_letter(
     reply: Outgoing | None,
     reply_ttl_s: int,
     maxlen: int,
+    partition: int = 0,
 ) -> None:
-    """Move ``entry`` from the model version's stream to its dead-letter stream
-    ``axon:dlq:{model:version}``, answer its caller, XACK and XDEL it (one transaction:
-    every key is in the stream's slot, the reply list too).
+    """Move ``entry`` from the model version's stream (its ``partition``) to the
+    dead-letter stream of that partition (``dlq_key``), answer its caller, XACK and XDEL
+    it (one transaction: every key is in the stream's slot, the reply list too).
 
     The dead-letter stream is bounded three ways: ``maxlen`` entries (approximate), a
     body over ``DLQ_MAX_BODY_BYTES`` kept as its first bytes only (``body_bytes`` holds
     its size), and the whole stream expiring ``DLQ_TTL_S`` after its last addition.
     """
-    stream = stream_key(model, version)
-    dead = dlq_key(model, version)
+    stream = stream_key(model, version, partition)
+    dead = dlq_key(model, version, partition)
     fields: dict[bytes, bytes] = dict(entry.fields)
     body = fields.get(FIELD_BODY, b"")
     if len(body) > DLQ_MAX_BODY_BYTES:

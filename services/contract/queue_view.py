@@ -119,25 +119,44 @@ class RedriveRefused(Exception):
 
 
 async def queue_counts(
-    redis: RedisClient, versions: Sequence[tuple[str, int]]
+    redis: RedisClient,
+    versions: Sequence[tuple[str, int]],
+    partitions: Mapping[tuple[str, int], int] | None = None,
 ) -> list[QueueCounts]:
-    """Backlog and dead letters of each (model, version), in order; one pipeline."""
+    """Backlog and dead letters of each (model, version), in order, summed over its
+    stream partitions (``partitions``, 1 when absent); one pipeline."""
     if not versions:
         return []
+    counts = [(partitions or {}).get(key, 1) for key in versions]
     pipe = redis.pipeline(transaction=False)
-    for model, version in versions:
-        pipe.xlen(stream_key(model, version))
-        pipe.xlen(dlq_key(model, version))
-    lengths = [int(n) for n in await pipe.execute()]
-    return [QueueCounts(lengths[i], lengths[i + 1]) for i in range(0, len(lengths), 2)]
+    for (model, version), count in zip(versions, counts, strict=True):
+        for partition in range(count):
+            pipe.xlen(stream_key(model, version, partition))
+            pipe.xlen(dlq_key(model, version, partition))
+    lengths = iter(int(n) for n in await pipe.execute())
+    answers = []
+    for count in counts:
+        pairs = [(next(lengths), next(lengths)) for _ in range(count)]
+        answers.append(QueueCounts(sum(q for q, _ in pairs), sum(d for _, d in pairs)))
+    return answers
 
 
 async def dead_letters(
-    redis: RedisClient, model: str, version: int, *, count: int
+    redis: RedisClient, model: str, version: int, *, count: int, partitions: int = 1
 ) -> list[DeadLetter]:
-    """Up to ``count`` dead letters of ``model`` ``version``, newest first."""
-    rows = await redis.xrevrange(dlq_key(model, version), "+", "-", count=count)
-    return [DeadLetter.from_fields(_text(entry_id), dict(fields)) for entry_id, fields in rows]
+    """Up to ``count`` dead letters of ``model`` ``version`` (all its stream partitions),
+    newest first."""
+    found = []
+    for partition in range(partitions):
+        rows = await redis.xrevrange(dlq_key(model, version, partition), "+", "-", count=count)
+        found += [DeadLetter.from_fields(_text(i), dict(fields)) for i, fields in rows]
+    found.sort(key=lambda d: _id_order(d.dead_letter_id), reverse=True)
+    return found[:count]
+
+
+def _id_order(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 # KEYS: the dead-letter stream, the request stream, its queued-bytes counter. ARGV: the
@@ -180,18 +199,22 @@ _REDRIVE_SHA = hashlib.sha1(_REDRIVE.encode()).hexdigest()
 
 
 async def redrive(
-    redis: RedisClient, model: str, version: int, dead_letter_id: str
+    redis: RedisClient, model: str, version: int, dead_letter_id: str, *, partitions: int = 1
 ) -> Redriven | None:
-    """Move dead letter ``dead_letter_id`` of ``model`` ``version`` back to the version's
-    request stream (the module docstring); None when there is no such dead letter.
-    Raises ``RedriveRefused`` for an entry whose body was truncated."""
-    stream = stream_key(model, version)
-    keys = (dlq_key(model, version), stream, queued_bytes_key(stream))
-    args = (dead_letter_id, *DEAD_LETTER_FIELDS)
-    try:
-        answer = await redis.evalsha(_REDRIVE_SHA, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
-    except NoScriptError:  # first use on this server (or it restarted): load it
-        answer = await redis.eval(_REDRIVE, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+    """Move dead letter ``dead_letter_id`` of ``model`` ``version`` back to the request
+    stream of the partition it came from (the module docstring); None when no partition
+    has such a dead letter. Raises ``RedriveRefused`` for an entry whose body was
+    truncated."""
+    for partition in range(partitions):
+        stream = stream_key(model, version, partition)
+        keys = (dlq_key(model, version, partition), stream, queued_bytes_key(stream))
+        args = (dead_letter_id, *DEAD_LETTER_FIELDS)
+        try:
+            answer = await redis.evalsha(_REDRIVE_SHA, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+        except NoScriptError:  # first use on this server (or it restarted): load it
+            answer = await redis.eval(_REDRIVE, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+        if answer != 0:
+            break
     if answer == 0:
         return None
     if answer == 1:

@@ -41,6 +41,7 @@ class Dispatcher:
 
     def __post_init__(self) -> None:
         self._counter = itertools.count(1)
+        self._spread = itertools.count()  # round-robin over a model version's partitions
         self._replies = self.transport.replies
         self._children: dict[str, tuple[Gauge, Histogram]] = {}
 
@@ -77,6 +78,8 @@ class Dispatcher:
             raise DeadlineError(_late(timeout_ms, mv.name, "before it could be queued"))
         limit = self.settings.backlog_limit_for(mv.name)
         byte_limit = self.settings.backlog_bytes
+        partitions = mv.partitions
+        partition = next(self._spread) % partitions if partitions > 1 else 0
         if len(body) > byte_limit:
             raise PayloadTooLargeError(
                 f"request encodes to {len(body)} bytes, over the {byte_limit} bytes a model "
@@ -86,19 +89,22 @@ class Dispatcher:
         # Registered before the XADD is sent: the reply may arrive before we resume.
         future = self._replies.expect(entry_id)
         left_s = deadline - time.monotonic()
+        # The backlog limits are the model version's: each partition takes its share.
+        share = -(-limit // partitions)
         submitted = self.transport.submit(
             mv.name,
             mv.version,
             NewEntry(
                 entry_id,
-                self.transport.reply_to(mv.name, mv.version),
+                self.transport.reply_to(mv.name, mv.version, partition),
                 int(time.time() * 1000 + left_s * 1000),
                 body,
                 budget_ms=max(int(left_s * 1000), 1),
             ),
-            limit=limit,
-            maxlen=max(limit * 4, 1000),
-            byte_limit=byte_limit,
+            limit=share,
+            maxlen=max(share * 4, 1000),
+            byte_limit=-(-byte_limit // partitions),
+            partition=partition,
         )
         try:
             # Never re-sent on a timeout (the XADD may have happened): the client gets

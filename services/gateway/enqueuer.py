@@ -28,7 +28,7 @@ BACKEND = "Redis"
 MAX_PER_CALL = 256
 """Entries per script call: bounds how long one call keeps Redis busy."""
 
-_Key = tuple[str, int, int, int, int]  # model, version, limit, maxlen, byte_limit
+_Key = tuple[str, int, int, int, int, int]  # model, version, partition, limit, maxlen, bytes
 
 
 @dataclass
@@ -51,12 +51,12 @@ class Enqueuer:
         limit: int,
         maxlen: int,
         byte_limit: int = 2**62,
+        partition: int = 0,
     ) -> asyncio.Future[str | Refused]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[str | Refused] = loop.create_future()
-        self._queued.setdefault((model, version, limit, maxlen, byte_limit), []).append(
-            (entry, future)
-        )
+        key = (model, version, partition, limit, maxlen, byte_limit)
+        self._queued.setdefault(key, []).append((entry, future))
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush(), name="axon-enqueue")
         return future
@@ -76,7 +76,7 @@ class Enqueuer:
     async def _send(
         self, key: _Key, items: list[tuple[NewEntry, asyncio.Future[str | Refused]]]
     ) -> None:
-        model, version, limit, maxlen, byte_limit = key
+        model, version, partition, limit, maxlen, byte_limit = key
         for start in range(0, len(items), MAX_PER_CALL):
             chunk = items[start : start + MAX_PER_CALL]
             try:
@@ -88,6 +88,7 @@ class Enqueuer:
                     limit=limit,
                     maxlen=maxlen,
                     byte_limit=byte_limit,
+                    partition=partition,
                 )
             except Exception as exc:  # Redis errors reach each caller
                 error = as_transport_error(exc)

@@ -34,6 +34,9 @@ class ModelVersion:
 
     metadata: ModelMetadata
     workers: tuple[WorkerInfo, ...] = ()
+    partitions: int = 1
+    """Stream partitions requests are spread over: as many as every live worker reads
+    (``WorkerInfo.partitions``); 1 without workers (partition 0 is always read)."""
 
     @property
     def name(self) -> str:
@@ -171,7 +174,9 @@ class Registry:
             by_key.setdefault((info.model, info.version), []).append(info)
         models: dict[str, list[ModelVersion]] = {}
         for key, metadata in sorted(self._known.items()):
-            models.setdefault(key[0], []).append(ModelVersion(metadata, tuple(by_key.get(key, ()))))
+            serving = tuple(by_key.get(key, ()))
+            partitions = min((w.partitions for w in serving), default=1)
+            models.setdefault(key[0], []).append(ModelVersion(metadata, serving, partitions))
         self._models = models
 
     def mark_down(self) -> None:

@@ -26,7 +26,7 @@ Redis OOM or READONLY: only that request fails).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from services.contract.protocol import NewEntry, Refused, WorkerInfo
@@ -60,10 +60,10 @@ class Transport(Protocol):
     name: str
     """The queue as client messages name it ("Redis is unreachable")."""
 
-    def reply_to(self, model: str, version: int) -> str:
-        """Where workers send this gateway's replies to ``model`` ``version``'s requests
-        (the entry's ``reply`` field); from the first call on, replies there are
-        received."""
+    def reply_to(self, model: str, version: int, partition: int = 0) -> str:
+        """Where workers send this gateway's replies to the requests of ``model``
+        ``version`` (its stream ``partition``): the entry's ``reply`` field. From the
+        first call on, replies there are received."""
         ...
 
     @property
@@ -80,8 +80,10 @@ class Transport(Protocol):
         limit: int,
         maxlen: int,
         byte_limit: int,
+        partition: int = 0,
     ) -> asyncio.Future[str | Refused]:
-        """Queue ``entry`` for ``model`` ``version`` unless the stream holds ``limit``
+        """Queue ``entry`` for ``model`` ``version`` (on its stream ``partition``) unless
+        the stream holds ``limit``
         entries or its bodies with this one would pass ``byte_limit`` bytes (atomic with
         the add). The future's result is the entry id or ``Refused``; it raises
         ``TransportDown`` / ``TransportError``. Never re-sent: after a timeout the entry
@@ -121,18 +123,29 @@ class Transport(Protocol):
 
     # The console's view of the queue (``services.contract.queue_view``).
 
-    async def queue_counts(self, versions: Sequence[tuple[str, int]]) -> list[QueueCounts]:
-        """Backlog and dead-letter count of each (model, version), in order; one round
-        trip. Raises ``TransportDown`` / ``TransportError``."""
+    async def queue_counts(
+        self,
+        versions: Sequence[tuple[str, int]],
+        partitions: Mapping[tuple[str, int], int] | None = None,
+    ) -> list[QueueCounts]:
+        """Backlog and dead-letter count of each (model, version), in order, over its
+        stream ``partitions`` (1 when absent); one round trip. Raises ``TransportDown``
+        / ``TransportError``."""
         ...
 
-    async def dead_letters(self, model: str, version: int, count: int) -> list[DeadLetter]:
-        """Up to ``count`` dead letters of the version, newest first. Raises
+    async def dead_letters(
+        self, model: str, version: int, count: int, partitions: int = 1
+    ) -> list[DeadLetter]:
+        """Up to ``count`` dead letters of the version (its ``partitions``), newest
+        first. Raises
         ``TransportDown`` / ``TransportError``."""
         ...
 
-    async def redrive(self, model: str, version: int, dead_letter_id: str) -> Redriven | None:
-        """Move a dead letter back to its request stream (atomic; original fields); None
+    async def redrive(
+        self, model: str, version: int, dead_letter_id: str, partitions: int = 1
+    ) -> Redriven | None:
+        """Move a dead letter back to its request stream (of whichever of ``partitions``
+        it came from) (atomic; original fields); None
         when there is no such dead letter. Raises ``RedriveRefused`` (its body was cut),
         ``TransportDown`` / ``TransportError``."""
         ...

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from services.contract.codec import Reply, encode_reply
@@ -65,7 +65,7 @@ class MemoryTransport:
 
     # ------------------------------------------------------------ the gateway's side
 
-    def reply_to(self, model: str, version: int) -> str:
+    def reply_to(self, model: str, version: int, partition: int = 0) -> str:
         return self._reply_to
 
     @property
@@ -81,7 +81,11 @@ class MemoryTransport:
         limit: int,
         maxlen: int,
         byte_limit: int,
+        partition: int = 0,
     ) -> asyncio.Future[str | Refused]:
+        """As the Redis transport's, on one in-process stream per model version: a
+        ``partition`` names no stream of its own here (partitions spread Redis' load;
+        their routing is tested against Redis)."""
         future: asyncio.Future[str | Refused] = asyncio.get_running_loop().create_future()
         if self.down:
             future.set_exception(TransportDown(BACKEND))
@@ -149,18 +153,26 @@ class MemoryTransport:
     async def aclose(self) -> None:
         return None
 
-    async def queue_counts(self, versions: Sequence[tuple[str, int]]) -> list[QueueCounts]:
+    async def queue_counts(
+        self,
+        versions: Sequence[tuple[str, int]],
+        partitions: Mapping[tuple[str, int], int] | None = None,
+    ) -> list[QueueCounts]:
         if self.down:
             raise TransportDown(BACKEND)
         streams = [self._stream(model, version) for model, version in versions]
         return [QueueCounts(len(s.entries), len(s.dead)) for s in streams]
 
-    async def dead_letters(self, model: str, version: int, count: int) -> list[DeadLetter]:
+    async def dead_letters(
+        self, model: str, version: int, count: int, partitions: int = 1
+    ) -> list[DeadLetter]:
         if self.down:
             raise TransportDown(BACKEND)
         return [dead for dead, _ in reversed(self._stream(model, version).dead)][:count]
 
-    async def redrive(self, model: str, version: int, dead_letter_id: str) -> Redriven | None:
+    async def redrive(
+        self, model: str, version: int, dead_letter_id: str, partitions: int = 1
+    ) -> Redriven | None:
         if self.down:
             raise TransportDown(BACKEND)
         stream = self._stream(model, version)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from services.contract import protocol, queue_view, redis_client
 from services.contract.protocol import NewEntry, RedisClient, Refused, WorkerInfo
@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 class RedisTransport:
     """The gateway's queue on Redis; ``redis`` is opened by the caller (``connect``).
 
-    Replies come back on one list per model version this gateway has sent work to
+    Replies come back on one list per stream (model version, partition) this gateway
+    has sent work to
     (``protocol.reply_key``: in the stream's hash slot, as Redis Cluster requires of
     the completion script's keys), each with its own listener task, started by
     ``reply_to`` at the first request and run by ``receive``.
@@ -54,7 +55,7 @@ class RedisTransport:
         self._fail_on_loss = fail_on_loss
         self._enqueuer = Enqueuer(redis)
         self._healthy = False
-        self._lists: dict[tuple[str, int], str] = {}
+        self._lists: dict[tuple[str, int, int], str] = {}
         self._new_list = asyncio.Event()
         self.replies = Replies(f"the reply lists of {instance}")
         self.name = BACKEND
@@ -77,10 +78,11 @@ class RedisTransport:
             fail_on_loss=target.mode == "standalone",
         )
 
-    def reply_to(self, model: str, version: int) -> str:
-        key = self._lists.get((model, version))
+    def reply_to(self, model: str, version: int, partition: int = 0) -> str:
+        key = self._lists.get((model, version, partition))
         if key is None:
-            key = self._lists[(model, version)] = protocol.reply_key(self._instance, model, version)
+            key = protocol.reply_key(self._instance, model, version, partition)
+            self._lists[(model, version, partition)] = key
             self._new_list.set()
         return key
 
@@ -97,9 +99,16 @@ class RedisTransport:
         limit: int,
         maxlen: int,
         byte_limit: int,
+        partition: int = 0,
     ) -> asyncio.Future[str | Refused]:
         return self._enqueuer.submit(
-            model, version, entry, limit=limit, maxlen=maxlen, byte_limit=byte_limit
+            model,
+            version,
+            entry,
+            limit=limit,
+            maxlen=maxlen,
+            byte_limit=byte_limit,
+            partition=partition,
         )
 
     async def live_workers(self, malformed: list[str]) -> list[WorkerInfo]:
@@ -224,21 +233,33 @@ class RedisTransport:
     async def aclose(self) -> None:
         await redis_client.close(self.redis)
 
-    async def queue_counts(self, versions: Sequence[tuple[str, int]]) -> list[QueueCounts]:
+    async def queue_counts(
+        self,
+        versions: Sequence[tuple[str, int]],
+        partitions: Mapping[tuple[str, int], int] | None = None,
+    ) -> list[QueueCounts]:
         try:
-            return await queue_view.queue_counts(self.redis, versions)
+            return await queue_view.queue_counts(self.redis, versions, partitions)
         except Exception as exc:
             raise as_transport_error(exc) from exc
 
-    async def dead_letters(self, model: str, version: int, count: int) -> list[DeadLetter]:
+    async def dead_letters(
+        self, model: str, version: int, count: int, partitions: int = 1
+    ) -> list[DeadLetter]:
         try:
-            return await queue_view.dead_letters(self.redis, model, version, count=count)
+            return await queue_view.dead_letters(
+                self.redis, model, version, count=count, partitions=partitions
+            )
         except Exception as exc:
             raise as_transport_error(exc) from exc
 
-    async def redrive(self, model: str, version: int, dead_letter_id: str) -> Redriven | None:
+    async def redrive(
+        self, model: str, version: int, dead_letter_id: str, partitions: int = 1
+    ) -> Redriven | None:
         try:
-            return await queue_view.redrive(self.redis, model, version, dead_letter_id)
+            return await queue_view.redrive(
+                self.redis, model, version, dead_letter_id, partitions=partitions
+            )
         except queue_view.RedriveRefused:
             raise
         except Exception as exc:

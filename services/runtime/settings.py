@@ -53,6 +53,9 @@ class WorkerSettings:
     reply_ttl_s: int = 60
     dlq_maxlen: int = 10_000
     warmup: bool = True
+    partitions: int = 1
+    """``AXON_PARTITIONS``: stream partitions of the model version this process reads
+    (one worker loop each); the gateway spreads requests over them."""
     redis_mode: str = "auto"
     """``AXON_REDIS_MODE``: standalone | cluster | sentinel, or auto (the URL's scheme;
     ``services.contract.redis_client``)."""
@@ -72,6 +75,7 @@ class WorkerSettings:
         settings = cls(
             redis_url=reader.get("REDIS_URL", str, None) or _missing(reader, "REDIS_URL"),
             redis_mode=reader.get("REDIS_MODE", redis_client.parse_mode, "auto"),
+            partitions=reader.get("PARTITIONS", _partitions, 1),
             model=model,
             model_version=reader.get("MODEL_VERSION", _parse_version, None),
             models_dir=Path(reader.get("MODELS_DIR", str, "exported_models")),
@@ -156,6 +160,17 @@ def _parse_provider(raw: str) -> str:
     if value not in PROVIDERS:
         raise ValueError(f"must be one of {', '.join(PROVIDERS)}")
     return value
+
+
+def _partitions(raw: str) -> int:
+    value = _positive_int(raw)
+    if value > MAX_PARTITIONS:
+        raise ValueError(f"must be at most {MAX_PARTITIONS}")
+    return value
+
+
+MAX_PARTITIONS = 64
+"""``AXON_PARTITIONS`` upper bound (each partition is a worker loop and a connection)."""
 
 
 def _parse_bool(raw: str) -> bool:

@@ -18,7 +18,8 @@ import prometheus_client
 from services.contract import redis_client
 from services.runtime.metrics import WorkerMetrics, prometheus_backend
 from services.runtime.settings import WorkerSettings
-from services.runtime.worker import Worker, load_model
+from services.runtime.worker import load_model
+from services.runtime.worker_group import WorkerGroup
 
 
 async def serve(settings: WorkerSettings) -> None:
@@ -30,7 +31,7 @@ async def serve(settings: WorkerSettings) -> None:
         connect_timeout_s=10.0,
     )
     metrics = WorkerMetrics.create(prometheus_backend(prometheus_client.CollectorRegistry()))
-    worker = Worker(redis, load_model(settings), settings, metrics=metrics)
+    worker = WorkerGroup(redis, load_model(settings), settings, metrics=metrics)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.stop)

@@ -110,7 +110,10 @@ class PendingEntry:
 
 
 class Worker:
-    """Serves one model version from ``axon:q:{model}:{version}`` as consumer ``instance``."""
+    """Serves one stream of a model version (``protocol.stream_key``; partition
+    ``partition`` of ``settings.partitions``) as consumer ``instance``: the settings'
+    instance for partition 0, ``{instance}.p{partition}`` for the others (each consumer
+    name is a heartbeat, so a dead process's entries are claimed on every partition)."""
 
     def __init__(
         self,
@@ -120,6 +123,7 @@ class Worker:
         *,
         metrics: WorkerMetrics | None = None,
         clock: Clock = wall_clock_ms,
+        partition: int = 0,
     ) -> None:
         self.redis = redis
         self.session = session
@@ -127,8 +131,11 @@ class Worker:
         self.metadata = session.metadata
         self.model = self.metadata.name
         self.version = self.metadata.version
-        self.stream = protocol.stream_key(self.model, self.version)
-        self.instance = settings.instance
+        if not 0 <= partition < settings.partitions:
+            raise ValueError(f"partition {partition} of {settings.partitions}")
+        self.partition = partition
+        self.stream = protocol.stream_key(self.model, self.version, partition)
+        self.instance = settings.instance if partition == 0 else f"{settings.instance}.p{partition}"
         self.stats = WorkerStats()
         self.recorder = Recorder(
             self.stats,
@@ -373,7 +380,7 @@ class Worker:
             if entry.deliveries > self.settings.max_deliveries:
                 message = (
                     f"request failed on {entry.deliveries - 1} deliveries; moved to "
-                    f"{protocol.dlq_key(self.model, self.version)}"
+                    f"{protocol.dlq_key(self.model, self.version, self.partition)}"
                 )
                 await self._dead_letter(
                     entry,
@@ -441,6 +448,7 @@ class Worker:
             reply=reply,
             reply_ttl_s=self.settings.reply_ttl_s,
             maxlen=self.settings.dlq_maxlen,
+            partition=self.partition,
         )
         self.recorder.dead_lettered()
         if reply is not None:
@@ -522,6 +530,8 @@ class Worker:
             updated_at_ms=int(self._now()),
             pid=os.getpid(),
             host=socket.gethostname(),
+            partitions=self.settings.partitions,
+            partition=self.partition,
         )
 
     def _now(self) -> float:
@@ -552,7 +562,9 @@ class Worker:
         """Backlog and (off CPU) GPU memory gauges; a failure is logged at debug level
         and tried again at the next heartbeat."""
         try:
-            self.recorder.backlog(await protocol.backlog(self.redis, self.model, self.version))
+            self.recorder.backlog(
+                await protocol.backlog(self.redis, self.model, self.version, self.partition)
+            )
             if self.session.provider != CPU:
                 used = await asyncio.to_thread(gpu_memory_used_bytes)
                 if used is not None:

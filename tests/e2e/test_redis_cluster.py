@@ -1,7 +1,9 @@
 """``axon serve`` on a real Redis Cluster: three masters with a replica each, started
 here (``redis-server --cluster-enabled yes`` on free ports). Every model answers over
-the cluster, each model version's keys live in its own hash slot, and a master killed
-under load fails over to its replica without losing an accepted request.
+the cluster, each model version's keys live in its own hash slot, the classifier's
+queue is split into three partitions (``AXON_CLASSIFIER_PARTITIONS=3``) that spread over
+the nodes and all serve, and a master killed under load fails over to its replica
+without losing an accepted request.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ CLUSTER_ENV = {
     # claimed-but-unanswered entry is taken again after this (the failover test).
     "AXON_CLAIM_TIMEOUT_MS": "3000",
     "AXON_HEARTBEAT_TTL_MS": "3000",
+    "AXON_CLASSIFIER_PARTITIONS": "3",
 }
 
 
@@ -119,6 +122,39 @@ def test_every_model_answers_over_the_cluster(served: str, cluster: LocalRedisCl
         node = redis.Redis(port=port)
         seen.update(k.decode() for k in node.scan_iter(match=protocol.worker_pattern()))
     assert {key.split("{")[1].split(":")[0] for key in seen} == set(MODELS)
+
+
+def _heartbeats(cluster: LocalRedisCluster, model: str) -> list[protocol.WorkerInfo]:
+    found = []
+    for port in cluster.master_ports:
+        node = redis.Redis(port=port)
+        for key in node.scan_iter(match=protocol.worker_pattern(model, 1)):
+            found.append(protocol.WorkerInfo.from_json(node.get(key) or b""))
+    return found
+
+
+def test_a_partitioned_queue_spreads_over_the_nodes_and_every_partition_serves(
+    served: str, cluster: LocalRedisCluster
+) -> None:
+    """digits-cnn's service reads three partitions (one worker loop and heartbeat each);
+    the gateway spreads requests over them round-robin; they sit on different nodes."""
+    infos = _heartbeats(cluster, "digits-cnn")
+    assert sorted(i.partition for i in infos) == [0, 1, 2]
+    assert {i.partitions for i in infos} == {3}
+    owners = {cluster.owner(protocol.stream_key("digits-cnn", 1, p)) for p in range(3)}
+    assert len(owners) >= 2, owners
+    with httpx.Client(base_url=served, timeout=60) as client:
+        for n in range(30):
+            response = client.post(
+                "/v1/models/digits-cnn/classify", json={"images": [_digit(500 + n)]}
+            )
+            assert response.status_code == 200, response.text
+
+    def all_served() -> bool:
+        beats = _heartbeats(cluster, "digits-cnn")
+        return len(beats) == 3 and all(b.stats["success"]["count"] >= 5 for b in beats)
+
+    wait_for(all_served, timeout_s=30, what="requests answered on every partition")
 
 
 def test_a_master_killed_under_load_loses_no_accepted_request(

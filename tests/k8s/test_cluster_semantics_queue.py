@@ -108,7 +108,7 @@ def test_stream_length_is_the_outstanding_work_and_lag_is_not() -> None:
     flight; the group lag, what lagCount read, comes back nil, so KEDA saw no work."""
     (_, trigger), *_ = redis_triggers(render("overlays/cpu"))
     stream = trigger["metadata"]["stream"]
-    model, version = protocol.parse_stream_key(stream)
+    model, version, _ = protocol.parse_stream_key(stream)
 
     async def scenario(url: str) -> None:
         redis: Redis[bytes] = Redis.from_url(url)

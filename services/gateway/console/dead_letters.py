@@ -52,13 +52,17 @@ async def list_dead_letters(request: Request) -> Response:
     tag(request, "dead_letters")
     state = gateway(request)
     count = _count(request)
-    versions = [(name, mv.version) for name, mvs in state.registry.models().items() for mv in mvs]
+    served = [mv for mvs in state.registry.models().values() for mv in mvs]
+    versions = [(mv.name, mv.version) for mv in served]
+    partitions = {(mv.name, mv.version): mv.partitions for mv in served}
     out = []
     async with _queue(state.transport.name):
-        counts = await state.transport.queue_counts(versions)
+        counts = await state.transport.queue_counts(versions, partitions)
         for (model, version), queued in zip(versions, counts, strict=True):
             entries = (
-                await state.transport.dead_letters(model, version, count)
+                await state.transport.dead_letters(
+                    model, version, count, partitions[(model, version)]
+                )
                 if queued.dead_letters
                 else []
             )
@@ -86,7 +90,9 @@ async def redrive(request: Request) -> Response:
         )
     async with _queue(state.transport.name):
         try:
-            moved = await state.transport.redrive(mv.name, mv.version, dead_letter_id)
+            moved = await state.transport.redrive(
+                mv.name, mv.version, dead_letter_id, mv.partitions
+            )
         except RedriveRefused as exc:
             return error_response(409, str(exc))
     if moved is None:

@@ -169,10 +169,13 @@ async def fleet(request: Request) -> Response:
     tag(request, "fleet")
     state = gateway(request)
     models = state.registry.models()
-    keys = [(name, mv.version) for name, versions in models.items() for mv in versions]
+    served = [mv for versions in models.values() for mv in versions]
+    keys = [(mv.name, mv.version) for mv in served]
+    partitions = {(mv.name, mv.version): mv.partitions for mv in served}
     counts: dict[tuple[str, int], QueueCounts] | None
     try:
-        counts = dict(zip(keys, await state.transport.queue_counts(keys), strict=True))
+        found = await state.transport.queue_counts(keys, partitions)
+        counts = dict(zip(keys, found, strict=True))
     except (TransportDown, TransportError):
         counts = None
     return JSON(

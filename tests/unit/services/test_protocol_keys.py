@@ -18,8 +18,12 @@ def test_key_names_follow_the_design() -> None:
 
 
 def test_stream_keys_parse_back() -> None:
-    assert protocol.parse_stream_key(protocol.stream_key("digits-cnn", 12)) == ("digits-cnn", 12)
-    for bad in ("axon:q:digits-cnn:1", "axon:q:{digits-cnn}", "axon:qb:{m:1}", "axon:q:{:1}"):
+    parse = protocol.parse_stream_key
+    assert parse(protocol.stream_key("digits-cnn", 12)) == ("digits-cnn", 12, 0)
+    assert parse(protocol.stream_key("digits-cnn", 12, 3)) == ("digits-cnn", 12, 3)
+    assert protocol.stream_key("digits-cnn", 12, 0) == "axon:q:{digits-cnn:12}"
+    for bad in ("axon:q:digits-cnn:1", "axon:q:{digits-cnn}", "axon:qb:{m:1}", "axon:q:{:1}",
+                "axon:q:{m:1:0}", "axon:q:{m:1:2:3}", "axon:q:{m:x}"):  # fmt: skip
         with pytest.raises(ValueError, match="not a request stream key"):
             protocol.parse_stream_key(bad)
 
@@ -45,6 +49,23 @@ def test_every_key_of_a_model_version_shares_one_hash_slot() -> None:
     ]
     assert {_hash_tag(key) for key in keys} == {"digits-cnn:3"}
     assert _hash_tag(protocol.stream_key("digits-cnn", 4)) != _hash_tag(stream)
+
+
+def test_each_partition_has_its_own_slot_for_all_its_keys() -> None:
+    """Partition p ≥ 1 of a model version: stream, counter, dead letters and reply lists
+    in the partition's own slot (its tag), apart from partition 0 and from each other."""
+    tags = set()
+    for partition in range(4):
+        stream = protocol.stream_key("digits-cnn", 3, partition)
+        keys = [
+            stream,
+            protocol.queued_bytes_key(stream),
+            protocol.reply_key("gw-1", "digits-cnn", 3, partition),
+            protocol.dlq_key("digits-cnn", 3, partition),
+        ]
+        (tag,) = {_hash_tag(key) for key in keys}
+        tags.add(tag)
+    assert tags == {"digits-cnn:3", "digits-cnn:3:1", "digits-cnn:3:2", "digits-cnn:3:3"}
 
 
 def test_worker_patterns_match_only_their_keys() -> None:
