@@ -19,8 +19,11 @@ could carry at that cost; writes ``benchmarks/results/gateway.json``.
 ``git archive HEAD | tar -x -C DIR``) as ``axon-before``, in the same run, so that a
 change is judged by ratios measured minutes apart on the same (shared) machine.
 
+``--redis-cluster N`` also measures Axon on a local Redis Cluster of N masters
+(``axon-cluster``, with its Redis cost summed over the masters).
+
     python benchmarks/bench_gateway.py --models-dir exported_models [--duration 10]
-        [--compare-tree DIR [--rounds N]]
+        [--compare-tree DIR [--rounds N]] [--redis-cluster N]
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.redis_cost import RedisCost, RedisMeter  # noqa: E402
 from services.client.codec import encode_infer  # noqa: E402
+from services.runtime.redis_cluster import LocalRedisCluster  # noqa: E402
 from services.runtime.redis_server import RedisServer, free_port  # noqa: E402
 
 CONCURRENCY = (1, 16, 64)
@@ -215,19 +219,22 @@ def measure_axon(
     *,
     with_bentoml: bool = False,
     extra_env: Mapping[str, str] | None = None,
+    cluster: int = 0,
 ) -> list[Run]:
     """Redis + the classifier service + the gateway, all from the source tree ``source``;
-    then (``with_bentoml``) the same service's own adaptive-batching HTTP API."""
+    then (``with_bentoml``) the same service's own adaptive-batching HTTP API.
+    ``cluster`` > 0: on a local Redis Cluster of that many masters instead of one
+    server (``redis+cluster://``)."""
     bentoml = str(Path(sys.executable).with_name("bentoml"))
     runs: list[Run] = []
     # No gRPC server (its default port is fixed; this benchmark measures HTTP).
     quiet = {"AXON_LOG_LEVEL": "WARNING", "AXON_PROVIDER": "cpu", "BENTOML_HOME": str(tmp),
              "AXON_GRPC_PORT": "0"}  # fmt: skip
-    with RedisServer() as redis:
+    with _redis(cluster) as (url, ports):
         env = {
             **os.environ,
             **quiet,
-            "AXON_REDIS_URL": redis.url,
+            "AXON_REDIS_URL": url,
             "AXON_MODELS_DIR": str(models_dir),
             "PYTHONPATH": os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")]),
             **(extra_env or {}),
@@ -251,7 +258,7 @@ def measure_axon(
                 wait_http(
                     f"http://127.0.0.1:{gateway_port}/v2/models/digits-cnn/ready", 60, gateway
                 )
-                meter = RedisMeter(redis.port)
+                meter = RedisMeter(*ports)
                 try:
                     runs += measure(
                         name, f"http://127.0.0.1:{gateway_port}", duration_s, tmp,
@@ -262,6 +269,18 @@ def measure_axon(
             if with_bentoml:
                 runs += measure("bentoml", f"http://127.0.0.1:{service_port}", duration_s, tmp)
     return runs
+
+
+@contextmanager
+def _redis(masters: int) -> Iterator[tuple[str, list[int]]]:
+    """(URL, the ports to meter): one private server, or a cluster of ``masters``."""
+    if masters <= 0:
+        with RedisServer() as server:
+            yield server.url, [server.port]
+        return
+    with LocalRedisCluster(masters=masters) as cluster:
+        seed = cluster.url.replace("redis://", "redis+cluster://").removesuffix("/0")
+        yield seed, cluster.master_ports
 
 
 def main() -> int:
@@ -281,6 +300,13 @@ def main() -> int:
         help="with --compare-tree: measure before/after this many times, alternating the "
         "order each round (before, after; after, before; …), and report every round's "
         "ratio and their median: drift in the machine's load then hits both trees alike",
+    )
+    parser.add_argument(
+        "--redis-cluster",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also measure Axon on a local Redis Cluster of N masters, as 'axon-cluster'",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -324,6 +350,10 @@ def main() -> int:
                 runs += old + new
     else:
         runs += measure_axon("axon", ROOT, models_dir, args.duration, tmp, with_bentoml=True)
+    if args.redis_cluster > 0:
+        runs += measure_axon(
+            "axon-cluster", ROOT, models_dir, args.duration, tmp, cluster=args.redis_cluster
+        )
     port = free_port()
     with spawn(
         [
@@ -363,7 +393,9 @@ def report_rounds(rounds: list[tuple[list[Run], list[Run]]]) -> None:
 
 def report(runs: list[Run]) -> None:
     by = {(r.server, r.concurrency): r for r in runs}
-    servers = [s for s in ("axon-before", "axon", "bentoml", "starlette") if (s, 1) in by]
+    servers = [
+        s for s in ("axon-before", "axon", "axon-cluster", "bentoml", "starlette") if (s, 1) in by
+    ]
     print("\n| c | server | req/s | p50 ms | p99 ms | non-2xx |")
     print("|---|---|---|---|---|---|")
     for c in CONCURRENCY:
@@ -390,6 +422,13 @@ def report(runs: list[Run]) -> None:
             line += f" {a.requests_per_s / by[('axon-before', c)].requests_per_s:.2f}× |"
         print(line)
     report_redis([by[("axon", c)] for c in CONCURRENCY])
+    if ("axon-cluster", 1) in by:
+        ratios = ", ".join(
+            f"c={c} {by[('axon-cluster', c)].requests_per_s / by[('axon', c)].requests_per_s:.2f}×"
+            for c in CONCURRENCY
+        )
+        print(f"\nOn the Redis Cluster (axon-cluster / axon req/s: {ratios}):")
+        report_redis([by[("axon-cluster", c)] for c in CONCURRENCY])
 
 
 def report_redis(runs: list[Run]) -> None:

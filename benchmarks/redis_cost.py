@@ -31,24 +31,27 @@ class RedisCost:
 
 
 class RedisMeter:
-    """Reads the cost of the requests between ``start()`` and ``stop(requests)``."""
+    """Reads the cost of the requests between ``start()`` and ``stop(requests)``, summed
+    over the servers on ``ports`` (a cluster's masters; one port for one server)."""
 
-    def __init__(self, port: int) -> None:
-        self._client = redis.Redis(port=port, socket_timeout=10)
+    def __init__(self, *ports: int) -> None:
+        self._clients = [redis.Redis(port=port, socket_timeout=10) for port in ports]
         self._cpu_s = 0.0
 
     def start(self) -> None:
-        self._client.config_resetstat()
+        for client in self._clients:
+            client.config_resetstat()
         self._cpu_s = self._cpu()
 
     def stop(self, requests: int) -> RedisCost:
         cpu_s = self._cpu() - self._cpu_s
-        stats = self._client.info("commandstats")
-        calls = {
-            name.removeprefix("cmdstat_"): int(value["calls"])
-            for name, value in stats.items()
-            if name not in ("cmdstat_config", "cmdstat_info")  # the meter's own
-        }
+        calls: dict[str, int] = {}
+        for client in self._clients:
+            for name, value in client.info("commandstats").items():
+                if name in ("cmdstat_config", "cmdstat_info"):  # the meter's own
+                    continue
+                command = name.removeprefix("cmdstat_")
+                calls[command] = calls.get(command, 0) + int(value["calls"])
         n = max(requests, 1)
         by_command = {
             name: count / n for name, count in sorted(calls.items(), key=lambda kv: -kv[1])
@@ -56,8 +59,12 @@ class RedisMeter:
         return RedisCost(sum(calls.values()) / n, cpu_s * 1e6 / n, by_command)
 
     def _cpu(self) -> float:
-        info = self._client.info("cpu")
-        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        total = 0.0
+        for client in self._clients:
+            info = client.info("cpu")
+            total += float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        return total
 
     def close(self) -> None:
-        self._client.close()
+        for client in self._clients:
+            client.close()
