@@ -39,6 +39,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-dir", type=Path, help="where child logs go (default: a temp dir)")
     serve.add_argument(
+        "--gateway-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="gateway processes sharing --port and --grpc-port (SO_REUSEPORT; default "
+        "$AXON_GATEWAY_WORKERS or 1): one Python process is one core's worth of gateway",
+    )
+    serve.add_argument(
         "--ready-timeout", type=float, default=180.0, help="seconds to wait for readiness"
     )
     serve.add_argument(
@@ -116,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         grpc_port=options.grpc_port,
         versions=options.versions,
         versions_file=options.versions_file,
+        gateway_workers=options.gateway_workers,
     )
 
 

@@ -304,8 +304,14 @@ def plan(
     ports: Callable[[], int] = free_port,
     versions: Mapping[str, Sequence[int]] | None = None,
     versioned: Collection[str] = (),
+    gateway_workers: int = 1,
 ) -> list[ChildSpec]:
-    """Every child in start order: Redis (when ``redis_port``), services, gateway.
+    """Every child in start order: Redis (when ``redis_port``), services, gateway(s).
+
+    ``gateway_workers`` > 1: that many gateway processes share the HTTP and gRPC ports
+    (``--reuse-port``, the kernel spreads connections), named ``gateway``,
+    ``gateway-2``…; a probe of the shared port may reach any of them, so they are
+    restarted when their process exits, not on a liveness answer.
 
     ``versions``: family → the versions it runs (a family left out: one, unpinned, the
     latest); each version gets ``replicas`` services (``service_specs``), named with
@@ -341,28 +347,23 @@ def plan(
                 taken=taken,
             )
     url = gateway_url(host, port)
-    specs.append(
-        ChildSpec(
-            "gateway",
-            "gateway",
-            (
-                sys.executable,
-                "-m",
-                "services.gateway",
-                "--host",
-                host,
-                "--port",
-                str(port),
-                "--grpc-port",
-                str(grpc_port),
-            ),
-            child_env,
-            ready_url=f"{url}/healthz/ready",
-            ready_headers=auth_headers(env),
-            live_url=f"{url}/healthz/live",
-            banner=url + (f", gRPC {grpc_address(host, grpc_port)}" if grpc_port else ""),
+    shared = gateway_workers > 1
+    argv = (sys.executable, "-m", "services.gateway", "--host", host, "--port", str(port),
+            "--grpc-port", str(grpc_port), *(("--reuse-port",) if shared else ()))  # fmt: skip
+    banner = url + (f", gRPC {grpc_address(host, grpc_port)}" if grpc_port else "")
+    for n in range(1, gateway_workers + 1):
+        specs.append(
+            ChildSpec(
+                "gateway" if n == 1 else f"gateway-{n}",
+                "gateway",
+                argv,
+                child_env,
+                ready_url=f"{url}/healthz/ready",
+                ready_headers=auth_headers(env),
+                live_url="" if shared else f"{url}/healthz/live",
+                banner=banner + (f" (process {n} of {gateway_workers})" if shared else ""),
+            )
         )
-    )
     return specs
 
 
@@ -438,6 +439,18 @@ def gateway_url(host: str, port: int) -> str:
 def grpc_address(host: str, port: int) -> str:
     """Where a local gRPC client reaches the gateway's gRPC server (``host:port``)."""
     return gateway_url(host, port).removeprefix("http://")
+
+
+def gateway_workers_of(option: int | None, env: Mapping[str, str]) -> int:
+    """``--gateway-workers``, else ``AXON_GATEWAY_WORKERS``, else 1; ``ServeError`` for
+    a value that is not a whole number from 1 to 64."""
+    raw = str(option) if option is not None else env.get("AXON_GATEWAY_WORKERS", "1")
+    if not raw.strip().isdigit() or not 1 <= int(raw) <= 64:
+        raise ServeError(
+            f"--gateway-workers / AXON_GATEWAY_WORKERS: {raw!r} must be a whole number from "
+            "1 to 64 (gateway processes sharing the port)"
+        )
+    return int(raw)
 
 
 def grpc_port_of(option: int | None, env: Mapping[str, str]) -> int:
@@ -886,8 +899,12 @@ def serve(
     grpc_port: int | None = None,
     versions: str | None = None,
     versions_file: Path | None = None,
+    gateway_workers: int | None = None,
 ) -> int:
     """Run the supervised stack until Ctrl-C / SIGTERM; returns the exit status.
+
+    ``gateway_workers``: gateway processes on the one port (default
+    ``$AXON_GATEWAY_WORKERS``, else 1; ``plan``).
 
     0 after a requested stop; 1 when it could not start, was not ready within
     ``ready_timeout_s``, or gave up on a child that kept crashing.
@@ -946,6 +963,7 @@ def serve(
             redis_binary=binary,
             instance_prefix=prefix,
             grpc_port=grpc,
+            gateway_workers=gateway_workers_of(gateway_workers, environment),
             versions=selection,
             versioned={f for f, p in watch.policies.items() if not p.single},
         )

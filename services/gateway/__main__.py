@@ -1,5 +1,5 @@
-"""``python -m services.gateway [--host H] [--port P] [--grpc-port G]``: serve the
-gateway with uvicorn (``server.serve``: header and body timeouts, connection cap) and
+"""``python -m services.gateway [--host H] [--port P] [--grpc-port G] [--reuse-port]``:
+serve the gateway with uvicorn (``server.serve``: header and body timeouts, connection cap) and
 its OIP gRPC server on ``G`` (default ``AXON_GRPC_PORT``, else 8001; 0 = none) on the same
 host.
 
@@ -30,6 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="OIP gRPC port (default: AXON_GRPC_PORT, else 8001); 0 = no gRPC server",
     )
+    parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="share --port (and the gRPC port) with other gateway processes (SO_REUSEPORT)",
+    )
     args = parser.parse_args(argv)
     level = os.environ.get("AXON_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -44,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= grpc_port <= 65535:
         print(f"axon gateway: --grpc-port {grpc_port}: must be 1..65535, or 0", file=sys.stderr)
         return 2
-    settings = dataclasses.replace(settings, grpc_port=grpc_port, grpc_host=args.host)
+    settings = dataclasses.replace(
+        settings, grpc_port=grpc_port, grpc_host=args.host, reuse_port=args.reuse_port
+    )
     app = create_app(settings)
     serve(
         app,
@@ -53,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         log_level=level.lower(),
         on_exit=lambda: begin_drain(app),
+        reuse_port=args.reuse_port,
     )
     return 0
 

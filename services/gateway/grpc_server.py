@@ -52,7 +52,8 @@ async def start_grpc(state: GatewayState) -> grpc.aio.Server | None:
 def server_options(settings: GatewaySettings) -> list[tuple[str, int]]:
     """Channel arguments of the gateway's gRPC server."""
     return [
-        ("grpc.so_reuseport", 0),
+        # Exclusive (a taken port fails at start-up) unless gateway processes share it.
+        ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
         # A client connection lives at most ~5 min (then GOAWAY, RPCs in flight get 30 s):
         # clients reconnect and spread over gateway replicas added since.
         ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -345,6 +346,19 @@ class NotifyingServer(uvicorn.Server):
         self._on_exit()
 
 
+def shared_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host``:``port`` with ``SO_REUSEPORT``, not yet listening:
+    several gateway processes bind one port and the kernel spreads new connections over
+    those listening. uvicorn calls ``listen`` once the app's start-up is done, so a
+    process starting (or restarting) takes no connection before it can serve it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
 def serve(
     app: ASGIApp,
     settings: GatewaySettings,
@@ -353,10 +367,12 @@ def serve(
     port: int,
     log_level: str,
     on_exit: Callable[[], None] = lambda: None,
+    reuse_port: bool = False,
 ) -> None:
     """Run ``app`` (the gateway) with uvicorn until SIGINT/SIGTERM, guarded per
     ``settings``; ``on_exit`` runs when the signal arrives (in the signal handler: it
-    must only schedule work, e.g. ``app.begin_drain``)."""
+    must only schedule work, e.g. ``app.begin_drain``). ``reuse_port``: share the port
+    with other gateway processes (``shared_socket``; ``axon serve --gateway-workers``)."""
     config = uvicorn.Config(
         BodyTimeout(app, settings.body_timeout_s),
         host=host,
@@ -370,4 +386,5 @@ def serve(
         proxy_headers=False,
         server_header=False,
     )
-    NotifyingServer(config, on_exit).run()
+    sockets = [shared_socket(host, port)] if reuse_port else None
+    NotifyingServer(config, on_exit).run(sockets=sockets)

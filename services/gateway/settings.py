@@ -59,6 +59,10 @@ class GatewaySettings:
     """Port of the OIP gRPC server in the gateway process (Triton's 8001); 0 = none."""
     grpc_host: str = "127.0.0.1"
     """Address the gRPC server binds: ``python -m services.gateway`` sets its ``--host``."""
+    reuse_port: bool = False
+    """Share the HTTP and gRPC ports with other gateway processes (SO_REUSEPORT):
+    ``python -m services.gateway --reuse-port``, which ``axon serve --gateway-workers N``
+    passes when N > 1."""
     # --- Slow clients, connections, images (server.py, images.py) -----------------
     header_timeout_s: float = 10.0
     """A connection must complete a request's headers within this (from open or from

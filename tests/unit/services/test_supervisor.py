@@ -14,6 +14,7 @@ from services.serve import (
     ServeError,
     auth_headers,
     gateway_url,
+    gateway_workers_of,
     grpc_port_of,
     plan,
     redact_password,
@@ -299,6 +300,35 @@ def test_the_gateway_gets_its_grpc_port_and_the_banner_names_it() -> None:
     )[-1]  # fmt: skip
     assert gateway.argv[-2:] == ("--grpc-port", "8001")
     assert gateway.banner == "http://127.0.0.1:8000, gRPC 127.0.0.1:8001"
+
+
+def test_gateway_workers_share_the_port_and_are_not_probed_for_liveness() -> None:
+    ports = iter(range(5000, 5100))
+    specs = plan(
+        host="0.0.0.0", port=8000, models_dir=Path("/models"), env={}, models=MODELS,
+        replicas={}, redis_url="redis://127.0.0.1:6390/0", instance_prefix="h",
+        grpc_port=8001, ports=lambda: next(ports), gateway_workers=3,
+    )  # fmt: skip
+    gateways = [s for s in specs if s.kind == "gateway"]
+    assert [g.name for g in gateways] == ["gateway", "gateway-2", "gateway-3"]
+    for gateway in gateways:
+        assert gateway.argv[-3:] == ("--grpc-port", "8001", "--reuse-port")
+        assert gateway.live_url == ""  # a probe of the shared port may reach another one
+        assert gateway.ready_url == "http://127.0.0.1:8000/healthz/ready"
+    assert gateways[1].banner.endswith("(process 2 of 3)")
+    single = _plan({}, {})[-1]
+    assert "--reuse-port" not in single.argv and single.live_url.endswith("/healthz/live")
+
+
+def test_gateway_workers_option_then_environment_then_1() -> None:
+    assert gateway_workers_of(None, {}) == 1
+    assert gateway_workers_of(None, {"AXON_GATEWAY_WORKERS": "4"}) == 4
+    assert gateway_workers_of(2, {"AXON_GATEWAY_WORKERS": "4"}) == 2
+    for bad in (0, 65):
+        with pytest.raises(ServeError, match="from 1 to 64"):
+            gateway_workers_of(bad, {})
+    with pytest.raises(ServeError, match="'two'"):
+        gateway_workers_of(None, {"AXON_GATEWAY_WORKERS": "two"})
 
 
 def test_grpc_port_option_then_environment_then_8001() -> None:
