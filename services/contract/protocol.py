@@ -24,6 +24,8 @@ model version lives on one node and no command is CROSSSLOT (``slot_tag``).
   into K streams; partition 0 is the keys above, partition p ≥ 1 the same keys with the
   tag ``{model:version:p}`` (its own slot, so a cluster spreads them over its nodes).
   Heartbeats stay under ``{model:version}``.
+- ``axon:idem:{digest}``: an ``Idempotency-Key``'s record (msgpack: pending, or the
+  stored response), with a TTL (``AXON_IDEMPOTENCY_TTL_S``).
 - ``axon:route:{model}``: the model's routing rule (JSON ``{"weights": {"1": 90, "2":
   10}, "sticky_header": null}``, no TTL; ``services.gateway.routing_rules`` validates it
   on write and on read). Every gateway reads it with its registry refresh.
@@ -147,6 +149,12 @@ def worker_pattern(model: str | None = None, version: int | None = None) -> str:
     if model is None:
         return f"{PREFIX}:w:*"
     return f"{PREFIX}:w:{{{model}:{'*' if version is None else version}}}:*"
+
+
+def idempotency_key(digest: str) -> str:
+    """An ``Idempotency-Key``'s record (``services.gateway.idempotency``): one key, any
+    slot; ``digest`` hashes the caller's credential and the key."""
+    return f"{PREFIX}:idem:{digest}"
 
 
 def routing_key(model: str) -> str:
@@ -382,6 +390,46 @@ async def write_rule(redis: RedisClient, model: str, raw: str) -> None:
 async def delete_rule(redis: RedisClient, model: str) -> bool:
     """Remove ``model``'s routing rule; True when there was one."""
     return bool(await redis.delete(routing_key(model)))
+
+
+# KEYS: the record. ARGV: the claim, its TTL. The stored record, or nil after storing the
+# claim (SET NX + GET in one call; also on Redis 6.2, where SET cannot take both).
+_CLAIM = """
+local found = redis.call('GET', KEYS[1])
+if found then
+  return found
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return false
+"""
+# KEYS: the record. ARGV: the claim. Deletes the record only while it is that claim.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+async def claim_idempotency(redis: RedisClient, key: str, claim: bytes, ttl_s: int) -> bytes | None:
+    """Store ``claim`` at ``key`` for ``ttl_s`` unless a record is there; None when
+    stored, else the record found (atomic)."""
+    found = await redis.eval(_CLAIM, 1, key, claim, ttl_s)  # type: ignore[no-untyped-call]
+    return bytes(found) if found is not None else None
+
+
+async def get_idempotency(redis: RedisClient, key: str) -> bytes | None:
+    found = await redis.get(key)
+    return bytes(found) if found is not None else None
+
+
+async def put_idempotency(redis: RedisClient, key: str, record: bytes, ttl_s: int) -> None:
+    await redis.set(key, record, ex=ttl_s)
+
+
+async def release_idempotency(redis: RedisClient, key: str, claim: bytes) -> None:
+    """Delete ``key`` if it still holds ``claim`` (a later claim is left alone)."""
+    await redis.eval(_RELEASE, 1, key, claim)  # type: ignore[no-untyped-call]
 
 
 async def supports_blmpop(redis: RedisClient) -> bool:

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from services.contract.errors import AxonError
 from services.contract.resilience import cancel_and_wait
@@ -27,8 +28,9 @@ from services.gateway.dispatcher import Dispatcher
 from services.gateway.docs_ui import SwaggerFiles
 from services.gateway.errors import BacklogFullError, GatewayError, client_message, status_for
 from services.gateway.grpc_server import start_grpc, stop_grpc
+from services.gateway.idempotency import IdempotencyConfig, IdempotencyMiddleware
 from services.gateway.metrics import GatewayMetrics, RequestRecorder
-from services.gateway.middleware.auth import ApiKeyMiddleware
+from services.gateway.middleware.auth import ApiKeyMiddleware, presented_key
 from services.gateway.middleware.body_limit import BodyLimitMiddleware
 from services.gateway.middleware.inflight_bytes import ByteBudget, InflightBytesMiddleware
 from services.gateway.middleware.metrics import MetricsMiddleware
@@ -137,12 +139,35 @@ def create_app(
                 max_body_bytes=settings.max_body_bytes,
                 retry_after_s=settings.retry_after_s,
             ),
+            Middleware(IdempotencyMiddleware, config=idempotency_config(settings)),
             Middleware(HotRoutes, routes=routes, handlers=EXCEPTION_HANDLERS),
         ],
         exception_handlers=dict(EXCEPTION_HANDLERS),
         lifespan=lifespan,
     )
     return app
+
+
+def idempotency_config(settings: GatewaySettings) -> IdempotencyConfig:
+    """``Idempotency-Key`` handling: records for ``AXON_IDEMPOTENCY_TTL_S``; a retry
+    waits for the first request's answer up to its own deadline (``X-Axon-Timeout-Ms``,
+    else the default, capped); records are scoped by the API key presented."""
+
+    def wait_s(scope: Scope) -> float:
+        for name, value in scope["headers"]:
+            if name == b"x-axon-timeout-ms" and value.isdigit():
+                return min(int(value), settings.max_timeout_ms) / 1000
+        return settings.timeout_ms / 1000
+
+    def principal(scope: Scope) -> bytes:
+        return (presented_key(scope["headers"]) or b"") if settings.api_keys else b""
+
+    return IdempotencyConfig(
+        ttl_s=settings.idempotency_ttl_s,
+        max_bytes=settings.idempotency_max_bytes,
+        wait_s=wait_s,
+        principal=principal,
+    )
 
 
 def begin_drain(app: Starlette) -> None:

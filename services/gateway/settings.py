@@ -59,6 +59,10 @@ class GatewaySettings:
     """Port of the OIP gRPC server in the gateway process (Triton's 8001); 0 = none."""
     grpc_host: str = "127.0.0.1"
     """Address the gRPC server binds: ``python -m services.gateway`` sets its ``--host``."""
+    idempotency_ttl_s: int = 3600
+    """How long an ``Idempotency-Key``'s response is kept for retries."""
+    idempotency_max_bytes: int = 1024 * 1024
+    """Responses larger than this are not kept (a retry with the key runs again)."""
     reuse_port: bool = False
     """Share the HTTP and gRPC ports with other gateway processes (SO_REUSEPORT):
     ``python -m services.gateway --reuse-port``, which ``axon serve --gateway-workers N``
@@ -114,6 +118,8 @@ class GatewaySettings:
             reply_block_s=read("AXON_REPLY_BLOCK_S", _positive_float, 1.0),
             redis_timeout_s=read("AXON_REDIS_TIMEOUT_S", _positive_float, 5.0),
             max_inflight_bytes=read("AXON_MAX_INFLIGHT_BYTES", _positive_int, 32 * 1024 * 1024),
+            idempotency_ttl_s=read("AXON_IDEMPOTENCY_TTL_S", _positive_int, 3600),
+            idempotency_max_bytes=read("AXON_IDEMPOTENCY_MAX_BYTES", _positive_int, 1024 * 1024),
             backlog_bytes=read("AXON_BACKLOG_BYTES", _positive_int, 64 * 1024 * 1024),
             no_worker_wait_ms=read("AXON_NO_WORKER_WAIT_MS", _non_negative_int, 15_000),
             grpc_port=read("AXON_GRPC_PORT", _port, cls.grpc_port),

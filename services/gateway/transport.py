@@ -121,6 +121,26 @@ class Transport(Protocol):
         """Release connections (at shutdown, after ``receive`` was cancelled)."""
         ...
 
+    # Idempotency-Key records (``services.gateway.idempotency``), shared by every gateway.
+
+    async def claim_idempotency(self, key: str, claim: bytes, ttl_s: int) -> bytes | None:
+        """Store ``claim`` at ``key`` for ``ttl_s`` s unless a record is there (atomic):
+        None when stored, else the record found. Raises ``TransportDown`` /
+        ``TransportError``."""
+        ...
+
+    async def get_idempotency(self, key: str) -> bytes | None:
+        """The record at ``key``; None when there is none (released or expired)."""
+        ...
+
+    async def put_idempotency(self, key: str, record: bytes, ttl_s: int) -> None:
+        """Replace the record at ``key``, for ``ttl_s`` s."""
+        ...
+
+    async def release_idempotency(self, key: str, claim: bytes) -> None:
+        """Delete ``key`` while it still holds ``claim``."""
+        ...
+
     # The console's view of the queue (``services.contract.queue_view``).
 
     async def queue_counts(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -62,6 +63,8 @@ class MemoryTransport:
         self._tasks: list[asyncio.Task[None]] = []
         self._receiving = False
         self._rules: dict[str, str] = {}
+        self._idempotency: dict[str, tuple[bytes, float]] = {}
+        """Idempotency records: key → (record, monotonic expiry)."""
 
     # ------------------------------------------------------------ the gateway's side
 
@@ -152,6 +155,32 @@ class MemoryTransport:
 
     async def aclose(self) -> None:
         return None
+
+    def _record(self, key: str) -> bytes | None:
+        if self.down:
+            raise TransportDown(BACKEND)
+        held = self._idempotency.get(key)
+        if held is None or held[1] <= time.monotonic():
+            self._idempotency.pop(key, None)
+            return None
+        return held[0]
+
+    async def claim_idempotency(self, key: str, claim: bytes, ttl_s: int) -> bytes | None:
+        found = self._record(key)
+        if found is None:
+            self._idempotency[key] = (claim, time.monotonic() + ttl_s)
+        return found
+
+    async def get_idempotency(self, key: str) -> bytes | None:
+        return self._record(key)
+
+    async def put_idempotency(self, key: str, record: bytes, ttl_s: int) -> None:
+        self._record(key)
+        self._idempotency[key] = (record, time.monotonic() + ttl_s)
+
+    async def release_idempotency(self, key: str, claim: bytes) -> None:
+        if self._record(key) == claim:
+            del self._idempotency[key]
 
     async def queue_counts(
         self,

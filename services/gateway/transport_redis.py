@@ -233,6 +233,30 @@ class RedisTransport:
     async def aclose(self) -> None:
         await redis_client.close(self.redis)
 
+    async def claim_idempotency(self, key: str, claim: bytes, ttl_s: int) -> bytes | None:
+        try:
+            return await protocol.claim_idempotency(self.redis, key, claim, ttl_s)
+        except Exception as exc:
+            raise as_transport_error(exc) from exc
+
+    async def get_idempotency(self, key: str) -> bytes | None:
+        try:
+            return await protocol.get_idempotency(self.redis, key)
+        except Exception as exc:
+            raise as_transport_error(exc) from exc
+
+    async def put_idempotency(self, key: str, record: bytes, ttl_s: int) -> None:
+        try:
+            await protocol.put_idempotency(self.redis, key, record, ttl_s)
+        except Exception as exc:
+            raise as_transport_error(exc) from exc
+
+    async def release_idempotency(self, key: str, claim: bytes) -> None:
+        try:
+            await protocol.release_idempotency(self.redis, key, claim)
+        except Exception as exc:
+            raise as_transport_error(exc) from exc
+
     async def queue_counts(
         self,
         versions: Sequence[tuple[str, int]],

@@ -356,3 +356,30 @@ def test_queue_counts_dead_letters_and_a_redrive_back_to_the_stream(
         assert (counts[0].backlog, counts[0].dead_letters) == (2, 0)
 
     run(scenario)
+
+
+def test_idempotency_records_are_claimed_once_replaced_released_and_expire(
+    run: Callable[[Scenario], None],
+) -> None:
+    """The store behind ``Idempotency-Key``: the first claim wins, later ones see the
+    record; only the claim's holder releases it; a replaced record stays; TTLs expire."""
+
+    async def scenario(transport: Transport, worker: WorkerSide) -> None:
+        key = protocol.idempotency_key(next(_models))
+        assert await transport.claim_idempotency(key, b"claim-a", 60) is None
+        assert await transport.claim_idempotency(key, b"claim-b", 60) == b"claim-a"
+        assert await transport.get_idempotency(key) == b"claim-a"
+        await transport.release_idempotency(key, b"claim-b")  # not its holder: kept
+        assert await transport.get_idempotency(key) == b"claim-a"
+        await transport.release_idempotency(key, b"claim-a")
+        assert await transport.get_idempotency(key) is None
+        assert await transport.claim_idempotency(key, b"claim-c", 60) is None
+        await transport.put_idempotency(key, b"answer", 60)
+        await transport.release_idempotency(key, b"claim-c")  # answered: no longer a claim
+        assert await transport.claim_idempotency(key, b"claim-d", 60) == b"answer"
+        short = protocol.idempotency_key(next(_models))
+        assert await transport.claim_idempotency(short, b"x", 1) is None
+        await asyncio.sleep(1.2)
+        assert await transport.get_idempotency(short) is None
+
+    run(scenario)
