@@ -29,6 +29,7 @@ change is judged by ratios measured minutes apart on the same (shared) machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -220,11 +221,13 @@ def measure_axon(
     with_bentoml: bool = False,
     extra_env: Mapping[str, str] | None = None,
     cluster: int = 0,
+    gateways: int = 1,
 ) -> list[Run]:
     """Redis + the classifier service + the gateway, all from the source tree ``source``;
     then (``with_bentoml``) the same service's own adaptive-batching HTTP API.
     ``cluster`` > 0: on a local Redis Cluster of that many masters instead of one
-    server (``redis+cluster://``)."""
+    server (``redis+cluster://``). ``gateways`` > 1: that many gateway processes on one
+    port (``--reuse-port``, as ``axon serve --gateway-workers`` runs them)."""
     bentoml = str(Path(sys.executable).with_name("bentoml"))
     runs: list[Run] = []
     # No gRPC server (its default port is fixed; this benchmark measures HTTP).
@@ -254,21 +257,50 @@ def measure_axon(
         ) as service:
             wait_http(f"http://127.0.0.1:{service_port}/readyz", 180, service)
             gateway_argv = [sys.executable, "-m", "services.gateway", "--port", str(gateway_port)]
-            with spawn(gateway_argv, env, tmp / f"{name}-gateway.log", cwd=source) as gateway:
-                wait_http(
-                    f"http://127.0.0.1:{gateway_port}/v2/models/digits-cnn/ready", 60, gateway
-                )
-                meter = RedisMeter(*ports)
-                try:
-                    runs += measure(
-                        name, f"http://127.0.0.1:{gateway_port}", duration_s, tmp,
-                        path_of="axon", meter=meter,
-                    )  # fmt: skip
-                finally:
-                    meter.close()
+            if gateways > 1:
+                gateway_argv.append("--reuse-port")
+            with contextlib.ExitStack() as extra:
+                for n in range(2, gateways + 1):
+                    extra.enter_context(
+                        spawn(gateway_argv, env, tmp / f"{name}-gateway-{n}.log", cwd=source)
+                    )
+                runs += _measure_gateway(
+                    name, gateway_argv, env, tmp, source, gateway_port, duration_s, ports,
+                    gateways,
+                )  # fmt: skip
             if with_bentoml:
                 runs += measure("bentoml", f"http://127.0.0.1:{service_port}", duration_s, tmp)
     return runs
+
+
+def _measure_gateway(
+    name: str,
+    argv: list[str],
+    env: Mapping[str, str],
+    tmp: Path,
+    source: Path,
+    gateway_port: int,
+    duration_s: int,
+    ports: list[int],
+    gateways: int,
+) -> list[Run]:
+    """Start the (first) gateway, wait until ``gateways`` processes answer on the port,
+    measure them with the Redis meter."""
+    with spawn(argv, env, tmp / f"{name}-gateway.log", cwd=source) as gateway:
+        wait_http(f"http://127.0.0.1:{gateway_port}/v2/models/digits-cnn/ready", 60, gateway)
+        seen: set[str] = set()
+        deadline = time.monotonic() + 120
+        while len(seen) < gateways and time.monotonic() < deadline:
+            with urllib.request.urlopen(f"http://127.0.0.1:{gateway_port}/v1/fleet") as answer:
+                seen.add(json.loads(answer.read())["gateway"]["instance"])
+        meter = RedisMeter(*ports)
+        try:
+            return measure(
+                name, f"http://127.0.0.1:{gateway_port}", duration_s, tmp,
+                path_of="axon", meter=meter,
+            )  # fmt: skip
+        finally:
+            meter.close()
 
 
 @contextmanager
@@ -307,6 +339,13 @@ def main() -> int:
         default=0,
         metavar="N",
         help="also measure Axon on a local Redis Cluster of N masters, as 'axon-cluster'",
+    )
+    parser.add_argument(
+        "--gateway-workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="also measure Axon with N gateway processes on one port, as 'axon-gwN'",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -350,6 +389,11 @@ def main() -> int:
                 runs += old + new
     else:
         runs += measure_axon("axon", ROOT, models_dir, args.duration, tmp, with_bentoml=True)
+    if args.gateway_workers > 1:
+        runs += measure_axon(
+            f"axon-gw{args.gateway_workers}", ROOT, models_dir, args.duration, tmp,
+            gateways=args.gateway_workers,
+        )  # fmt: skip
     if args.redis_cluster > 0:
         runs += measure_axon(
             "axon-cluster", ROOT, models_dir, args.duration, tmp, cluster=args.redis_cluster
@@ -393,9 +437,9 @@ def report_rounds(rounds: list[tuple[list[Run], list[Run]]]) -> None:
 
 def report(runs: list[Run]) -> None:
     by = {(r.server, r.concurrency): r for r in runs}
-    servers = [
-        s for s in ("axon-before", "axon", "axon-cluster", "bentoml", "starlette") if (s, 1) in by
-    ]
+    several = sorted({r.server for r in runs if r.server.startswith("axon-gw")})
+    names = ["axon-before", "axon", *several, "axon-cluster", "bentoml", "starlette"]
+    servers = [s for s in names if (s, 1) in by]
     print("\n| c | server | req/s | p50 ms | p99 ms | non-2xx |")
     print("|---|---|---|---|---|---|")
     for c in CONCURRENCY:

@@ -107,3 +107,27 @@ def test_records_round_trip_and_malformed_ones_are_refused() -> None:
     for status, kept in ((200, True), (404, True), (429, False), (408, False), (503, False)):
         assert storable(status, 10, 100) is kept
     assert storable(200, 101, 100) is False
+
+
+def test_keys_are_scoped_by_the_api_key_that_sent_them(tmp_path: Path) -> None:
+    env = {"AXON_API_KEYS": "key-alice-123,key-bob-4567"}
+    with stack(tmp_path, env) as gw:
+        worker = gw.serve(CLASSIFIER)
+        alice = {"Idempotency-Key": "shared", "X-API-Key": "key-alice-123"}
+        bob = {"Idempotency-Key": "shared", "X-API-Key": "key-bob-4567"}
+        assert gw.client.post(INFER, json=infer_image(1), headers=alice).status_code == 200
+        second = gw.client.post(INFER, json=infer_image(1), headers=bob)
+        assert second.status_code == 200 and "Idempotent-Replayed" not in second.headers
+        assert worker.entries == 2  # bob's request is not alice's
+        again = gw.client.post(INFER, json=infer_image(1), headers=alice)
+        assert again.headers["Idempotent-Replayed"] == "true" and worker.entries == 2
+        nobody = gw.client.post(INFER, json=infer_image(1), headers={"Idempotency-Key": "shared"})
+        assert nobody.status_code == 401  # the key check comes first
+
+
+def test_a_store_that_is_down_answers_503_with_retry_after(tmp_path: Path) -> None:
+    with stack(tmp_path, serve=[CLASSIFIER]) as gw:
+        gw.queue.down = True
+        down = gw.client.post(INFER, json=infer_image(1), headers={"Idempotency-Key": "k"})
+        assert down.status_code == 503 and down.headers["Retry-After"]
+        assert "Idempotency-Key" in down.json()["error"]
