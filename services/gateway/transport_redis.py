@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TypeVar
 
 from services.contract import protocol, queue_view, redis_client
 from services.contract.protocol import NewEntry, RedisClient, Refused, WorkerInfo
@@ -30,6 +31,18 @@ from services.gateway.replies import Replies
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+async def _queue_call(call: Awaitable[T]) -> T:
+    """``await call``, its Redis errors raised as the seam's (``as_transport_error``)."""
+    try:
+        return await call
+    except Exception as exc:
+        error = as_transport_error(exc)
+        if error is exc:  # not a Redis error (a bug, RedriveRefused…): as it is
+            raise
+        raise error from exc
 
 
 class RedisTransport:
@@ -112,28 +125,16 @@ class RedisTransport:
         )
 
     async def live_workers(self, malformed: list[str]) -> list[WorkerInfo]:
-        try:
-            return await protocol.live_workers(self.redis, malformed=malformed)
-        except Exception as exc:
-            raise as_transport_error(exc) from exc
+        return await _queue_call(protocol.live_workers(self.redis, malformed=malformed))
 
     async def get_rules(self, models: Sequence[str]) -> dict[str, str]:
-        try:
-            return await protocol.read_rules(self.redis, models)
-        except Exception as exc:
-            raise as_transport_error(exc) from exc
+        return await _queue_call(protocol.read_rules(self.redis, models))
 
     async def put_rule(self, model: str, raw: str) -> None:
-        try:
-            await protocol.write_rule(self.redis, model, raw)
-        except Exception as exc:
-            raise as_transport_error(exc) from exc
+        await _queue_call(protocol.write_rule(self.redis, model, raw))
 
     async def delete_rule(self, model: str) -> bool:
-        try:
-            return await protocol.delete_rule(self.redis, model)
-        except Exception as exc:
-            raise as_transport_error(exc) from exc
+        return await _queue_call(protocol.delete_rule(self.redis, model))
 
     async def receive(self, on_down: Callable[[], None]) -> None:
         """Pop replies forever, one listener per reply list; no error ends it.
@@ -234,57 +235,34 @@ class RedisTransport:
         await redis_client.close(self.redis)
 
     async def claim_idempotency(self, key: str, claim: bytes, ttl_s: int) -> bytes | None:
-        try:
-            return await protocol.claim_idempotency(self.redis, key, claim, ttl_s)
-        except Exception as exc:
-            raise as_transport_error(exc) from exc
+        return await _queue_call(protocol.claim_idempotency(self.redis, key, claim, ttl_s))
 
     async def get_idempotency(self, key: str) -> bytes | None:
-        try:
-            return await protocol.get_idempotency(self.redis, key)
-        except Exception as exc:
-            raise as_transport_error(exc) from exc
+        return await _queue_call(protocol.get_idempotency(self.redis, key))
 
     async def put_idempotency(self, key: str, record: bytes, ttl_s: int) -> None:
-        try:
-            await protocol.put_idempotency(self.redis, key, record, ttl_s)
-        except Exception as exc:
-            raise as_transport_error(exc) from exc
+        await _queue_call(protocol.put_idempotency(self.redis, key, record, ttl_s))
 
     async def release_idempotency(self, key: str, claim: bytes) -> None:
-        try:
-            await protocol.release_idempotency(self.redis, key, claim)
-        except Exception as exc:
-            raise as_transport_error(exc) from exc
+        await _queue_call(protocol.release_idempotency(self.redis, key, claim))
 
     async def queue_counts(
         self,
         versions: Sequence[tuple[str, int]],
         partitions: Mapping[tuple[str, int], int] | None = None,
     ) -> list[QueueCounts]:
-        try:
-            return await queue_view.queue_counts(self.redis, versions, partitions)
-        except Exception as exc:
-            raise as_transport_error(exc) from exc
+        return await _queue_call(queue_view.queue_counts(self.redis, versions, partitions))
 
     async def dead_letters(
         self, model: str, version: int, count: int, partitions: int = 1
     ) -> list[DeadLetter]:
-        try:
-            return await queue_view.dead_letters(
-                self.redis, model, version, count=count, partitions=partitions
-            )
-        except Exception as exc:
-            raise as_transport_error(exc) from exc
+        return await _queue_call(
+            queue_view.dead_letters(self.redis, model, version, count=count, partitions=partitions)
+        )
 
     async def redrive(
         self, model: str, version: int, dead_letter_id: str, partitions: int = 1
     ) -> Redriven | None:
-        try:
-            return await queue_view.redrive(
-                self.redis, model, version, dead_letter_id, partitions=partitions
-            )
-        except queue_view.RedriveRefused:
-            raise
-        except Exception as exc:
-            raise as_transport_error(exc) from exc
+        return await _queue_call(
+            queue_view.redrive(self.redis, model, version, dead_letter_id, partitions=partitions)
+        )
