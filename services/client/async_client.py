@@ -50,7 +50,8 @@ class AsyncAxonClient(ClientBase):
     is not closed by ``aclose``, and its own timeout applies. 429 and 503 answers are
     tried again under ``retry`` (``Retry-After`` honoured); any other error status
     raises ``AxonHTTPError`` at once. ``clock``, ``sleep`` (awaited) and ``random``
-    drive the retry waits (tests pass fakes)."""
+    drive the retry waits (tests pass fakes). ``idempotent``: each inference call carries
+    its own ``Idempotency-Key``, the same on its retries (docs/client.md)."""
 
     def __init__(
         self,
@@ -64,9 +65,16 @@ class AsyncAxonClient(ClientBase):
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         random: Callable[[], float] = _random.random,
+        idempotent: bool = False,
     ) -> None:
         super().__init__(
-            base_url, api_key=api_key, headers=headers, retry=retry, clock=clock, random=random
+            base_url,
+            api_key=api_key,
+            headers=headers,
+            retry=retry,
+            clock=clock,
+            random=random,
+            idempotent=idempotent,
         )
         self._owned = http is None
         self._http: AsyncHTTP = httpx.AsyncClient(timeout=timeout) if http is None else http

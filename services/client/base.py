@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random as _random
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -28,6 +29,7 @@ class ClientBase:
         retry: RetryPolicy,
         clock: Callable[[], float] = time.monotonic,
         random: Callable[[], float] = _random.random,
+        idempotent: bool = False,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url: {base_url!r} must start with http:// or https://")
@@ -38,12 +40,20 @@ class ClientBase:
             self._headers["authorization"] = f"Bearer {api_key}"
         self._clock = clock
         self._random = random
+        self.idempotent = idempotent
+        """Send every inference call with its own ``Idempotency-Key`` (kept across the
+        call's retries), so a retry after a lost answer is not run twice by the gateway."""
 
     def _url(self, call: Call[Any]) -> str:
         return self.base_url + call.path
 
     def _request_headers(self, call: Call[Any]) -> dict[str, str]:
-        return {**self._headers, **call.headers}
+        """The call's headers, once per ``send``: every retry of it sends the same ones
+        (so the same ``Idempotency-Key`` with ``idempotent``)."""
+        headers = {**self._headers, **call.headers}
+        if self.idempotent and call.method == "POST" and "idempotency-key" not in headers:
+            headers["idempotency-key"] = uuid.uuid4().hex
+        return headers
 
     def _policy(self, call: Call[Any]) -> RetryPolicy:
         return self.retry if call.retry else NO_RETRY

@@ -46,7 +46,8 @@ class AxonClient(ClientBase):
     client's own; it is not closed by ``close``, and its own timeout applies. 429 and
     503 answers are tried again under ``retry`` (``Retry-After`` honoured); any other
     error status raises ``AxonHTTPError`` at once. ``clock``, ``sleep`` and ``random``
-    drive the retry waits (tests pass fakes)."""
+    drive the retry waits (tests pass fakes). ``idempotent``: each inference call carries
+    its own ``Idempotency-Key``, the same on its retries (docs/client.md)."""
 
     def __init__(
         self,
@@ -60,9 +61,16 @@ class AxonClient(ClientBase):
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] = time.sleep,
         random: Callable[[], float] = _random.random,
+        idempotent: bool = False,
     ) -> None:
         super().__init__(
-            base_url, api_key=api_key, headers=headers, retry=retry, clock=clock, random=random
+            base_url,
+            api_key=api_key,
+            headers=headers,
+            retry=retry,
+            clock=clock,
+            random=random,
+            idempotent=idempotent,
         )
         self._owned = http is None
         self._http: SyncHTTP = httpx.Client(timeout=timeout) if http is None else http

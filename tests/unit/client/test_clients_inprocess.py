@@ -282,3 +282,38 @@ def test_the_async_client_retries_a_429_until_a_worker_drains_the_backlog(
             return sleeps
 
     assert asyncio.run(scenario()) == [2.0]
+
+
+def test_an_idempotent_client_sends_one_key_per_call_and_the_same_on_its_retries(
+    tmp_path: Path,
+) -> None:
+    """``idempotent=True``: a 429 retried after ``Retry-After`` carries the first try's
+    ``Idempotency-Key``; the next call gets a new one; GETs carry none."""
+    env = {"AXON_BACKLOG_LIMIT": "1", "AXON_RETRY_AFTER_S": "3"}
+    with stack(tmp_path, env) as gw:
+        gw.register(CLASSIFIER)
+        with client(gw) as axon, pytest.raises(AxonHTTPError):
+            axon.infer(CLASSIFIER, {"image": IMAGES}, timeout_ms=20)  # fills the backlog
+        sent: list[str | None] = []
+        real = gw.client.request
+
+        def recording(method: str, url: str, **kwargs: Any) -> Any:
+            sent.append((kwargs.get("headers") or {}).get("idempotency-key"))
+            return real(method, url, **kwargs)
+
+        gw.client.request = recording  # type: ignore[method-assign]
+
+        def a_worker_drains_the_backlog() -> None:
+            gw.serve(CLASSIFIER)
+            deadline = time.monotonic() + 10
+            while gw.queue.backlog(CLASSIFIER, 1) and time.monotonic() < deadline:
+                time.sleep(0.005)
+
+        with client(gw, sleep=Sleeps(then=a_worker_drains_the_backlog), idempotent=True) as axon:
+            axon.infer(CLASSIFIER, {"image": IMAGES})
+            axon.infer(CLASSIFIER, {"image": IMAGES})
+            axon.model_ready(CLASSIFIER)
+        first, retried, second, ready = sent
+        assert first is not None and retried == first  # a 429, then its retry
+        assert second is not None and second != first
+        assert ready is None
