@@ -124,6 +124,10 @@ class Stack:
         instance = f"{model}-idle" if version is None else f"{model}-idle-v{version}"
         self._on_loop(lambda: self.queue.register(self.info(model, instance, version)))
 
+    def heartbeat(self, info: WorkerInfo) -> None:
+        """Register exactly ``info`` (a heartbeat, no worker behind it)."""
+        self._on_loop(lambda: self.queue.register(info))
+
     def refresh(self) -> None:
         """Make the gateway's registry see the workers now (instead of at its next tick)."""
         state = self.client.app.state.gateway  # type: ignore[attr-defined]
