@@ -110,7 +110,12 @@ def _sentinel_target(scheme: str, rest: str) -> RedisTarget:
 
 
 def connect(
-    url: str, *, socket_timeout_s: float, connect_timeout_s: float, mode: str = "auto"
+    url: str,
+    *,
+    socket_timeout_s: float,
+    connect_timeout_s: float,
+    mode: str = "auto",
+    retry_connection_errors: bool = True,
 ) -> Any:
     """A client (connection pool) for the Redis ``url`` and ``mode`` name
     (``Redis`` or ``RedisCluster``); connections open on first use.
@@ -125,6 +130,11 @@ def connect(
     connection errors, timeouts and moved slots three times with a backoff, rereading
     the slot map (a failover takes a node timeout or more); a timed-out enqueue may then
     be queued twice, which runs the request twice and answers it once.
+
+    ``retry_connection_errors=False`` (standalone and sentinel): no retry at all, so a
+    lost connection is always seen. The gateway's reply listeners use it: a restarted
+    Redis may have lost every queued entry, and a blocking pop silently re-sent on a
+    fresh connection would hide the restart from the requests waiting on it.
     """
     target = parse_target(url, mode)
     if target.mode == "cluster":
@@ -134,7 +144,9 @@ def connect(
             socket_connect_timeout=connect_timeout_s,
             retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),  # type: ignore[arg-type]  # stale types-redis stubs
         )
-    once = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+    once = Retry(
+        NoBackoff(), 1 if retry_connection_errors else 0, supported_errors=(RedisConnectionError,)
+    )
     if target.mode == "sentinel":
         options = Redis.from_url(target.url).connection_pool.connection_kwargs  # the URL's
         sentinel = Sentinel(

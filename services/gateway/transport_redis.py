@@ -60,9 +60,18 @@ class RedisTransport:
     """
 
     def __init__(
-        self, redis: RedisClient, instance: str, *, block_s: float, fail_on_loss: bool = True
+        self,
+        redis: RedisClient,
+        instance: str,
+        *,
+        block_s: float,
+        fail_on_loss: bool = True,
+        listener: RedisClient | None = None,
     ) -> None:
         self.redis = redis
+        self._listener = redis if listener is None else listener
+        """The client of the blocking pops: ``connect`` gives them one that never retries
+        a lost connection (``redis_client.connect``), so a Redis restart is always seen."""
         self._instance = instance
         self._block_s = block_s
         self._fail_on_loss = fail_on_loss
@@ -84,11 +93,19 @@ class RedisTransport:
             socket_timeout_s=settings.redis_timeout_s + settings.reply_block_s,
             connect_timeout_s=settings.redis_timeout_s,
         )
+        listener = redis_client.connect(
+            settings.redis_url,
+            mode=settings.redis_mode,
+            socket_timeout_s=settings.redis_timeout_s + settings.reply_block_s,
+            connect_timeout_s=settings.redis_timeout_s,
+            retry_connection_errors=False,
+        )
         return cls(
             redis,
             settings.instance,
             block_s=settings.reply_block_s,
             fail_on_loss=target.mode == "standalone",
+            listener=listener,
         )
 
     def reply_to(self, model: str, version: int, partition: int = 0) -> str:
@@ -205,10 +222,10 @@ class RedisTransport:
                 raise asyncio.CancelledError
             try:
                 if blmpop is None:
-                    blmpop = await protocol.supports_blmpop(self.redis)
+                    blmpop = await protocol.supports_blmpop(self._listener)
                     self._healthy = True
                 payloads = await protocol.pop_replies(
-                    self.redis, key, timeout_s=self._block_s, blmpop=blmpop
+                    self._listener, key, timeout_s=self._block_s, blmpop=blmpop
                 )
                 self._healthy = True
             except Exception as exc:  # no error ends the listener
@@ -233,6 +250,8 @@ class RedisTransport:
 
     async def aclose(self) -> None:
         await redis_client.close(self.redis)
+        if self._listener is not self.redis:
+            await redis_client.close(self._listener)
 
     async def claim_idempotency(self, key: str, claim: bytes, ttl_s: int) -> bytes | None:
         return await _queue_call(protocol.claim_idempotency(self.redis, key, claim, ttl_s))
