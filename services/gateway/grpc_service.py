@@ -169,6 +169,12 @@ class OipGrpcService:
             # docs/decisions.md).
             trailing: tuple[tuple[str, str], ...] = (("x-request-id", call.request_id),)
             try:
+                if self.state.draining.is_set() and not open_:
+                    # Stopping: refuse here, explicitly, until the server's own stop ends
+                    # the connections (a call caught by that stop ends CANCELLED instead).
+                    raise UnavailableError(
+                        "the gateway is stopping; send the call again (another replica)"
+                    )
                 if not (open_ or self._authorized(metadata)):
                     raise UnauthorizedError(
                         "missing or invalid API key: send metadata 'authorization: Bearer "
