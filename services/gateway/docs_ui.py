@@ -34,7 +34,7 @@ from typing import Final
 from starlette.requests import Request
 from starlette.responses import Response
 
-from services.gateway.responses import error_response
+from services.gateway.responses import error_response, etag_matches
 from services.gateway.routing import DirectRoute
 from services.gateway.state import gateway, tag
 
@@ -129,16 +129,9 @@ async def asset(request: Request) -> Response:
         "ETag": found.etag,
         "X-Content-Type-Options": "nosniff",
     }
-    if _matches(request.headers.get("if-none-match"), found.etag):
+    if etag_matches(request.headers.get("if-none-match"), found.etag):
         return Response(status_code=304, headers=headers)
     return Response(found.body, media_type=found.media_type, headers=headers)
-
-
-def _matches(if_none_match: str | None, etag: str) -> bool:
-    if if_none_match is None:
-        return False
-    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
-    return "*" in tags or etag in tags
 
 
 routes = [DirectRoute(PREFIX + "{name}", asset, methods=["GET"])]

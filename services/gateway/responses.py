@@ -77,3 +77,12 @@ class BinaryTensors(Response):
 
 def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSON:
     return JSON({"error": message}, status_code=status, headers=headers)
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """True when an ``If-None-Match`` header names ``etag`` (weak or strong) or ``*``:
+    the static files (Swagger UI, the console) then answer 304."""
+    if if_none_match is None:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return "*" in tags or etag in tags

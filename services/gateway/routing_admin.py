@@ -11,20 +11,17 @@ registry refresh. Who may call it: ``middleware/auth`` (``AXON_ADMIN_KEYS``).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from services.gateway.errors import UnavailableError
 from services.gateway.registry import Registry
 from services.gateway.responses import JSON
 from services.gateway.routing import DirectRoute
 from services.gateway.routing_rules import RoutingRule, effective_weights, parse_rule
 from services.gateway.state import gateway, read_json, tag
-from services.gateway.transport import TransportDown, TransportError
+from services.gateway.transport import queue_errors_as_503
 
 
 def describe(registry: Registry, model: str, rule: RoutingRule | None) -> dict[str, Any]:
@@ -68,7 +65,7 @@ async def put_routing(request: Request) -> Response:
     doc = await read_json(request)
     known = {mv.version for mv in state.registry.models()[model]}
     rule = parse_rule(doc, known)
-    async with _queue(state.transport.name):
+    async with queue_errors_as_503(state.transport.name, "refused to read or store the rule"):
         await state.transport.put_rule(model, rule.to_json())
     state.registry.set_rule(model, rule)
     return JSON(describe(state.registry, model, rule))
@@ -79,21 +76,10 @@ async def delete_routing(request: Request) -> Response:
     tag(request, "routing")
     model = request.path_params["model"]
     tag(request, "routing", state.registry.lookup(model))
-    async with _queue(state.transport.name):
+    async with queue_errors_as_503(state.transport.name, "refused to read or store the rule"):
         await state.transport.delete_rule(model)
     state.registry.set_rule(model, None)
     return JSON(describe(state.registry, model, None))
-
-
-@contextlib.asynccontextmanager
-async def _queue(name: str) -> AsyncIterator[None]:
-    """The queue's errors as 503 (the rule could not be read or stored)."""
-    try:
-        yield
-    except TransportDown as exc:
-        raise UnavailableError(f"{name} is unreachable; try again shortly") from exc
-    except TransportError as exc:
-        raise UnavailableError(f"{name} refused to read or store the rule ({exc.detail})") from exc
 
 
 routes = [

@@ -26,11 +26,13 @@ Redis OOM or READONLY: only that request fails).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Protocol
 
 from services.contract.protocol import NewEntry, Refused, WorkerInfo
 from services.contract.queue_view import DeadLetter, QueueCounts, Redriven
+from services.gateway.errors import UnavailableError
 from services.gateway.replies import Replies
 
 
@@ -169,3 +171,18 @@ class Transport(Protocol):
         when there is no such dead letter. Raises ``RedriveRefused`` (its body was cut),
         ``TransportDown`` / ``TransportError``."""
         ...
+
+
+@contextlib.asynccontextmanager
+async def queue_errors_as_503(
+    name: str, refused: str = "refused the command"
+) -> AsyncIterator[None]:
+    """The queue's errors as 503 for an admin or console endpoint: ``TransportDown`` →
+    "{name} is unreachable; try again shortly", ``TransportError`` → "{name} {refused}
+    ({detail})"."""
+    try:
+        yield
+    except TransportDown as exc:
+        raise UnavailableError(f"{name} is unreachable; try again shortly") from exc
+    except TransportError as exc:
+        raise UnavailableError(f"{name} {refused} ({exc.detail})") from exc

@@ -19,20 +19,18 @@ the clients' data; ``body_bytes`` gives their size).
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import AsyncIterator
 from typing import Final
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from services.contract.queue_view import RedriveRefused
-from services.gateway.errors import BadRequestError, NotFoundError, UnavailableError
+from services.gateway.errors import BadRequestError, NotFoundError
 from services.gateway.responses import JSON, error_response
 from services.gateway.routing import DirectRoute
 from services.gateway.state import gateway, tag
-from services.gateway.transport import TransportDown, TransportError
+from services.gateway.transport import queue_errors_as_503
 
 PREFIX: Final = "/v1/dead-letters"
 DEFAULT_COUNT: Final = 20
@@ -56,7 +54,7 @@ async def list_dead_letters(request: Request) -> Response:
     versions = [(mv.name, mv.version) for mv in served]
     partitions = {(mv.name, mv.version): mv.partitions for mv in served}
     out = []
-    async with _queue(state.transport.name):
+    async with queue_errors_as_503(state.transport.name):
         counts = await state.transport.queue_counts(versions, partitions)
         for (model, version), queued in zip(versions, counts, strict=True):
             entries = (
@@ -88,7 +86,7 @@ async def redrive(request: Request) -> Response:
         raise NotFoundError(
             f"no dead letter {dead_letter_id[:40]!r}: ids look like 1700000000000-0"
         )
-    async with _queue(state.transport.name):
+    async with queue_errors_as_503(state.transport.name):
         try:
             moved = await state.transport.redrive(
                 mv.name, mv.version, dead_letter_id, mv.partitions
@@ -109,17 +107,6 @@ async def redrive(request: Request) -> Response:
             "entry": moved.entry_id,
         }
     )
-
-
-@contextlib.asynccontextmanager
-async def _queue(name: str) -> AsyncIterator[None]:
-    """The queue's errors as 503."""
-    try:
-        yield
-    except TransportDown as exc:
-        raise UnavailableError(f"{name} is unreachable; try again shortly") from exc
-    except TransportError as exc:
-        raise UnavailableError(f"{name} refused the command ({exc.detail})") from exc
 
 
 routes = [
