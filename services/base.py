@@ -28,9 +28,10 @@ import bentoml
 import numpy as np
 from redis.asyncio import Redis
 
-from services.contract import redis_client
+from services.contract import logs, redis_client
 from services.contract.errors import AxonError
 from services.contract.inputs import validate_inputs
+from services.contract.tracing import Tracing
 from services.runtime.executor import BatchExecutor
 from services.runtime.metrics import WorkerMetrics
 from services.runtime.prepare import Tensors
@@ -38,7 +39,7 @@ from services.runtime.recorder import Recorder
 from services.runtime.session import ModelSession
 from services.runtime.settings import WorkerSettings
 from services.runtime.stats import WorkerStats
-from services.runtime.worker import load_model
+from services.runtime.worker import load_model, start_tracing
 from services.runtime.worker_group import WorkerGroup
 
 log = logging.getLogger(__name__)
@@ -53,16 +54,10 @@ DRAIN_TIMEOUT_S = 20.0
 
 
 def _configure_logging() -> None:
-    """BentoML configures only its own loggers; give ``services.*`` an INFO handler."""
-    logger = logging.getLogger("services")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s [%(levelname)s] [%(name)s] %(message)s")
-        )
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+    """BentoML configures only its own loggers; give ``services.*`` a handler of its own
+    (JSON lines by default; ``logs.configure``)."""
+    if not logging.getLogger("services").handlers:
+        logs.configure(os.environ, "services")
 
 
 def _process_metrics() -> WorkerMetrics:
@@ -97,6 +92,7 @@ class ModelServiceBase:
         self._redis: Redis[bytes] | None = None
         self._worker: WorkerGroup | None = None
         self._task: asyncio.Task[None] | None = None
+        self._tracing: Tracing | None = None
         self._stopping = False
         log.info(
             "%s service: %s version %d on %s",
@@ -115,7 +111,10 @@ class ModelServiceBase:
             socket_timeout_s=self.settings.read_block_ms / 1000 + REDIS_TIMEOUT_MARGIN_S,
             connect_timeout_s=REDIS_TIMEOUT_MARGIN_S,
         )
-        self._worker = WorkerGroup(self._redis, self.session, self.settings, metrics=self.metrics)
+        self._tracing = start_tracing(self.settings, f"axon-{self.family}")
+        self._worker = WorkerGroup(
+            self._redis, self.session, self.settings, metrics=self.metrics, tracing=self._tracing
+        )
         self._task = asyncio.create_task(self._worker.run(), name="axon-queue-worker")
         self._task.add_done_callback(_log_worker_exit)
 
@@ -140,6 +139,8 @@ class ModelServiceBase:
                 log.debug("queue worker ended with an error")
         if self._redis is not None:
             await redis_client.close(self._redis)
+        if self._tracing is not None:
+            await asyncio.to_thread(self._tracing.shutdown)  # exports what is buffered
 
     def __is_ready__(self) -> bool:
         return self._worker is not None and self._worker.ready

@@ -7,7 +7,9 @@ model version lives on one node and no command is CROSSSLOT (``slot_tag``).
 - ``axon:q:{model:version}``: request stream, consumer group ``workers``. Entry fields
   ``id`` (request id), ``reply`` (reply list key), ``deadline`` (unix ms on the gateway's
   clock, ``0`` = none), ``budget`` (ms of the deadline left when the gateway queued it;
-  absent from older gateways), ``body`` (msgpack request, see ``codec``). The entry id's
+  absent from older gateways), ``body`` (msgpack request, see ``codec``), and, when the
+  request is traced, ``traceparent`` / ``tracestate`` (W3C Trace Context of the
+  gateway's enqueue span; ``services.contract.tracing``). The entry id's
   millisecond part is the enqueue time (Redis clock), so ``entry time + budget`` is the
   deadline on Redis' clock: workers compare it with Redis ``TIME`` of the node holding
   the stream (their offset to it is measured at each heartbeat), so no two hosts' wall
@@ -69,6 +71,8 @@ FIELD_REPLY = b"reply"
 FIELD_DEADLINE = b"deadline"
 FIELD_BODY = b"body"
 FIELD_BUDGET = b"budget"
+FIELD_TRACEPARENT = b"traceparent"
+FIELD_TRACESTATE = b"tracestate"
 
 
 DLQ_MAX_BODY_BYTES = 64 * 1024
@@ -207,6 +211,19 @@ class StreamEntry:
     def body(self) -> bytes | None:
         return self.fields.get(FIELD_BODY)
 
+    @property
+    def trace_carrier(self) -> dict[str, str] | None:
+        """The W3C Trace Context the gateway queued with the request (``traceparent``
+        and, when given, ``tracestate``); None for an untraced request."""
+        parent = self.fields.get(FIELD_TRACEPARENT)
+        if not parent:
+            return None
+        carrier = {"traceparent": parent.decode("latin-1")}
+        state = self.fields.get(FIELD_TRACESTATE)
+        if state:
+            carrier["tracestate"] = state.decode("latin-1")
+        return carrier
+
 
 @dataclass(frozen=True)
 class Outgoing:
@@ -230,6 +247,11 @@ class NewEntry:
     budget_ms: int | None = None
     """Ms of the deadline left when queued (``deadline_ms`` is on the gateway's clock);
     None: no budget field, workers go by ``deadline_ms`` (as for an older gateway)."""
+    traceparent: str = ""
+    """W3C ``traceparent`` of the enqueue span; empty: the request is not traced (the
+    entry then has no trace fields)."""
+    tracestate: str = ""
+    """W3C ``tracestate`` that goes with ``traceparent`` (often empty)."""
 
 
 @dataclass(frozen=True)
@@ -247,7 +269,9 @@ class Refused:
 # the byte limit (answer: -1 - queued bytes), else XADD. One script call per stream and
 # tick: exactly the semantics of check-then-XADD per request, without a race between
 # the check and the add, in one round trip. KEYS: the stream, its byte counter.
-_ENQUEUE_MANY = """
+# Two variants: untraced entries (5 arguments each) and traced ones (7: plus
+# traceparent and tracestate), so a gateway with tracing off sends what it always did.
+_ENQUEUE_TEMPLATE = """
 local limit = tonumber(ARGV[1])
 local maxlen = ARGV[2]
 local byte_limit = tonumber(ARGV[3])
@@ -258,7 +282,7 @@ if length > 0 then
 end
 local added = 0
 local answers = {}
-for i = 4, #ARGV, 5 do
+for i = 4, #ARGV, STRIDE do
   local size = string.len(ARGV[i + 4])
   if length >= limit then
     answers[#answers + 1] = length
@@ -267,7 +291,7 @@ for i = 4, #ARGV, 5 do
   else
     answers[#answers + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*',
       'id', ARGV[i], 'reply', ARGV[i + 1], 'deadline', ARGV[i + 2], 'budget', ARGV[i + 3],
-      'body', ARGV[i + 4])
+      'body', ARGV[i + 4]TRACE)
     length = length + 1
     bytes = bytes + size
     added = added + 1
@@ -278,7 +302,12 @@ if added > 0 then
 end
 return answers
 """
+_ENQUEUE_MANY = _ENQUEUE_TEMPLATE.replace("STRIDE", "5").replace("TRACE", "")
+_ENQUEUE_MANY_TRACED = _ENQUEUE_TEMPLATE.replace("STRIDE", "7").replace(
+    "TRACE", ", 'traceparent', ARGV[i + 5], 'tracestate', ARGV[i + 6]"
+)
 _ENQUEUE_MANY_SHA = hashlib.sha1(_ENQUEUE_MANY.encode()).hexdigest()
+_ENQUEUE_MANY_TRACED_SHA = hashlib.sha1(_ENQUEUE_MANY_TRACED.encode()).hexdigest()
 
 
 async def enqueue_many(
@@ -302,16 +331,24 @@ async def enqueue_many(
     ``maxlen`` (approximate trimming) is a safety net only: the gateway refuses work
     when ``backlog`` is over its limit, so trimming should never drop live entries.
     """
+    traced = any(entry.traceparent for entry in entries)
     args: list[bytes | str | int] = [limit, maxlen, byte_limit]
     for entry in entries:
         budget = "" if entry.budget_ms is None else str(int(entry.budget_ms))
         args += [entry.request_id, entry.reply_to, str(int(entry.deadline_ms)), budget, entry.body]
+        if traced:  # an untraced entry of a traced call gets empty trace fields
+            args += [entry.traceparent, entry.tracestate]
+    script, sha = (
+        (_ENQUEUE_MANY_TRACED, _ENQUEUE_MANY_TRACED_SHA)
+        if traced
+        else (_ENQUEUE_MANY, _ENQUEUE_MANY_SHA)
+    )
     key = stream_key(model, version, partition)
     counter = queued_bytes_key(key)
     try:
-        answers = await redis.evalsha(_ENQUEUE_MANY_SHA, 2, key, counter, *args)  # type: ignore[no-untyped-call]
+        answers = await redis.evalsha(sha, 2, key, counter, *args)  # type: ignore[no-untyped-call]
     except NoScriptError:  # first use on this server (or it restarted): load it
-        answers = await redis.eval(_ENQUEUE_MANY, 2, key, counter, *args)  # type: ignore[no-untyped-call]
+        answers = await redis.eval(script, 2, key, counter, *args)  # type: ignore[no-untyped-call]
     return [_enqueue_answer(answer) for answer in answers]
 
 

@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 
+from services.contract import logs
 from services.contract.errors import SettingsError
 from services.gateway.app import begin_drain, create_app
 from services.gateway.server import serve
@@ -36,8 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         help="share --port (and the gRPC port) with other gateway processes (SO_REUSEPORT)",
     )
     args = parser.parse_args(argv)
-    level = os.environ.get("AXON_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        level = logs.configure(os.environ)
+    except SettingsError as exc:
+        print(f"axon gateway: {exc}", file=sys.stderr)
+        return 2
     if os.environ.get("AXON_ACCESS_LOG", "false").lower() not in ("1", "true", "yes", "on"):
         logging.getLogger("services.gateway.access").setLevel(logging.WARNING)
     try:

@@ -11,7 +11,6 @@ import random
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -21,6 +20,7 @@ from starlette.types import Scope
 
 from services.contract.errors import AxonError
 from services.contract.resilience import cancel_and_wait
+from services.contract.tracing import Tracing
 from services.gateway import oip, openapi, routing_admin, task_endpoints
 from services.gateway.console import routes as console
 from services.gateway.console.assets import ConsoleFiles
@@ -29,12 +29,13 @@ from services.gateway.docs_ui import SwaggerFiles
 from services.gateway.errors import BacklogFullError, GatewayError, client_message, status_for
 from services.gateway.grpc_server import start_grpc, stop_grpc
 from services.gateway.idempotency import IdempotencyConfig, IdempotencyMiddleware
-from services.gateway.metrics import GatewayMetrics, RequestRecorder
+from services.gateway.metrics import GatewayMetrics, RequestRecorder, metrics_response
 from services.gateway.middleware.auth import ApiKeyMiddleware, presented_key
 from services.gateway.middleware.body_limit import BodyLimitMiddleware
 from services.gateway.middleware.inflight_bytes import ByteBudget, InflightBytesMiddleware
 from services.gateway.middleware.metrics import MetricsMiddleware
 from services.gateway.middleware.request_id import RequestIdMiddleware
+from services.gateway.middleware.tracing import TracingMiddleware
 from services.gateway.registry import Registry
 from services.gateway.responses import error_response
 from services.gateway.routing import DirectRoute, ErrorHandler, HotRoutes
@@ -59,6 +60,9 @@ def create_app(
     metrics = GatewayMetrics.create()
     recorder = RequestRecorder(metrics)
     inflight = ByteBudget(settings.max_inflight_bytes)
+    tracing = Tracing.start(
+        settings.tracing, "axon-gateway", {"service.instance.id": settings.instance}
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -75,7 +79,8 @@ def create_app(
             settings=settings,
             transport=queue,
             registry=registry,
-            dispatcher=Dispatcher(queue, settings, metrics, registry),
+            dispatcher=Dispatcher(queue, settings, metrics, registry, tracing),
+            tracing=tracing,
             metrics=metrics,
             recorder=recorder,
             inflight=inflight,
@@ -113,10 +118,12 @@ def create_app(
             pool = app.state.gateway.image_pool
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)
+            if tracing is not None:
+                await asyncio.to_thread(tracing.shutdown)  # exports what is buffered
 
     async def metrics_endpoint(request: Request) -> Response:
         tag(request, "metrics")
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return metrics_response(metrics.registry, request.headers.get("accept", ""))
 
     routes = [
         *oip.routes,
@@ -129,8 +136,9 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[
+            *([Middleware(TracingMiddleware, tracing=tracing)] if tracing is not None else []),
             Middleware(RequestIdMiddleware),
-            Middleware(MetricsMiddleware, recorder=recorder),
+            Middleware(MetricsMiddleware, recorder=recorder, exemplars=tracing is not None),
             Middleware(ApiKeyMiddleware, keys=settings.api_keys, admin_keys=settings.admin_keys),
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
             Middleware(

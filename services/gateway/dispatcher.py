@@ -14,7 +14,8 @@ import numpy as np
 from prometheus_client import Gauge, Histogram
 
 from services.contract.codec import Reply, Scalar, encode_request
-from services.contract.protocol import NewEntry, Refused
+from services.contract.protocol import NewEntry, Refused, stream_key
+from services.contract.tracing import Tracing
 from services.gateway.errors import (
     BacklogFullError,
     DeadlineError,
@@ -26,6 +27,7 @@ from services.gateway.fields import DEADLINE_PARAMETERS
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.registry import ModelVersion, Registry
 from services.gateway.settings import GatewaySettings
+from services.gateway.spans import QueueTrace
 from services.gateway.transport import Transport, TransportDown, TransportError
 
 
@@ -38,6 +40,8 @@ class Dispatcher:
     settings: GatewaySettings
     metrics: GatewayMetrics
     registry: Registry
+    tracing: Tracing | None = None
+    """Spans of each dispatch (``spans.QueueTrace``) when tracing is on."""
 
     def __post_init__(self) -> None:
         self._counter = itertools.count(1)
@@ -72,6 +76,40 @@ class Dispatcher:
         request reached the gateway; now when None) and bounds every wait, the enqueue
         round trip included. Workers get the budget left when the entry is queued.
         """
+        if self.tracing is None:
+            return await self._infer(mv, body, request_id, timeout_ms, arrived, None)
+        now = time.monotonic()
+        partition = self._partition(mv)
+        trace = QueueTrace(
+            self.tracing,
+            model=mv.name,
+            version=mv.version,
+            partition=partition,
+            stream=stream_key(mv.name, mv.version, partition),
+            arrived=now if arrived is None else arrived,
+            now=now,
+        )
+        try:
+            return await self._infer(mv, body, request_id, timeout_ms, arrived, trace, partition)
+        except BaseException as exc:
+            trace.failed(exc)
+            raise
+
+    def _partition(self, mv: ModelVersion) -> int:
+        """The stream partition of the next request (round-robin)."""
+        partitions = mv.partitions
+        return next(self._spread) % partitions if partitions > 1 else 0
+
+    async def _infer(
+        self,
+        mv: ModelVersion,
+        body: bytes,
+        request_id: str,
+        timeout_ms: int,
+        arrived: float | None,
+        trace: QueueTrace | None,
+        partition: int | None = None,
+    ) -> dict[str, np.ndarray[Any, Any]]:
         now = time.monotonic()
         deadline = (arrived if arrived is not None else now) + timeout_ms / 1000
         if deadline <= now:
@@ -79,7 +117,8 @@ class Dispatcher:
         limit = self.settings.backlog_limit_for(mv.name)
         byte_limit = self.settings.backlog_bytes
         partitions = mv.partitions
-        partition = next(self._spread) % partitions if partitions > 1 else 0
+        if partition is None:
+            partition = self._partition(mv)
         if len(body) > byte_limit:
             raise PayloadTooLargeError(
                 f"request encodes to {len(body)} bytes, over the {byte_limit} bytes a model "
@@ -100,6 +139,8 @@ class Dispatcher:
                 int(time.time() * 1000 + left_s * 1000),
                 body,
                 budget_ms=max(int(left_s * 1000), 1),
+                traceparent=trace.traceparent if trace is not None else "",
+                tracestate=trace.tracestate if trace is not None else "",
             ),
             limit=share,
             maxlen=max(share * 4, 1000),
@@ -129,6 +170,8 @@ class Dispatcher:
         except BaseException:
             self._replies.forget(entry_id)
             raise
+        if trace is not None:
+            trace.sent(answer if isinstance(answer, str) else None, _refusal(answer))
         if isinstance(answer, Refused):
             self._replies.forget(entry_id)
             queued = (
@@ -154,7 +197,12 @@ class Dispatcher:
             timer.cancel()
             inflight.dec()
             self._replies.forget(entry_id)
-        queue_wait.observe(time.monotonic() - now)
+        elapsed = time.monotonic() - now
+        if trace is None:
+            queue_wait.observe(elapsed)
+        else:
+            trace.replied(elapsed)
+            queue_wait.observe(elapsed, trace.exemplar)
         if not reply.ok:
             error = reply.error
             code, message = (error.code, error.message) if error else ("internal", "unknown")
@@ -171,6 +219,11 @@ def encode_body(
     if not DEADLINE_PARAMETERS.isdisjoint(parameters):
         parameters = {k: v for k, v in parameters.items() if k not in DEADLINE_PARAMETERS}
     return encode_request(inputs, parameters)
+
+
+def _refusal(answer: str | Refused) -> str | None:
+    """``error.type`` of a refused enqueue (None: queued)."""
+    return "backlog_full" if isinstance(answer, Refused) else None
 
 
 def _late(timeout_ms: int, model: str, when: str) -> str:

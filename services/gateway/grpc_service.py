@@ -30,6 +30,8 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import DecodeError, Message
 
+from services.contract.logs import REQUEST_ID
+from services.contract.tracing import exemplar_of
 from services.gateway.dispatcher import encode_body
 from services.gateway.errors import (
     BacklogFullError,
@@ -54,6 +56,7 @@ from services.gateway.oip_codec import model_config
 from services.gateway.oip_pb import grpc_service_pb2 as pb
 from services.gateway.oip_pb import health_pb2
 from services.gateway.registry import ModelVersion
+from services.gateway.spans import ServerSpan
 from services.gateway.state import GatewayState
 
 log = logging.getLogger(__name__)
@@ -153,6 +156,8 @@ class OipGrpcService:
         request id, metrics."""
         recorder = self.state.recorder
         retry_after = str(self.state.settings.retry_after_s)
+        tracing = self.state.tracing
+        service, rpc = _rpc_name(request_type)
 
         async def handle(data: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
             started = time.perf_counter()
@@ -163,6 +168,20 @@ class OipGrpcService:
                 time.monotonic(),
                 metadata,
             )
+            token = REQUEST_ID.set(call.request_id)  # for log lines
+            span = None
+            if tracing is not None:
+                span = ServerSpan(
+                    tracing,
+                    f"{service}/{rpc}",
+                    tracing.extract_headers(metadata.items()),
+                    {
+                        "rpc.system": "grpc",
+                        "rpc.service": service,
+                        "rpc.method": rpc,
+                        "axon.request_id": call.request_id,
+                    },
+                )
             status = 200
             # The request id goes back as trailing metadata, sent with the status: an
             # explicit send_initial_metadata costs ~130 µs more per call (measured,
@@ -205,7 +224,11 @@ class OipGrpcService:
                     endpoint,
                     status,
                     time.perf_counter() - started,
+                    None if span is None else exemplar_of(span.span),
                 )
+                if span is not None:
+                    span.finish(status, _span_attributes(call, status))
+                REQUEST_ID.reset(token)
 
         # Parsed in the handler (not by a request_deserializer): a malformed message is
         # then INVALID_ARGUMENT saying so, not UNKNOWN with a traceback in the log.
@@ -352,6 +375,28 @@ class OipGrpcService:
         if DEADLINE_PARAMETERS.isdisjoint(parameters):
             return min(deadline, settings.max_timeout_ms)
         return min(chosen, deadline)
+
+
+def _rpc_name(request_type: type[Message]) -> tuple[str, str]:
+    """(service, method) of the RPC whose request message is ``request_type``."""
+    if request_type is health_pb2.HealthCheckRequest:
+        return HEALTH_SERVICE, "Check"
+    return SERVICE, request_type.DESCRIPTOR.name.removesuffix("Request")
+
+
+def _span_attributes(call: Call, status: int) -> dict[str, str | int]:
+    """The end attributes of an RPC's SERVER span (``rpc.grpc.status_code``, model)."""
+    if status < 400:
+        code = grpc.StatusCode.OK
+    elif status == CANCELLED:
+        code = grpc.StatusCode.CANCELLED
+    else:
+        code = grpc_code(status)
+    attributes: dict[str, str | int] = {"rpc.grpc.status_code": code.value[0]}
+    if call.model:
+        attributes["axon.model"] = call.model
+        attributes["axon.version"] = int(call.version or 0)
+    return attributes
 
 
 def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[bytes, bytes]:

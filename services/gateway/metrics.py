@@ -9,7 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.openmetrics import exposition as openmetrics
+from starlette.responses import Response
+
+from services.contract.tracing import Exemplar
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -100,9 +111,18 @@ class RequestRecorder:
     _durations: dict[tuple[str, str, str], Histogram] = field(default_factory=dict)
 
     def observe(
-        self, protocol: str, model: str, version: str, endpoint: str, status: int, seconds: float
+        self,
+        protocol: str,
+        model: str,
+        version: str,
+        endpoint: str,
+        status: int,
+        seconds: float,
+        exemplar: Exemplar | None = None,
     ) -> None:
-        """``status`` is the HTTP status (for gRPC, the one its code maps from)."""
+        """``status`` is the HTTP status (for gRPC, the one its code maps from);
+        ``exemplar``: the request's trace (when traced and sampled), kept with the
+        duration's bucket."""
         key = (model, version, endpoint, status, protocol)
         counter = self._counters.get(key)
         if counter is None:
@@ -112,6 +132,18 @@ class RequestRecorder:
         if duration is None:
             duration = self.metrics.request_duration.labels(model, endpoint, protocol)
             self._durations[(model, endpoint, protocol)] = duration
-        duration.observe(seconds)
+        duration.observe(seconds, exemplar)
         if status in REJECT_REASONS:
             self.metrics.rejected.labels(model, REJECT_REASONS[status]).inc()
+
+
+def metrics_response(registry: CollectorRegistry, accept: str) -> Response:
+    """``/metrics``: OpenMetrics (with exemplars: the trace ids of sampled requests) when
+    the scraper asks for it in ``accept`` (Prometheus does), else the classic text
+    format."""
+    if "application/openmetrics-text" in accept:
+        return Response(
+            openmetrics.generate_latest(registry),  # type: ignore[no-untyped-call]
+            media_type=openmetrics.CONTENT_TYPE_LATEST,
+        )
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

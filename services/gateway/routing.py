@@ -73,6 +73,7 @@ class HotRoutes:
                 match, child_scope = route.matches(scope)
                 if match is Match.FULL:
                     scope.update(child_scope)
+                    scope["route"] = route  # as Starlette's router does (http.route)
                     await self._serve(route, scope, receive, send)
                     return
         await self.app(scope, receive, send)

@@ -379,6 +379,7 @@ def serve(
         port=port,
         http=protocol_class(ConnectionLimits.from_settings(settings)),
         log_level=log_level,
+        log_config=None,  # uvicorn's records go to the process's handler (logs.configure)
         access_log=False,
         lifespan="on",
         # Neither is used (the gateway reads no client address, names no server); each

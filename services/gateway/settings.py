@@ -17,6 +17,7 @@ from typing import TypeVar
 from services.contract import redis_client
 from services.contract.errors import SettingsError
 from services.contract.metadata import MODEL_NAME
+from services.contract.tracing import TracingConfig
 
 T = TypeVar("T")
 
@@ -84,6 +85,9 @@ class GatewaySettings:
     image_threads: int = 2
     """Threads that decode and encode images (off the event loop)."""
     # --- end of slow clients, connections, images ---------------------------------
+    tracing: TracingConfig = field(default_factory=TracingConfig)
+    """OpenTelemetry tracing, from the standard ``OTEL_*`` variables (off by default;
+    ``services.contract.tracing``, docs/observability.md)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> GatewaySettings:
@@ -132,6 +136,7 @@ class GatewaySettings:
                 "AXON_MAX_REQUEST_PIXELS", _positive_int, cls.max_request_pixels
             ),
             image_threads=read("AXON_IMAGE_THREADS", _positive_int, cls.image_threads),
+            tracing=TracingConfig.from_env(env),
         )
         if set(settings.admin_keys) & set(settings.api_keys):
             raise SettingsError(

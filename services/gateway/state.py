@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 
 from services.contract.codec import Scalar
+from services.contract.tracing import Tracing
 from services.gateway.dispatcher import Dispatcher
 from services.gateway.errors import BadRequestError
 from services.gateway.fields import timeout_ms
@@ -42,6 +43,8 @@ class GatewayState:
     """Swagger UI's files for ``/docs``, read at start-up (``docs_ui``)."""
     console: ConsoleFiles
     """The web console's files for ``/ui``, read at start-up (``console.assets``)."""
+    tracing: Tracing | None = None
+    """The process's tracing when ``OTEL_*`` turn it on (``services.contract.tracing``)."""
     image_pool: ThreadPoolExecutor | None = None
     """Threads that decode and encode images (``AXON_IMAGE_THREADS``; None = the loop's
     default executor)."""

@@ -38,11 +38,13 @@ class Outcome:
 
 @dataclass
 class RunRecord:
-    """One ONNX Runtime run: rows it carried and seconds it took."""
+    """One ONNX Runtime run: rows it carried and seconds it took; ``started`` is the
+    executor's clock (``time.perf_counter`` by default) when it began."""
 
     rows: int
     seconds: float
     ok: bool
+    started: float = 0.0
 
 
 @dataclass
@@ -109,9 +111,9 @@ class BatchExecutor:
         try:
             outputs = self._run_fn(feeds)
         except Exception:
-            result.runs.append(RunRecord(rows=rows, seconds=self._clock() - start, ok=False))
+            result.runs.append(RunRecord(rows, self._clock() - start, False, start))
             raise
-        result.runs.append(RunRecord(rows=rows, seconds=self._clock() - start, ok=True))
+        result.runs.append(RunRecord(rows, self._clock() - start, True, start))
         for name, value in outputs.items():
             if value.ndim == 0 or value.shape[0] != rows:
                 raise InferenceError(

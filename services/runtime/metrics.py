@@ -33,6 +33,8 @@ DURATION_BUCKETS = (
     2.5,
 )
 
+QUEUE_WAIT_BUCKETS = (*DURATION_BUCKETS, 5.0, 10.0, 30.0)
+
 
 class MetricsBackend(Protocol):
     """What ``WorkerMetrics.create`` needs: prometheus_client-style constructors."""
@@ -67,6 +69,7 @@ class WorkerMetrics:
     expired: Any
     replies: Any
     gpu_memory_used: Any
+    queue_wait: Any
 
     @classmethod
     def create(cls, backend: MetricsBackend) -> WorkerMetrics:
@@ -112,5 +115,11 @@ class WorkerMetrics:
                 name="axon_gpu_memory_used_bytes",
                 documentation="GPU memory in use on the worker's device (GPU workers only)",
                 labelnames=(*MODEL_LABELS, "device"),
+            ),
+            queue_wait=backend.Histogram(
+                name="axon_worker_queue_wait_seconds",
+                documentation="Time from a request's enqueue (Redis clock) to its batch's start",
+                labelnames=MODEL_LABELS,
+                buckets=QUEUE_WAIT_BUCKETS,
             ),
         )

@@ -75,6 +75,7 @@ class Recorder:
     def queued(self, wait_ns: int) -> None:
         """A request's batch started ``wait_ns`` after the request was enqueued."""
         self.stats.queue.add(wait_ns)
+        self._child("queue_wait").observe(wait_ns / 1e9)
 
     # ---------------------------------------------------------------- replies
 

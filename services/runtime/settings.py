@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 from services.contract import redis_client
 from services.contract.errors import SettingsError
+from services.contract.tracing import TracingConfig
 
 PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
 
@@ -59,6 +60,9 @@ class WorkerSettings:
     redis_mode: str = "auto"
     """``AXON_REDIS_MODE``: standalone | cluster | sentinel, or auto (the URL's scheme;
     ``services.contract.redis_client``)."""
+    tracing: TracingConfig = field(default_factory=TracingConfig)
+    """OpenTelemetry tracing, from the standard ``OTEL_*`` variables (off by default;
+    ``services.contract.tracing``)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], family: str | None = None) -> WorkerSettings:
@@ -94,6 +98,7 @@ class WorkerSettings:
             reply_ttl_s=reader.get("REPLY_TTL_S", _positive_int, 60),
             dlq_maxlen=reader.get("DLQ_MAXLEN", _positive_int, 10_000),
             warmup=reader.get("WARMUP", _parse_bool, True),
+            tracing=TracingConfig.from_env(env),
         )
         if settings.heartbeat_ttl_ms <= settings.heartbeat_interval_ms:
             raise SettingsError(

@@ -8,17 +8,16 @@ worker benchmark and the crash-recovery tests; production runs the BentoML servi
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 import sys
 
 import prometheus_client
 
-from services.contract import redis_client
+from services.contract import logs, redis_client
 from services.runtime.metrics import WorkerMetrics, prometheus_backend
 from services.runtime.settings import WorkerSettings
-from services.runtime.worker import load_model
+from services.runtime.worker import load_model, start_tracing
 from services.runtime.worker_group import WorkerGroup
 
 
@@ -31,7 +30,8 @@ async def serve(settings: WorkerSettings) -> None:
         connect_timeout_s=10.0,
     )
     metrics = WorkerMetrics.create(prometheus_backend(prometheus_client.CollectorRegistry()))
-    worker = WorkerGroup(redis, load_model(settings), settings, metrics=metrics)
+    tracing = start_tracing(settings, "axon-worker")
+    worker = WorkerGroup(redis, load_model(settings), settings, metrics=metrics, tracing=tracing)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.stop)
@@ -39,12 +39,14 @@ async def serve(settings: WorkerSettings) -> None:
         await worker.run()
     finally:
         await redis_client.close(redis)
+        if tracing is not None:
+            await asyncio.to_thread(tracing.shutdown)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     family = args[0] if args else None
-    logging.basicConfig(level=os.environ.get("AXON_LOG_LEVEL", "INFO"))
+    logs.configure(os.environ)
     asyncio.run(serve(WorkerSettings.from_env(os.environ, family)))
     return 0
 

@@ -44,6 +44,8 @@ from services.contract.errors import AxonError, ErrorCode
 from services.contract.inputs import check_request
 from services.contract.protocol import Outgoing, RedisClient, StreamEntry
 from services.contract.resilience import Backoff, FailureLog, is_redis_error
+from services.contract.tracing import Tracing
+from services.runtime.batch_trace import BatchTrace, TracedEntry
 from services.runtime.batching import Collation, collate
 from services.runtime.executor import BatchExecutor
 from services.runtime.gpu import gpu_memory_used_bytes
@@ -96,6 +98,16 @@ def load_model(settings: WorkerSettings) -> ModelSession:
     return session
 
 
+def start_tracing(settings: WorkerSettings, service_name: str) -> Tracing | None:
+    """The worker process's tracing (None when off): ``service_name`` and the model are
+    resource defaults (``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES`` win)."""
+    return Tracing.start(
+        settings.tracing,
+        service_name,
+        {"service.instance.id": settings.instance, "axon.model": settings.model},
+    )
+
+
 @dataclass
 class PendingEntry:
     """A decoded, validated entry waiting for its batch (``batching.Schedulable``)."""
@@ -107,6 +119,8 @@ class PendingEntry:
     rows: int
     arrived_ms: float
     deadline_ms: float | None
+    trace: TracedEntry | None = None
+    """Its trace context, when tracing is on and it came with one (``batch_trace``)."""
 
 
 class Worker:
@@ -124,8 +138,10 @@ class Worker:
         metrics: WorkerMetrics | None = None,
         clock: Clock = wall_clock_ms,
         partition: int = 0,
+        tracing: Tracing | None = None,
     ) -> None:
         self.redis = redis
+        self.tracing = tracing
         self.session = session
         self.settings = settings
         self.metadata = session.metadata
@@ -415,8 +431,18 @@ class Worker:
                     rows=rows,
                     arrived_ms=now,
                     deadline_ms=entry.deadline_ms,
+                    trace=None if self.tracing is None else self._traced(entry, request_id, rows),
                 )
             )
+
+    def _traced(self, entry: StreamEntry, request_id: str, rows: int) -> TracedEntry | None:
+        """The entry's trace context (tracing is on), if it came with one."""
+        carrier = entry.trace_carrier
+        if carrier is None or self.tracing is None:
+            return None
+        return TracedEntry(
+            self.tracing.extract(carrier), entry.entry_id, request_id, rows, entry.deliveries
+        )
 
     def _answer_error(self, pending: PendingEntry, code: ErrorCode, message: str) -> None:
         reply = Reply.failure(pending.request_id, code, message)
@@ -473,6 +499,8 @@ class Worker:
             )
         requests = [p.inputs for p in batch]
         rows = sum(p.rows for p in batch)
+        trace = None if self.tracing is None else self._batch_trace(batch, rows, started)
+        anchor = (time.perf_counter(), time.time_ns()) if trace is not None else (0.0, 0)
         if self._seconds_per_row * rows <= INLINE_RUN_MAX_S:
             # A tiny run costs less than the executor hop's two thread switches
             # (docs/decisions.md); the loop is blocked only that long.
@@ -490,6 +518,8 @@ class Worker:
         for run in result.runs:
             self.recorder.ran(run.rows, run.seconds)
         self.recorder.batch_done(self._now())
+        if trace is not None:
+            trace.ran(result.runs, *anchor)
         for pending, outcome in zip(batch, result.outcomes, strict=True):
             if outcome.outputs is None:
                 # The run failed for this request even on its own (the executor re-runs a
@@ -500,6 +530,8 @@ class Worker:
                 if len(message) > MAX_ERROR_CHARS:
                     message = message[:MAX_ERROR_CHARS] + "…"
                 self._answer_error(pending, ErrorCode.INFERENCE_FAILED, message)
+                if trace is not None:
+                    trace.failed(pending.entry.entry_id, ErrorCode.INFERENCE_FAILED)
                 continue
             self._outbox.add(
                 Answer(
@@ -512,7 +544,30 @@ class Worker:
             self.recorder.succeeded(pending.rows, self._age_ns(pending.entry))
         # Sent at once, not with the next XREADGROUP (measured: docs/decisions.md).
         # Computed replies are never thrown away because Redis is briefly away.
-        await self._outbox.deliver()
+        try:
+            await self._outbox.deliver()
+        finally:
+            if trace is not None:
+                trace.delivered()
+
+    def _batch_trace(
+        self, batch: Sequence[PendingEntry], rows: int, started_ms: float
+    ) -> BatchTrace | None:
+        """The batch's spans (tracing is on), when one of its entries is traced."""
+        members = [p.trace for p in batch if p.trace is not None]
+        if not members or self.tracing is None:
+            return None
+        return BatchTrace(
+            self.tracing,
+            members,
+            stream=self.stream,
+            model=self.model,
+            version=self.version,
+            batch_rows=rows,
+            batch_requests=len(batch),
+            started_ms=started_ms,
+            offset_ms=self._offset_ms,
+        )
 
     # ------------------------------------------------------------------ heartbeat
 

@@ -1,6 +1,6 @@
 """The queue workers of one model service process: one ``Worker`` per stream partition
 of its model version (``AXON_PARTITIONS``; one by default), sharing the process's ONNX
-Runtime session, Redis client and metrics.
+Runtime session, Redis client, metrics and tracing.
 
 Each partition's worker is a full worker (its own read loop, claims, outbox and
 heartbeat under its own consumer name), so everything said of one worker holds per
@@ -13,6 +13,7 @@ import asyncio
 from typing import Any
 
 from services.contract.protocol import RedisClient
+from services.contract.tracing import Tracing
 from services.runtime.metrics import WorkerMetrics
 from services.runtime.session import ModelSession
 from services.runtime.settings import WorkerSettings
@@ -29,9 +30,10 @@ class WorkerGroup:
         settings: WorkerSettings,
         *,
         metrics: WorkerMetrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.workers = [
-            Worker(redis, session, settings, metrics=metrics, partition=p)
+            Worker(redis, session, settings, metrics=metrics, partition=p, tracing=tracing)
             for p in range(settings.partitions)
         ]
 

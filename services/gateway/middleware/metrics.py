@@ -8,13 +8,18 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.contract.tracing import current_exemplar
 from services.gateway.metrics import RequestRecorder
 
 
 class MetricsMiddleware:
-    def __init__(self, app: ASGIApp, recorder: RequestRecorder) -> None:
+    """``exemplars``: tracing is on; each duration carries the request's trace id (the
+    current span, ``middleware.tracing``)."""
+
+    def __init__(self, app: ASGIApp, recorder: RequestRecorder, exemplars: bool = False) -> None:
         self.app = app
         self.recorder = recorder
+        self.exemplars = exemplars
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -40,4 +45,5 @@ class MetricsMiddleware:
                 state.get("endpoint", "other"),
                 status,
                 time.perf_counter() - started,
+                current_exemplar() if self.exemplars else None,
             )

@@ -1,5 +1,6 @@
 """Accept the client's ``X-Request-ID`` (or make one), keep it in ``scope["state"]``,
-echo it on the response, and log one line per request with it."""
+echo it on the response, make it the current request id of log lines
+(``logs.REQUEST_ID``), and log one line per request with it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.contract.logs import REQUEST_ID
 from services.gateway.fields import request_id
 
 log = logging.getLogger("services.gateway.access")
@@ -43,6 +45,7 @@ class RequestIdMiddleware:
                 message["headers"] = [*message.get("headers", []), (HEADER, rid.encode())]
             await send(message)
 
+        token = REQUEST_ID.set(rid)
         try:
             await self.app(scope, receive, send_with_id)
         finally:
@@ -55,3 +58,4 @@ class RequestIdMiddleware:
                     (time.perf_counter() - state["started"]) * 1000,
                     rid,
                 )
+            REQUEST_ID.reset(token)
