@@ -45,21 +45,26 @@ REQUIRED = {"AXON_REDIS_URL": "redis://127.0.0.1:6379/0"}
 
 
 def worker_names(family: str) -> set[str]:
-    """Every AXON_* name WorkerSettings.from_env looks up for ``family``."""
+    """Every AXON_* name a model service reads for ``family``: WorkerSettings.from_env
+    and the logging settings (``logs.configure``)."""
+    from services.contract.logs import log_settings
     from services.runtime.settings import WorkerSettings
 
     env = RecordingEnv(REQUIRED)
     WorkerSettings.from_env(env, family)
+    log_settings(env)
     return {n for n in env.read if AXON_NAME.fullmatch(n)}
 
 
 def gateway_names() -> set[str]:
     """Every AXON_* name the gateway reads: its settings object plus direct reads in
-    services/gateway/ (log level, access log)."""
+    services/gateway/ (access log) and the logging settings (``logs.log_settings``)."""
+    from services.contract.logs import log_settings
     from services.gateway.settings import GatewaySettings
 
     env = RecordingEnv(REQUIRED)
     GatewaySettings.from_env(env)
+    log_settings(env)
     return {n for n in env.read if AXON_NAME.fullmatch(n)} | direct_reads(
         ROOT / "services" / "gateway"
     )

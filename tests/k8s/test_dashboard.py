@@ -81,3 +81,14 @@ def test_every_metric_is_on_the_dashboard() -> None:
     shown = {_metric(s, known) for e in expressions() for s in re.findall(r"\baxon_\w+", e)}
     missing = set(known) - shown
     assert not missing, f"metrics with no panel: {sorted(missing)}"
+
+
+def test_latency_panels_show_exemplars() -> None:
+    """Every latency quantile of a histogram that carries exemplars (trace ids) shows
+    them, so a slow bucket links to a trace (docs/observability.md)."""
+    dash = json.loads(DASHBOARD.read_text())
+    with_exemplars = ("axon_request_duration_seconds", "axon_queue_wait_seconds")
+    targets = [t for p in dash["panels"] for t in p["targets"]]
+    chosen = [t for t in targets if any(f"{m}_bucket" in t["expr"] for m in with_exemplars)]
+    chosen = [t for t in chosen if "axon_worker_" not in t["expr"]]
+    assert len(chosen) >= 5 and all(t.get("exemplar") is True for t in chosen)
