@@ -28,6 +28,8 @@ Redis time, ONNX Runtime runs from the executor's clock) are given explicit unix
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -41,8 +43,13 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Span, Tracer
 
+log = logging.getLogger(__name__)
+
 EXPORTERS = ("otlp", "console", "none")
 PROTOCOLS = ("http/protobuf", "grpc")
+
+STOP_EXPORT_S = 2.0
+"""Longest wait, when a process stops, for its last spans to be exported."""
 
 Exemplar = dict[str, str]
 """Prometheus exemplar labels of a sampled span: ``trace_id`` and ``span_id`` (hex)."""
@@ -152,7 +159,10 @@ class Tracing:
         given = OTELResourceDetector().detect().attributes
         defaults = {"service.name": service_name, **(attributes or {})}
         ours = {k: v for k, v in defaults.items() if k not in given}
-        provider = TracerProvider(resource=Resource.create().merge(Resource(ours)))
+        provider = TracerProvider(
+            resource=Resource.create().merge(Resource(ours)),
+            shutdown_on_exit=False,  # ``shutdown`` is bounded; the SDK's own is not
+        )
         provider.add_span_processor(BatchSpanProcessor(_exporter(config)))
         return cls(provider)
 
@@ -177,9 +187,24 @@ class Tracing:
         """A context whose current span is ``span``."""
         return self._trace.set_span_in_context(span, parent)
 
-    def shutdown(self) -> None:
-        """Export what is buffered and stop the exporter (bounded by its timeout)."""
-        self._provider.shutdown()
+    def shutdown(self, timeout_s: float = STOP_EXPORT_S) -> bool:
+        """Export what is buffered and stop the exporter, waiting at most ``timeout_s``
+        (a collector that accepts connections and never answers would otherwise hold a
+        stopping process for the exporter's timeout times its retries). False when
+        spans were left unexported."""
+        stopper = threading.Thread(
+            target=self._provider.shutdown, name="axon-tracing-stop", daemon=True
+        )
+        stopper.start()
+        stopper.join(timeout_s)
+        if stopper.is_alive():
+            log.warning(
+                "tracing: buffered spans not exported within %.0f s of stopping "
+                "(the OTLP endpoint does not answer); they are dropped",
+                timeout_s,
+            )
+            return False
+        return True
 
 
 def exemplar_of(span: Span) -> Exemplar | None:
