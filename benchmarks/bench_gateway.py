@@ -22,8 +22,12 @@ change is judged by ratios measured minutes apart on the same (shared) machine.
 ``--redis-cluster N`` also measures Axon on a local Redis Cluster of N masters
 (``axon-cluster``, with its Redis cost summed over the masters).
 
+``--traced`` also measures Axon with OpenTelemetry tracing on (``axon-traced``: every
+request sampled, the gateway and the worker exporting OTLP/HTTP to a local sink,
+``benchmarks/otlp_sink.py``): what turning tracing on costs. (Tracing off is ``axon``.)
+
     python benchmarks/bench_gateway.py --models-dir exported_models [--duration 10]
-        [--compare-tree DIR [--rounds N]] [--redis-cluster N]
+        [--compare-tree DIR [--rounds N]] [--redis-cluster N] [--traced]
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.otlp_sink import otlp_sink  # noqa: E402
 from benchmarks.redis_cost import RedisCost, RedisMeter  # noqa: E402
 from services.client.codec import encode_infer  # noqa: E402
 from services.runtime.redis_cluster import LocalRedisCluster  # noqa: E402
@@ -347,6 +352,11 @@ def main() -> int:
         metavar="N",
         help="also measure Axon with N gateway processes on one port, as 'axon-gwN'",
     )
+    parser.add_argument(
+        "--traced",
+        action="store_true",
+        help="also measure Axon with tracing on (every request sampled), as 'axon-traced'",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("bench: needs wrk (apt-get install -y wrk)", file=sys.stderr)
@@ -398,6 +408,17 @@ def main() -> int:
         runs += measure_axon(
             "axon-cluster", ROOT, models_dir, args.duration, tmp, cluster=args.redis_cluster
         )
+    if args.traced:
+        with otlp_sink() as sink:
+            traced = {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
+                "OTEL_TRACES_SAMPLER": "always_on",
+                "OTEL_BSP_SCHEDULE_DELAY": "200",
+            }
+            runs += measure_axon(
+                "axon-traced", ROOT, models_dir, args.duration, tmp, extra_env=traced
+            )
+            print(f"  axon-traced exported {sink.requests} OTLP requests, {sink.bytes:,} bytes")
     port = free_port()
     with spawn(
         [
@@ -438,7 +459,7 @@ def report_rounds(rounds: list[tuple[list[Run], list[Run]]]) -> None:
 def report(runs: list[Run]) -> None:
     by = {(r.server, r.concurrency): r for r in runs}
     several = sorted({r.server for r in runs if r.server.startswith("axon-gw")})
-    names = ["axon-before", "axon", *several, "axon-cluster", "bentoml", "starlette"]
+    names = ["axon-before", "axon", *several, "axon-cluster", "axon-traced", "bentoml", "starlette"]
     servers = [s for s in names if (s, 1) in by]
     print("\n| c | server | req/s | p50 ms | p99 ms | non-2xx |")
     print("|---|---|---|---|---|---|")
@@ -466,6 +487,12 @@ def report(runs: list[Run]) -> None:
             line += f" {a.requests_per_s / by[('axon-before', c)].requests_per_s:.2f}× |"
         print(line)
     report_redis([by[("axon", c)] for c in CONCURRENCY])
+    if ("axon-traced", 1) in by:
+        ratios = ", ".join(
+            f"c={c} {by[('axon-traced', c)].requests_per_s / by[('axon', c)].requests_per_s:.2f}×"
+            for c in CONCURRENCY
+        )
+        print(f"\nTracing on, every request sampled (axon-traced / axon req/s): {ratios}")
     if ("axon-cluster", 1) in by:
         ratios = ", ".join(
             f"c={c} {by[('axon-cluster', c)].requests_per_s / by[('axon', c)].requests_per_s:.2f}×"

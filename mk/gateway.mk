@@ -21,4 +21,4 @@ bench-protocols: install ## REST JSON vs REST binary vs gRPC per request (1 and 
 
 bench: install bench-tools bench-protocols ## bench-protocols, then the gateway benchmark: Axon vs BentoML adaptive batching vs Starlette+ORT (c=1/16/64)
 	@test -f $(MODELS_DIR)/digits-cnn/1/model.onnx || $(PY) -m training models --models-dir $(MODELS_DIR)
-	$(PY) benchmarks/bench_gateway.py --models-dir $(MODELS_DIR) $(BENCH_ARGS)
+	$(PY) benchmarks/bench_gateway.py --models-dir $(MODELS_DIR) --traced $(BENCH_ARGS)

@@ -9,7 +9,8 @@ their own.
 - 16 concurrent requests → one batch span linked from the 16 traces, with its ONNX
   Runtime run of 16 rows;
 - a gRPC ModelInfer with ``traceparent`` metadata → a SERVER span with ``rpc.*``;
-- the gateway's log lines are JSON objects carrying the request id and trace id.
+- the gateway's log lines are JSON objects carrying the request id and trace id;
+- a collector that never answers changes nothing for clients, nor for a stop.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -287,3 +291,70 @@ def test_grpc_infer_continues_the_callers_trace(traced: TracedStack) -> None:
     assert server.attributes["rpc.method"] == "ModelInfer"
     assert server.attributes["rpc.grpc.status_code"] == 0
     assert server.attributes["axon.model"] == "digits-cnn"
+
+
+def test_a_stalled_collector_changes_nothing_for_clients(e2e_repo: Path, tmp_path: Path) -> None:
+    """A collector that accepts connections and never answers: requests are answered
+    as before (spans are dropped), and SIGTERM still stops the gateway promptly (it
+    waits at most 2 s for its last spans; without that bound, 30 s)."""
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(64)
+    accepted: list[socket.socket] = []
+    threading.Thread(
+        target=lambda: accepted.extend(iter(lambda: hole.accept()[0], None)), daemon=True
+    ).start()
+    redis = ManagedRedis()
+    redis.start()
+    port = free_port()
+    env = {
+        **os.environ,
+        **STACK_ENV,
+        "AXON_REDIS_URL": redis.url,
+        "AXON_MODELS_DIR": str(e2e_repo),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{hole.getsockname()[1]}",
+        "OTEL_BSP_SCHEDULE_DELAY": "20",
+    }
+    log_path = tmp_path / "gateway.log"
+    with log_path.open("wb") as log:
+        gateway = subprocess.Popen(
+            [sys.executable, "-m", "services.gateway", "--port", str(port), "--grpc-port", "0"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def up() -> bool:
+            assert gateway.poll() is None, log_path.read_text()[-3000:]
+            try:
+                return httpx.get(f"{url}/healthz/ready", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, timeout_s=60, what="gateway up")
+        with httpx.Client(base_url=url, timeout=10) as client:
+            for n in range(200):
+                header, _, _ = _traceparent(1000 + n)
+                assert (
+                    client.get("/v2/health/live", headers={"traceparent": header}).status_code
+                    == 200
+                )
+                # No worker serves spare-cnn: answered 503 at once, traced as an error.
+                refused = client.post(
+                    "/v1/models/spare-cnn/classify",
+                    json={"images": images(1)},
+                    headers={"traceparent": header},
+                )
+                assert refused.status_code == 503, refused.text
+        assert accepted, "the exporter never tried the collector"
+        gateway.send_signal(signal.SIGTERM)
+        gateway.wait(timeout=15)  # a hang guard, not a speed check: unbounded it took 30 s
+        assert "not exported within 2 s" in log_path.read_text()
+    finally:
+        if gateway.poll() is None:
+            gateway.kill()
+            gateway.wait()
+        redis.stop()
+        hole.close()
