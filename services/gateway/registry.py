@@ -25,7 +25,7 @@ from services.contract.protocol import WorkerInfo
 from services.contract.resilience import FailureLog
 from services.gateway.errors import NotFoundError, UnavailableError
 from services.gateway.hold import NO_HOLD, HoldPolicy
-from services.gateway.routing_rules import RoutingRule, choose, decode_rule
+from services.gateway.routing_rules import RoutingRule, choose, decode_rule, effective_weights
 from services.gateway.transport import Transport, TransportDown, TransportError
 
 log = logging.getLogger(__name__)
@@ -266,13 +266,17 @@ class Registry:
         """The version an unversioned request for ``model`` goes to, and why: by the
         model's routing rule (``routing_rules.choose``; ``header(name)`` gives the
         request's sticky header value) or, with no rule, the default (``lookup(model)``,
-        reason None). A rule whose versions have no live worker falls back to the
-        default. 404 for an unknown model."""
+        reason None). A rule whose versions have no live worker weighs the held ones
+        instead (``AXON_HOLD_WITHOUT_WORKERS``: at zero, a rule pinning version 1 keeps
+        holding for 1), and with none of those falls back to the default. 404 for an
+        unknown model."""
         rule = self._rules.get(model)
         if rule is None:
             return self.lookup(model), None
         versions = self._models.get(model) or [self.lookup(model)]  # 404 if unknown
         ready = {mv.version for mv in versions if mv.ready}
+        if not effective_weights(rule, ready):
+            ready = {mv.version for mv in versions if self.held(mv)}
         sticky = header(rule.sticky_header) if rule.sticky_header else None
         draw = self._draw() if sticky is None else 0.0
         version, reason = choose(rule, ready, sticky_value=sticky, draw=draw)

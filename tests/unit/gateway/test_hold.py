@@ -18,6 +18,7 @@ from services.contract.protocol import WorkerInfo
 from services.gateway.errors import NotFoundError, UnavailableError
 from services.gateway.hold import NO_HOLD, HoldPolicy
 from services.gateway.registry import Registry
+from services.gateway.routing_rules import REASON_NONE_READY, REASON_WEIGHTS, RoutingRule
 from services.gateway.settings import GatewaySettings
 from services.gateway.transport_memory import MemoryTransport
 
@@ -200,3 +201,30 @@ def test_a_held_version_missing_from_the_repository_is_logged(
     assert len(warned) == 1 and "names digits-cnn:5, which" in warned[0], warned
     with pytest.raises(NotFoundError):
         registry.ready("digits-cnn", 5)
+
+
+def test_at_zero_a_routing_rule_weighs_the_held_versions(repo: Path) -> None:
+    # The rollout's first step pins version 1 (docs/rollouts.md); v2 is already in the
+    # model volume. At zero, unversioned requests keep going to v1, not to the highest.
+    registry, _ = registry_for(repo, HoldPolicy.parse("digits-cnn"))
+    registry.set_rule("digits-cnn", RoutingRule(((1, 100), (2, 0))))
+    mv, reason = registry.route("digits-cnn", lambda _: None)
+    assert (mv.version, reason) == (1, REASON_WEIGHTS)
+    assert registry.ready("digits-cnn", mv.version) is mv
+
+
+def test_a_rule_whose_versions_are_not_held_falls_back_to_the_default(repo: Path) -> None:
+    registry, _ = registry_for(repo, HoldPolicy.parse("digits-cnn:2"))
+    registry.set_rule("digits-cnn", RoutingRule(((1, 100),)))
+    mv, reason = registry.route("digits-cnn", lambda _: None)
+    assert (mv.version, reason) == (2, REASON_NONE_READY)  # the highest held
+
+
+def test_a_rule_with_a_ready_version_ignores_the_held_ones(repo: Path) -> None:
+    registry, queue = registry_for(repo, HoldPolicy(every=True))
+    queue.register(worker(repo, "digits-cnn", 2))
+    asyncio.run(registry.refresh())
+    registry.set_rule("digits-cnn", RoutingRule(((1, 50), (2, 50))))
+    for _ in range(20):  # v1 has no worker: every draw lands on v2
+        mv, reason = registry.route("digits-cnn", lambda _: None)
+        assert (mv.version, reason) == (2, REASON_WEIGHTS)
