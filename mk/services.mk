@@ -2,10 +2,13 @@
 PY ?= .venv/bin/python
 MODELS_DIR ?= exported_models
 
-.PHONY: bench-worker gpu-check
+.PHONY: bench-worker bench-cold-start gpu-check
 
 bench-worker: ## requests/s through Redis to one worker, max batch 1 vs 64, per model family
 	$(PY) benchmarks/bench_worker.py --models-dir $(MODELS_DIR)
+
+bench-cold-start: ## a held request answered by a worker started with it (scale from zero), per family
+	$(PY) benchmarks/bench_cold_start.py --models-dir $(MODELS_DIR)
 
 gpu-check: ## on an NVIDIA GPU machine, CUDA provider used, CUDA vs CPU diffs, throughput
 	PYTHON=$(PY) bash scripts/gpu_check.sh $(MODELS_DIR)

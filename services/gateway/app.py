@@ -71,6 +71,7 @@ def create_app(
             queue,
             refresh_ms=settings.registry_refresh_ms,
             no_worker_wait_ms=settings.no_worker_wait_ms,
+            hold=settings.hold_without_workers,
             draw=draw,
         )
         if settings.models_dir is not None:

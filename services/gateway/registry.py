@@ -1,8 +1,10 @@
 """What the gateway knows about models: live workers (the transport's registry view of
 their heartbeats) and the metadata they publish, refreshed by one background task; plus
 models seen earlier or found in the local model repository, so a model whose workers
-are all gone answers 503 (known, not ready) instead of 404 (unknown). The same refresh
-reads the models' routing rules (``routing_rules``): ``route`` applies them.
+are all gone answers 503 (known, not ready) instead of 404 (unknown), or, for a version
+the ``HoldPolicy`` holds (``AXON_HOLD_WITHOUT_WORKERS``), takes requests that wait for a
+worker to start (scale from zero). The same refresh reads the models' routing rules
+(``routing_rules``): ``route`` applies them.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from services.contract.metadata import MODEL_NAME, VERSION, ModelMetadata, parse
 from services.contract.protocol import WorkerInfo
 from services.contract.resilience import FailureLog
 from services.gateway.errors import NotFoundError, UnavailableError
-from services.gateway.routing_rules import RoutingRule, choose, decode_rule
+from services.gateway.hold import NO_HOLD, HoldPolicy
+from services.gateway.routing_rules import RoutingRule, choose, decode_rule, effective_weights
 from services.gateway.transport import Transport, TransportDown, TransportError
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,7 @@ class Registry:
         *,
         refresh_ms: int,
         no_worker_wait_ms: int = 0,
+        hold: HoldPolicy = NO_HOLD,
         clock: Callable[[], float] = time.monotonic,
         draw: Callable[[], float] = random.random,
     ) -> None:
@@ -88,6 +92,7 @@ class Registry:
         write must not put the older rule back."""
         self._refresh_s = refresh_ms / 1000
         self._no_worker_wait_ms = no_worker_wait_ms
+        self._hold = hold
         self._clock = clock
         self._last_seen: dict[tuple[str, int], float] = {}
         self._warned: set[str] = set()
@@ -111,6 +116,12 @@ class Registry:
                 log.warning("ignoring %s: %s", path, exc)
                 continue
             self._known[(metadata.name, metadata.version)] = metadata
+        for model, version in sorted(self._hold.versions - set(self._known)):
+            log.warning(
+                "AXON_HOLD_WITHOUT_WORKERS names %s:%d, which the model repository %s lacks: "
+                "its requests get 404 until a worker has served it",
+                model, version, root,
+            )  # fmt: skip
         self._rebuild([])
 
     async def refresh(self) -> None:
@@ -216,14 +227,16 @@ class Registry:
         return self._models
 
     def lookup(self, model: str, version: str | int | None = None) -> ModelVersion:
-        """A known model version (``None`` = the highest ready one, else the highest);
-        404 for an unknown model or version. Readiness is not checked."""
+        """A known model version (``None`` = the highest ready one, else the highest
+        held one, else the highest); 404 for an unknown model or version. Readiness is
+        not checked."""
         versions = self._models.get(model)
         if not versions:
             raise NotFoundError(f"model {model!r} is not served here (see GET /v1/models)")
         if version is None or version == "":
             ready = [mv for mv in versions if mv.ready]
-            return (ready or versions)[-1]
+            held = [mv for mv in versions if self.held(mv)]
+            return (ready or held or versions)[-1]
         number = _version_number(version)
         for mv in versions:
             if mv.version == number:
@@ -253,13 +266,17 @@ class Registry:
         """The version an unversioned request for ``model`` goes to, and why: by the
         model's routing rule (``routing_rules.choose``; ``header(name)`` gives the
         request's sticky header value) or, with no rule, the default (``lookup(model)``,
-        reason None). A rule whose versions have no live worker falls back to the
-        default. 404 for an unknown model."""
+        reason None). A rule whose versions have no live worker weighs the held ones
+        instead (``AXON_HOLD_WITHOUT_WORKERS``: at zero, a rule pinning version 1 keeps
+        holding for 1), and with none of those falls back to the default. 404 for an
+        unknown model."""
         rule = self._rules.get(model)
         if rule is None:
             return self.lookup(model), None
         versions = self._models.get(model) or [self.lookup(model)]  # 404 if unknown
         ready = {mv.version for mv in versions if mv.ready}
+        if not effective_weights(rule, ready):
+            ready = {mv.version for mv in versions if self.held(mv)}
         sticky = header(rule.sticky_header) if rule.sticky_header else None
         draw = self._draw() if sticky is None else 0.0
         version, reason = choose(rule, ready, sticky_value=sticky, draw=draw)
@@ -267,13 +284,14 @@ class Registry:
 
     def ready(self, model: str, version: str | int | None = None) -> ModelVersion:
         """``lookup`` plus 503 when the queue is down, or when no live worker serves the
-        version and none did within the last ``no_worker_wait_ms`` (a worker that is
+        version, none did within the last ``no_worker_wait_ms`` (a worker that is
         restarting: its requests are queued, durable, and wait for it until their
-        deadline)."""
+        deadline) and the hold policy does not hold it (``held``: its requests wait
+        the same way for a worker that has yet to start)."""
         mv = self.lookup(model, version)
         if not self.reachable:
             raise UnavailableError(f"{self._transport.name} is unreachable; try again shortly")
-        if not mv.ready and not self.recently_served(mv):
+        if not mv.ready and not self.recently_served(mv) and not self.held(mv):
             raise UnavailableError(
                 f"model {model!r} version {mv.version} has no live worker; try again shortly"
             )
@@ -287,6 +305,11 @@ class Registry:
             for mv in versions:
                 if not self.reachable:
                     reason = f"{self._transport.name} is unreachable"
+                elif not mv.ready and self.held(mv):
+                    reason = (
+                        "no live worker serves it; its requests are held until a worker "
+                        "starts or their deadline passes (AXON_HOLD_WITHOUT_WORKERS)"
+                    )
                 elif not mv.ready:
                     reason = "no live worker serves it"
                 else:
@@ -315,6 +338,11 @@ class Registry:
         else:
             selected = [self.lookup(model, version)]
         return [self.stats(mv) for mv in selected]
+
+    def held(self, mv: ModelVersion) -> bool:
+        """Requests for ``mv`` are queued even with no live worker
+        (``AXON_HOLD_WITHOUT_WORKERS``)."""
+        return self._hold.holds(mv.name, mv.version)
 
     def recently_served(self, mv: ModelVersion) -> bool:
         """A worker served ``mv`` within the last ``no_worker_wait_ms``."""

@@ -18,6 +18,7 @@ from services.contract import redis_client
 from services.contract.errors import SettingsError
 from services.contract.metadata import MODEL_NAME
 from services.contract.tracing import TracingConfig
+from services.gateway.hold import NO_HOLD, HoldPolicy
 
 T = TypeVar("T")
 
@@ -56,6 +57,10 @@ class GatewaySettings:
     """A model version whose workers all vanished less than this long ago still takes
     requests (queued, durable; they wait for a worker until their deadline): a worker
     restart costs no failed requests. After it, 503 at once."""
+    hold_without_workers: HoldPolicy = NO_HOLD
+    """``AXON_HOLD_WITHOUT_WORKERS``: model versions whose requests are queued and wait
+    for a worker (until their deadline) even when none serves them and none did within
+    ``no_worker_wait_ms``: scale from zero (``hold``, docs/gateway.md)."""
     grpc_port: int = 8001
     """Port of the OIP gRPC server in the gateway process (Triton's 8001); 0 = none."""
     grpc_host: str = "127.0.0.1"
@@ -126,6 +131,7 @@ class GatewaySettings:
             idempotency_max_bytes=read("AXON_IDEMPOTENCY_MAX_BYTES", _positive_int, 1024 * 1024),
             backlog_bytes=read("AXON_BACKLOG_BYTES", _positive_int, 64 * 1024 * 1024),
             no_worker_wait_ms=read("AXON_NO_WORKER_WAIT_MS", _non_negative_int, 15_000),
+            hold_without_workers=read("AXON_HOLD_WITHOUT_WORKERS", HoldPolicy.parse, NO_HOLD),
             grpc_port=read("AXON_GRPC_PORT", _port, cls.grpc_port),
             # --- slow clients, connections, images ---
             header_timeout_s=read("AXON_HEADER_TIMEOUT_S", _positive_float, cls.header_timeout_s),

@@ -27,7 +27,7 @@ Obj = dict[str, Any]
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
 LONG_RUNNING_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 
-SERVING_OVERLAYS = ("overlays/cpu", "overlays/gpu")
+SERVING_OVERLAYS = ("overlays/cpu", "overlays/gpu", "overlays/scale-to-zero")
 """Each one is a complete deployment of the serving stack."""
 
 ROLLOUTS = "rollouts"

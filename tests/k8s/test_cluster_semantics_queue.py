@@ -40,7 +40,7 @@ from tests.k8s.manifests import (
     pod_spec,
     render,
 )
-from tests.k8s.test_config import family, model_services, provided
+from tests.k8s.test_config import family, gateway_hold, model_services, provided
 from tests.k8s.test_policy import EXTERNAL_SECRETS
 
 TRAINING = [k for k in kustomizations() if k.startswith("training/")]
@@ -353,8 +353,9 @@ def test_training_variants_have_jobs_of_their_own() -> None:
 # --- node drains: PodDisruptionBudgets against the autoscalers' minimum ------------------
 
 DRAIN_EXCEPTIONS = {
-    ("overlays/cpu", "axon-gateway"): "a one-node laptop cluster: draining its node stops "
-    "every pod whatever the budget; overlays/cpu sets the gateway's minimum to 1",
+    (overlay, "axon-gateway"): "a one-node laptop cluster: draining its node stops "
+    "every pod whatever the budget; overlays/cpu sets the gateway's minimum to 1"
+    for overlay in ("overlays/cpu", "overlays/scale-to-zero")  # the latter is cpu + a component
 }
 
 
@@ -404,6 +405,16 @@ def test_a_drain_at_the_minimum_leaves_a_pod_and_is_not_blocked(overlay: str) ->
         ]
         assert len(pdbs) == 1, f"{target}: {len(pdbs)} PodDisruptionBudgets"
         lowest = minimums[target]
+        if lowest == 0:
+            # Scales to zero (components/scale-to-zero): at its usual one pod a drain may
+            # evict it and must not be blocked; the gateway holds the requests until the
+            # replacement pod (the Deployment still wants one) is up.
+            (scaled,) = [s for s in of_kind(objs, "ScaledObject")
+                         if s["spec"]["scaleTargetRef"]["name"] == target]  # fmt: skip
+            settings = scale_target_settings(objs, scaled)
+            assert gateway_hold(objs).holds(settings.model, settings.model_version or 0), target
+            assert desired_healthy(pdbs[0], 1) == 0, f"{target}: a drain at 1 pod is blocked"
+            continue
         healthy = desired_healthy(pdbs[0], lowest)
         assert healthy >= 1, f"{target}: at {lowest} replicas a drain may evict every pod"
         assert healthy <= lowest - 1, f"{target}: at {lowest} replicas a drain is blocked"

@@ -107,8 +107,17 @@ def rolled_tree(root: Path) -> list[str]:
             script(fam, str(version), "--k8s", str(root))
             rollouts.add(f"{ROLLOUTS}/{fam}-v{version}")
     for overlay in SERVING_OVERLAYS:
-        include(root / overlay, sorted(rollouts))
+        if not builds_on_a_serving_overlay(root, overlay):  # else it has them through it
+            include(root / overlay, sorted(rollouts))
     return sorted(rollouts)
+
+
+def builds_on_a_serving_overlay(root: Path, overlay: str) -> bool:
+    """``overlay`` lists another serving overlay among its resources (overlays/scale-to-zero
+    is overlays/cpu plus a component)."""
+    doc = yaml.safe_load((root / overlay / "kustomization.yaml").read_text())
+    others = {(root / o).resolve() for o in SERVING_OVERLAYS if o != overlay}
+    return any((root / overlay / r).resolve() in others for r in doc.get("resources", []))
 
 
 @pytest.fixture(scope="module")
