@@ -126,9 +126,7 @@ def test_unknown_malformed_and_other_principals_jobs_are_404(tmp_path: Path) -> 
     env = {"AXON_API_KEYS": "key-alice-123,key-bob-4567"}
     alice, bob = {"X-API-Key": "key-alice-123"}, {"X-API-Key": "key-bob-4567"}
     with stack(tmp_path, env, serve=[CLASSIFIER]) as gw:
-        location = _submit(gw.client, INFER, json=infer_image(1), headers=alice).headers[
-            "Location"
-        ]
+        location = _submit(gw.client, INFER, json=infer_image(1), headers=alice).headers["Location"]
         assert _finished(gw.client, location, alice)["status"] == "succeeded"
         other = gw.client.get(location, headers=bob)
         assert other.status_code == 404 and "another API key" in other.json()["error"]
