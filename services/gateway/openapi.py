@@ -119,7 +119,9 @@ _ACCEPTED = {
         id={"type": "string"}, status={"type": "string", "enum": ["pending"]},
         status_url={"type": "string"}, result_url={"type": "string"})}},
 }  # fmt: skip
-_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {
+    "type": "string", "pattern": r"^[a-z0-9][a-z0-9-]{0,62}\.[1-9][0-9]*\.[0-9a-f]{32}$",
+    "description": "{model}.{version}.{token}, as the 202 gave it"}}  # fmt: skip
 _JOB_STATUS = _obj(
     id={"type": "string"},
     status={"type": "string", "enum": ["pending", "succeeded", "failed"]},
