@@ -6,7 +6,10 @@ BENCH_ARGS ?=
 # e.g. PROTOCOL_BENCH_ARGS="--duration 2 --worker onnx" (see benchmarks/bench_binary.py)
 PROTOCOL_BENCH_ARGS ?=
 
-.PHONY: bench bench-tools bench-protocols
+# e.g. JOBS_BENCH_ARGS="--rounds 5 --concurrency 16" (see benchmarks/bench_jobs.py)
+JOBS_BENCH_ARGS ?=
+
+.PHONY: bench bench-tools bench-protocols bench-jobs
 
 # wrk drives the load (Debian's package); installed when missing, as `make tools` does for tests.
 bench-tools: ## install wrk (the benchmark's load generator) when it is missing
@@ -22,3 +25,7 @@ bench-protocols: install ## REST JSON vs REST binary vs gRPC per request (1 and 
 bench: install bench-tools bench-protocols ## bench-protocols, then the gateway benchmark: Axon vs BentoML adaptive batching vs Starlette+ORT (c=1/16/64)
 	@test -f $(MODELS_DIR)/digits-cnn/1/model.onnx || $(PY) -m training models --models-dir $(MODELS_DIR)
 	$(PY) benchmarks/bench_gateway.py --models-dir $(MODELS_DIR) --traced $(BENCH_ARGS)
+
+bench-jobs: install ## sync p50/p99 alone vs with 1,000 async jobs queued / submitted meanwhile (ratios; benchmarks/bench_jobs.py)
+	@test -f $(MODELS_DIR)/digits-cnn/1/model.onnx || $(PY) -m training models --models-dir $(MODELS_DIR)
+	$(PY) benchmarks/bench_jobs.py --models-dir $(MODELS_DIR) $(JOBS_BENCH_ARGS)

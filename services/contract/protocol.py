@@ -26,6 +26,10 @@ model version lives on one node and no command is CROSSSLOT (``slot_tag``).
   into K streams; partition 0 is the keys above, partition p ≥ 1 the same keys with the
   tag ``{model:version:p}`` (its own slot, so a cluster spreads them over its nodes).
   Heartbeats stay under ``{model:version}``.
+- Async jobs (``services.contract.jobs``): ``axon:qj:{model:version}`` (a second,
+  lower-priority request stream), ``axon:qjb:{model:version}`` (its byte counter) and
+  ``axon:job:{model:version}:{digest}`` (a job and its stored reply), in the version's
+  slot.
 - ``axon:idem:{digest}``: an ``Idempotency-Key``'s record (msgpack: pending, or the
   stored response), with a TTL (``AXON_IDEMPOTENCY_TTL_S``).
 - ``axon:route:{model}``: the model's routing rule (JSON ``{"weights": {"1": 90, "2":
@@ -802,6 +806,27 @@ async def dead_letter(
     """
     stream = stream_key(model, version, partition)
     dead = dlq_key(model, version, partition)
+    fields = dead_letter_fields(entry, stream, reason=reason, consumer=consumer)
+    body = entry.fields.get(FIELD_BODY, b"")
+    pipe = redis.pipeline(transaction=True)
+    pipe.xadd(dead, fields, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+    pipe.expire(dead, DLQ_TTL_S)
+    if body:
+        pipe.decrby(queued_bytes_key(stream), len(body))
+    if reply is not None:
+        pipe.rpush(reply.reply_to, encode_reply(reply.reply))
+        pipe.expire(reply.reply_to, reply_ttl_s)
+    pipe.xack(stream, GROUP, entry.entry_id)
+    pipe.xdel(stream, entry.entry_id)
+    await pipe.execute()
+
+
+def dead_letter_fields(
+    entry: StreamEntry, stream: str, *, reason: str, consumer: str
+) -> dict[bytes, bytes]:
+    """The fields of ``entry``'s dead letter (``dead_letter``): its own (the body cut to
+    ``DLQ_MAX_BODY_BYTES``) plus ``stream``, ``entry``, ``deliveries``, ``reason``,
+    ``consumer``, ``at``, ``body_bytes`` (and ``body_truncated``)."""
     fields: dict[bytes, bytes] = dict(entry.fields)
     body = fields.get(FIELD_BODY, b"")
     if len(body) > DLQ_MAX_BODY_BYTES:
@@ -818,17 +843,7 @@ async def dead_letter(
             b"at": str(int(time.time() * 1000)).encode(),
         }
     )
-    pipe = redis.pipeline(transaction=True)
-    pipe.xadd(dead, fields, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
-    pipe.expire(dead, DLQ_TTL_S)
-    if body:
-        pipe.decrby(queued_bytes_key(stream), len(body))
-    if reply is not None:
-        pipe.rpush(reply.reply_to, encode_reply(reply.reply))
-        pipe.expire(reply.reply_to, reply_ttl_s)
-    pipe.xack(stream, GROUP, entry.entry_id)
-    pipe.xdel(stream, entry.entry_id)
-    await pipe.execute()
+    return fields
 
 
 async def publish_heartbeat(redis: RedisClient, info: WorkerInfo, *, ttl_ms: int) -> None:

@@ -13,7 +13,9 @@ dead-letter entry format is the one ``protocol.dead_letter`` writes.
   enqueue time, so an entry carrying ``budget`` gets its whole deadline budget again
   (an older entry with only an absolute ``deadline`` is likely answered as expired).
   Its reply goes where the original one did (``reply``): the caller that waited has
-  long had its error, so nobody may read it; the list expires with its TTL.
+  long had its error, so nobody may read it; the list expires with its TTL. A job's
+  entry (its ``reply`` a job key, ``services.contract.jobs``) goes back to the job
+  stream instead, and its new answer replaces the job's stored error.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any, Final
 
 from redis.exceptions import NoScriptError
 
+from services.contract.jobs import job_bytes_key, job_stream_key
 from services.contract.protocol import (
     FIELD_BODY,
     FIELD_ID,
@@ -175,6 +178,7 @@ end
 local fields = found[1][2]
 local keep = {}
 local size = 0
+local job = false
 for i = 1, #fields, 2 do
   local name = fields[i]
   if name == 'body_truncated' and fields[i + 1] == '1' then
@@ -185,14 +189,23 @@ for i = 1, #fields, 2 do
     keep[#keep + 1] = fields[i + 1]
     if name == 'body' then
       size = string.len(fields[i + 1])
+    elseif name == 'reply' and string.sub(fields[i + 1], 1, 9) == 'axon:job:' then
+      job = true
     end
   end
 end
-local id = redis.call('XADD', KEYS[2], '*', unpack(keep))
+local stream, counter = KEYS[2], KEYS[3]
+if job then
+  stream, counter = KEYS[4], KEYS[5]
+end
+local id = redis.call('XADD', stream, '*', unpack(keep))
 if size > 0 then
-  redis.call('INCRBY', KEYS[3], size)
+  redis.call('INCRBY', counter, size)
 end
 redis.call('XDEL', KEYS[1], ARGV[1])
+if job then
+  return {id}
+end
 return id
 """
 _REDRIVE_SHA = hashlib.sha1(_REDRIVE.encode()).hexdigest()
@@ -207,7 +220,16 @@ async def redrive(
     truncated."""
     for partition in range(partitions):
         stream = stream_key(model, version, partition)
-        keys = (dlq_key(model, version, partition), stream, queued_bytes_key(stream))
+        keys: tuple[str, ...] = (
+            dlq_key(model, version, partition), stream, queued_bytes_key(stream),
+        )  # fmt: skip
+        # A job's dead letter (its reply is a job key) goes back to the job stream; only
+        # partition 0's slot holds jobs (elsewhere the job keys would be CROSSSLOT).
+        keys += (
+            (job_stream_key(model, version), job_bytes_key(model, version))
+            if partition == 0
+            else keys[1:]
+        )
         args = (dead_letter_id, *DEAD_LETTER_FIELDS)
         try:
             answer = await redis.evalsha(_REDRIVE_SHA, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
@@ -222,6 +244,8 @@ async def redrive(
             f"dead letter {dead_letter_id}: its body was cut to fit the dead-letter stream; "
             "it cannot be re-driven (send the request again)"
         )
+    if isinstance(answer, list):  # a job's entry, back on the job stream
+        return Redriven(job_stream_key(model, version), _text(answer[0]))
     return Redriven(stream, _text(answer))
 
 

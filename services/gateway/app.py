@@ -21,7 +21,7 @@ from starlette.types import Scope
 from services.contract.errors import AxonError
 from services.contract.resilience import cancel_and_wait
 from services.contract.tracing import Tracing
-from services.gateway import oip, openapi, routing_admin, task_endpoints
+from services.gateway import job_endpoints, oip, openapi, routing_admin, task_endpoints
 from services.gateway.console import routes as console
 from services.gateway.console.assets import ConsoleFiles
 from services.gateway.dispatcher import Dispatcher
@@ -129,6 +129,7 @@ def create_app(
     routes = [
         *oip.routes,
         *task_endpoints.routes,
+        *job_endpoints.routes,
         *routing_admin.routes,
         DirectRoute("/metrics", metrics_endpoint, methods=["GET"]),
         *openapi.routes,

@@ -36,6 +36,8 @@ class GatewayMetrics:
     inflight: Gauge
     rejected: Counter
     routed: Counter
+    jobs: Counter
+    job_polls: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> GatewayMetrics:
@@ -80,6 +82,19 @@ class GatewayMetrics:
                 "Unversioned requests a routing rule sent to a version, by model, version "
                 "and reason (weights, sticky, no_ready_version: the default was used)",
                 ["model", "version", "reason"],
+                registry=registry,
+            ),
+            jobs=Counter(
+                "axon_jobs_total",
+                "Async jobs (Prefer: respond-async) accepted (202), by model and status "
+                "(submitted)",
+                ["model", "status"],
+                registry=registry,
+            ),
+            job_polls=Counter(
+                "axon_job_polls_total",
+                "GET /v1/jobs/{id} answers by the job's status (pending, succeeded, failed)",
+                ["status"],
                 registry=registry,
             ),
         )

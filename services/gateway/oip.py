@@ -8,11 +8,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from services.gateway import job_endpoints, results
 from services.gateway.dispatcher import encode_body
 from services.gateway.errors import BadRequestError
-from services.gateway.oip_codec import encode_outputs, model_config, parse_infer
+from services.gateway.oip_codec import model_config, parse_infer
 from services.gateway.registry import ModelVersion
-from services.gateway.responses import JSON, BinaryTensors, FastJSON
+from services.gateway.responses import JSON
 from services.gateway.routing import DirectRoute
 from services.gateway.state import (
     deadline_ms,
@@ -21,7 +22,6 @@ from services.gateway.state import (
     read_infer,
     request_id,
     tag,
-    version_header,
 )
 
 EXTENSIONS = ["binary_tensor_data", "statistics", "model_repository"]
@@ -138,6 +138,9 @@ async def infer(request: Request) -> Response:
     oip_id, selection, as_raw = parsed.id, parsed.outputs, parsed.binary_outputs
     entry_body = encode_body(parsed.inputs, parsed.parameters)
     del parsed
+    if job_endpoints.requested(request):
+        options = results.options_for_infer(oip_id, selection, as_raw)
+        return await job_endpoints.submit(request, mv, entry_body, "infer", options)
     outputs = await state.dispatcher.infer(
         mv,
         entry_body,
@@ -145,14 +148,7 @@ async def infer(request: Request) -> Response:
         timeout_ms=timeout,
         arrived=request.state.arrived,
     )
-    body: dict[str, Any] = {"model_name": mv.name, "model_version": str(mv.version)}
-    if oip_id is not None:
-        body["id"] = oip_id
-    body["outputs"], raw = encode_outputs(outputs, mv.metadata, selection, as_raw)
-    as_json = [outputs[tensor["name"]] for tensor in body["outputs"] if "data" in tensor]
-    if raw:
-        return BinaryTensors(body, raw, finite=as_json, headers=version_header(mv))
-    return FastJSON(body, headers=version_header(mv), finite=as_json)
+    return results.render_infer(mv, outputs, oip_id, selection, as_raw)
 
 
 async def model_stats(request: Request) -> Response:

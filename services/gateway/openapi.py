@@ -103,12 +103,61 @@ _HEADER_LENGTH = {
 }
 
 
+_PREFER = {
+    "name": "Prefer",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "respond-async (RFC 7240): queue the request as an async job and answer "
+    '202 with Location: /v1/jobs/{id} (docs/gateway.md, "Async jobs")',
+}
+_ACCEPTED = {
+    "description": "queued as an async job (Prefer: respond-async); poll the Location",
+    "headers": {"Location": {"schema": {"type": "string"}},
+                "Preference-Applied": {"schema": {"type": "string"}}},
+    "content": {"application/json": {"schema": _obj(
+        id={"type": "string"}, status={"type": "string", "enum": ["pending"]},
+        status_url={"type": "string"}, result_url={"type": "string"})}},
+}  # fmt: skip
+_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {
+    "type": "string", "pattern": r"^[a-z0-9][a-z0-9-]{0,62}\.[1-9][0-9]*\.[0-9a-f]{32}$",
+    "description": "{model}.{version}.{token}, as the 202 gave it"}}  # fmt: skip
+_JOB_STATUS = _obj(
+    id={"type": "string"},
+    status={"type": "string", "enum": ["pending", "succeeded", "failed"]},
+    http_status=_INT,
+    result={"type": "object", "description": "succeeded: the synchronous JSON body"},
+    result_url={"type": "string"},
+    content_type={"type": "string"},
+    error=_obj(code={"type": "string"}, message={"type": "string"}),
+)
+
+
+def _async(operation: dict[str, Any]) -> dict[str, Any]:
+    """An inference operation that also takes ``Prefer: respond-async`` (202)."""
+    operation["responses"]["202"] = _ACCEPTED
+    operation["parameters"] = [*operation.get("parameters", []), _PREFER]
+    return operation
+
+
 def _infer_op() -> dict[str, Any]:
     operation = _op("Inference (OIP v2, JSON or binary tensor data)", _INFER)
     operation["requestBody"]["content"]["application/octet-stream"] = {"schema": _BINARY}
     operation["responses"]["200"] = _INFER_OK
     operation["parameters"] = [_HEADER_LENGTH]
-    return operation
+    return _async(operation)
+
+
+def _job_ops() -> dict[str, Any]:
+    status = _op("Async job status: pending (Retry-After), succeeded with the result, or "
+                 "failed with the error and the synchronous status")  # fmt: skip
+    status["responses"]["200"]["content"] = {"application/json": {"schema": _JOB_STATUS}}
+    result = _op("Async job result: exactly the synchronous response (202 while pending)")
+    result["responses"]["202"] = {"description": "pending"}
+    return {
+        "/v1/jobs/{job_id}": {"get": status, "parameters": [_JOB_ID]},
+        "/v1/jobs/{job_id}/result": {"get": result, "parameters": [_JOB_ID]},
+    }
 
 
 def _index_op() -> dict[str, Any]:
@@ -154,6 +203,7 @@ def spec() -> dict[str, Any]:
             "parameters": [_MODEL],
         },
         "/metrics": {"get": _op("Prometheus metrics")},
+        **_job_ops(),
     }  # fmt: skip
     for suffix, params in (("", [_MODEL]), ("/versions/{version}", [_MODEL, _VERSION])):
         base = "/v2/models/{model}" + suffix
@@ -174,11 +224,13 @@ def spec() -> dict[str, Any]:
         "/v1/models/{model}/generate",
     ):
         paths[path]["parameters"] = [_MODEL]  # fmt: skip
+        _async(paths[path]["post"])
     return {
         "openapi": "3.1.0",
         "info": {"title": "Axon gateway", "version": "1",
                  "description": "Open Inference Protocol v2 and task endpoints. Optional "
-                 "header X-Axon-Timeout-Ms sets the deadline; X-Request-ID is echoed."},
+                 "header X-Axon-Timeout-Ms sets the deadline; X-Request-ID is echoed; "
+                 "Prefer: respond-async makes an inference call an async job."},
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "paths": paths,
     }  # fmt: skip

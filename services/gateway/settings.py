@@ -69,6 +69,15 @@ class GatewaySettings:
     """How long an ``Idempotency-Key``'s response is kept for retries."""
     idempotency_max_bytes: int = 1024 * 1024
     """Responses larger than this are not kept (a retry with the key runs again)."""
+    job_ttl_s: int = 3600
+    """How long an async job (``Prefer: respond-async``) and its result are kept: from
+    submission, and again from its answer."""
+    job_timeout_ms: int = 600_000
+    """An async job's deadline (ms from submission); at most ``job_ttl_s``."""
+    job_backlog_limit: int = 10_000
+    """Jobs allowed in a model version's job stream before new ones get 429."""
+    job_backlog_bytes: int = 64 * 1024 * 1024
+    """Encoded request bytes of jobs queued per model version; beyond it, 429."""
     reuse_port: bool = False
     """Share the HTTP and gRPC ports with other gateway processes (SO_REUSEPORT):
     ``python -m services.gateway --reuse-port``, which ``axon serve --gateway-workers N``
@@ -130,6 +139,10 @@ class GatewaySettings:
             idempotency_ttl_s=read("AXON_IDEMPOTENCY_TTL_S", _positive_int, 3600),
             idempotency_max_bytes=read("AXON_IDEMPOTENCY_MAX_BYTES", _positive_int, 1024 * 1024),
             backlog_bytes=read("AXON_BACKLOG_BYTES", _positive_int, 64 * 1024 * 1024),
+            job_ttl_s=read("AXON_JOB_TTL_S", _positive_int, cls.job_ttl_s),
+            job_timeout_ms=read("AXON_JOB_TIMEOUT_MS", _positive_int, cls.job_timeout_ms),
+            job_backlog_limit=read("AXON_JOB_BACKLOG_LIMIT", _positive_int, cls.job_backlog_limit),
+            job_backlog_bytes=read("AXON_JOB_BACKLOG_BYTES", _positive_int, cls.job_backlog_bytes),
             no_worker_wait_ms=read("AXON_NO_WORKER_WAIT_MS", _non_negative_int, 15_000),
             hold_without_workers=read("AXON_HOLD_WITHOUT_WORKERS", HoldPolicy.parse, NO_HOLD),
             grpc_port=read("AXON_GRPC_PORT", _port, cls.grpc_port),
@@ -159,6 +172,12 @@ class GatewaySettings:
             raise SettingsError(
                 f"AXON_TIMEOUT_MS={settings.timeout_ms}: must not exceed "
                 f"AXON_MAX_TIMEOUT_MS ({settings.max_timeout_ms})"
+            )
+        if settings.job_timeout_ms > settings.job_ttl_s * 1000:
+            raise SettingsError(
+                f"AXON_JOB_TIMEOUT_MS={settings.job_timeout_ms}: must not exceed "
+                f"AXON_JOB_TTL_S ({settings.job_ttl_s} s): a job would expire before its "
+                "deadline"
             )
         redis_client.parse_target(settings.redis_url, settings.redis_mode)  # fails early
         return settings

@@ -8,6 +8,10 @@
   models), ``format`` ``png`` | ``array`` → images.
 - ``GET /v1/models``: models, versions, task and readiness.
 
+With ``Prefer: respond-async`` each inference endpoint answers 202 and queues the
+request as an async job (``job_endpoints``); the responses themselves are built in
+``results``, for both.
+
 Each accepts an optional ``version`` field (default: the model's routing rule, else the
 latest ready version); every answer names its version (``version``, and the
 ``X-Axon-Model-Version`` header). Image decoding and encoding run in a small per-app
@@ -20,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import numpy as np
@@ -29,10 +33,11 @@ from starlette.responses import Response
 
 from services.contract.codec import Scalar
 from services.contract.inputs import check_request
+from services.gateway import job_endpoints, results
 from services.gateway.dispatcher import encode_body
 from services.gateway.errors import BadRequestError
 from services.gateway.fields import int_parameter
-from services.gateway.images import PixelLimits, pixels_to_pngs, pngs_to_pixels
+from services.gateway.images import PixelLimits, pngs_to_pixels
 from services.gateway.oip_codec import to_array
 from services.gateway.registry import ModelVersion
 from services.gateway.responses import JSON
@@ -43,7 +48,6 @@ from services.gateway.state import (
     read_json,
     request_id,
     tag,
-    version_header,
 )
 
 T = TypeVar("T")
@@ -99,15 +103,29 @@ async def _in_image_pool(request: Request, work: Callable[[], T]) -> T:
 
 
 async def _run(
-    request: Request, mv: ModelVersion, inputs: dict[str, Any], parameters: dict[str, Scalar]
-) -> dict[str, np.ndarray[Any, Any]]:
-    return await gateway(request).dispatcher.infer(
+    request: Request,
+    mv: ModelVersion,
+    inputs: dict[str, Any],
+    parameters: dict[str, Scalar],
+    kind: str,
+    options: dict[str, Any],
+    render: Callable[[dict[str, np.ndarray[Any, Any]]], Awaitable[Response] | Response],
+) -> Response:
+    """Queue the request and answer ``render(outputs)``; with ``Prefer: respond-async``
+    queue it as a job of ``kind`` instead (202), rendered later with ``options``
+    (``results.render_job``: the same function ``render`` calls)."""
+    body = encode_body(inputs, parameters)
+    if job_endpoints.requested(request):
+        return await job_endpoints.submit(request, mv, body, kind, options)
+    outputs = await gateway(request).dispatcher.infer(
         mv,
-        encode_body(inputs, parameters),
+        body,
         request_id=request_id(request),
         timeout_ms=deadline_ms(request, mv, {}),
         arrived=request.state.arrived,
     )
+    response = render(outputs)
+    return response if isinstance(response, Response) else await response
 
 
 async def classify(request: Request) -> Response:
@@ -142,21 +160,10 @@ async def classify(request: Request) -> Response:
     else:
         raise BadRequestError("body: 'images' ([N][C][H][W] pixel values) or 'png' is required")
     check_request(meta, {"image": pixels}, {}, max_rows=max_rows)
-    outputs = await _run(request, mv, {"image": pixels}, {})
-    probabilities = outputs["probabilities"]
-    predictions = []
-    for row in probabilities:
-        order = np.argsort(-row, kind="stable")[:top_k]
-        top = [
-            {"label": labels[i] if i < len(labels) else str(i), "index": int(i),
-             "probability": float(row[i])}
-            for i in order
-        ]  # fmt: skip
-        predictions.append({**top[0], "top_k": top})
-    return JSON(
-        {"model": mv.name, "version": mv.version, "predictions": predictions},
-        headers=version_header(mv),
-    )
+    return await _run(
+        request, mv, {"image": pixels}, {}, "classify", {"top_k": top_k},
+        lambda outputs: results.render_classify(mv, outputs, top_k),
+    )  # fmt: skip
 
 
 async def forecast(request: Request) -> Response:
@@ -181,18 +188,10 @@ async def forecast(request: Request) -> Response:
             "history: must be a flat list of numbers (histories: a list of equal-length lists)"
         )
     check_request(meta, {"history": histories}, {}, max_rows=gateway(request).settings.max_rows)
-    outputs = await _run(request, mv, {"history": histories}, {})
-    values = outputs["forecast"][:, :horizon]
-    return JSON(
-        {
-            "model": mv.name,
-            "version": mv.version,
-            "horizon": horizon,
-            "window": meta.window,
-            "forecasts": values.tolist(),
-        },
-        headers=version_header(mv),
-    )
+    return await _run(
+        request, mv, {"history": histories}, {}, "forecast", {"horizon": horizon},
+        lambda outputs: results.render_forecast(mv, outputs, horizon),
+    )  # fmt: skip
 
 
 async def generate(request: Request) -> Response:
@@ -209,20 +208,12 @@ async def generate(request: Request) -> Response:
     if doc.get("label") is not None:
         parameters["label"] = doc["label"]
     check_request(meta, {}, parameters, max_rows=gateway(request).settings.max_rows)
-    outputs = await _run(request, mv, {}, parameters)
-    images = outputs["image"]
-    value_range = meta.raw.get("image", {}).get("value_range", [0, 1])
-    body: dict[str, Any] = {"model": mv.name, "version": mv.version, "seed": parameters["seed"]}
-    if meta.conditional:
-        body["label"] = parameters.get("label")
-    body["format"] = fmt
-    if fmt == "png":
-        body["images"] = await _in_image_pool(
-            request, functools.partial(pixels_to_pngs, images, value_range)
-        )
-    else:
-        body["images"] = images.tolist()
-    return JSON(body, headers=version_header(mv))
+    seed, label, pool = parameters["seed"], parameters.get("label"), gateway(request).image_pool
+    options = {"seed": seed, "label": label, "format": fmt}
+    return await _run(
+        request, mv, {}, parameters, "generate", options,
+        lambda outputs: results.render_generate(mv, outputs, seed, label, fmt, pool),
+    )  # fmt: skip
 
 
 routes = [

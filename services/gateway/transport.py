@@ -8,6 +8,9 @@ The gateway needs three things of a queue, and nothing else:
 - **replies**: a future per waiting request, completed when its worker answers
   (``Replies``, fed by the transport's ``receive`` task);
 - a **registry view**: the live workers and the metadata they publish;
+- **jobs** (``Prefer: respond-async``): ``submit_job`` queues an entry on the model
+  version's job stream with its stored job, ``get_job`` reads a job and, once a worker
+  answered it, its reply (``services.contract.jobs``);
 - **routing rules**: one JSON document per model (``get_rules`` / ``put_rule`` /
   ``delete_rule``), shared by every gateway on the queue; the transport stores the
   text as given, ``routing_rules`` validates it on both sides.
@@ -30,6 +33,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Protocol
 
+from services.contract.jobs import JobRecord, NewJob
 from services.contract.protocol import NewEntry, Refused, WorkerInfo
 from services.contract.queue_view import DeadLetter, QueueCounts, Redriven
 from services.gateway.errors import UnavailableError
@@ -90,6 +94,21 @@ class Transport(Protocol):
         the add). The future's result is the entry id or ``Refused``; it raises
         ``TransportDown`` / ``TransportError``. Never re-sent: after a timeout the entry
         may or may not be queued. ``maxlen`` is a safety net on the stream's length."""
+        ...
+
+    async def submit_job(
+        self, model: str, version: int, job: NewJob, *, limit: int, maxlen: int, byte_limit: int
+    ) -> str | Refused:
+        """Queue ``job`` on ``model`` ``version``'s job stream and store it for
+        ``job.ttl_s`` s, unless the job stream holds ``limit`` entries or its bodies with
+        this one would pass ``byte_limit`` (atomic): the entry id or ``Refused``. Workers
+        take job entries only for the room their batches have left after the request
+        stream. Raises ``TransportDown`` / ``TransportError``."""
+        ...
+
+    async def get_job(self, key: str) -> JobRecord | None:
+        """The job stored at ``key`` (its meta, and its raw reply once answered); None
+        when unknown or expired. Raises ``TransportDown`` / ``TransportError``."""
         ...
 
     async def live_workers(self, malformed: list[str]) -> list[WorkerInfo]:

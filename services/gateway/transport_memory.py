@@ -8,7 +8,10 @@ the byte limit once the stream is not empty). The worker side is a small API of 
 ``register`` a heartbeat, ``take`` entries (as XREADGROUP), ``answer`` one (as the
 completion script: the reply goes to its ``reply_to`` through the real reply codec and
 the entry leaves the stream). ``serve`` runs a handler as a worker loop on the
-gateway's event loop; ``dead_letter`` moves an entry to the version's dead letters
+gateway's event loop. Each model version also has a job stream (``submit_job``): a
+worker's batch takes the request stream's entries first and fills the room left with
+jobs, whose answers are stored with the job (``get_job``) instead of being delivered.
+``dead_letter`` moves an entry to the version's dead letters
 (``redrive`` moves it back). ``down`` makes every call fail as an unreachable Redis would.
 """
 
@@ -22,6 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from services.contract.codec import Reply, encode_reply
+from services.contract.jobs import JobRecord, NewJob
 from services.contract.protocol import NewEntry, Refused, WorkerInfo
 from services.contract.queue_view import DeadLetter, QueueCounts, Redriven
 from services.gateway.replies import Replies
@@ -65,6 +69,9 @@ class MemoryTransport:
         self._rules: dict[str, str] = {}
         self._idempotency: dict[str, tuple[bytes, float]] = {}
         """Idempotency records: key → (record, monotonic expiry)."""
+        self._job_streams: dict[tuple[str, int], _Stream] = {}
+        self._jobs: dict[str, tuple[JobRecord, int, float]] = {}
+        """Jobs: key → (record, TTL s, monotonic expiry)."""
 
     # ------------------------------------------------------------ the gateway's side
 
@@ -102,6 +109,35 @@ class MemoryTransport:
         else:
             future.set_result(self._append(stream, entry))
         return future
+
+    async def submit_job(
+        self, model: str, version: int, job: NewJob, *, limit: int, maxlen: int, byte_limit: int
+    ) -> str | Refused:
+        """As the Redis transport's: the job stream's limits as ``submit``'s, the job
+        stored for ``job.ttl_s`` s."""
+        if self.down:
+            raise TransportDown(BACKEND)
+        lane = self._job_stream(model, version)
+        length, size = len(lane.entries), len(job.entry.body)
+        if length >= limit:
+            return Refused(backlog=length)
+        if length > 0 and lane.queued_bytes + size > byte_limit:
+            return Refused(backlog=0, queued_bytes=lane.queued_bytes)
+        self._jobs[job.key] = (JobRecord(job.meta, None), job.ttl_s, time.monotonic() + job.ttl_s)
+        return self._append(lane, job.entry)
+
+    async def get_job(self, key: str) -> JobRecord | None:
+        if self.down:
+            raise TransportDown(BACKEND)
+        held = self._jobs.get(key)
+        if held is None or held[2] <= time.monotonic():
+            self._jobs.pop(key, None)
+            return None
+        return held[0]
+
+    def job_backlog(self, model: str, version: int) -> int:
+        """Jobs queued and not yet answered (as XLEN of the Redis job stream)."""
+        return len(self._job_stream(model, version).entries)
 
     def _append(self, stream: _Stream, entry: NewEntry) -> str:
         """Queue ``entry`` at the end of ``stream``; its new entry id."""
@@ -241,9 +277,41 @@ class MemoryTransport:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stream.added.wait(), timeout=until - loop.time())
 
+    async def take_lanes(
+        self, model: str, version: int, *, count: int, timeout_s: float
+    ) -> list[tuple[str, NewEntry]]:
+        """As ``take``, the request stream's entries first, then jobs for the room left
+        (as a Redis worker: ``services.runtime.worker``)."""
+        stream, lane = self._stream(model, version), self._job_stream(model, version)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + timeout_s
+        while True:
+            fresh = [(i, e) for i, e in stream.entries if i not in stream.delivered][:count]
+            jobs = [(i, e) for i, e in lane.entries if i not in lane.delivered]
+            jobs = jobs[: count - len(fresh)]
+            if fresh or jobs or loop.time() >= until:
+                stream.delivered.update(i for i, _ in fresh)
+                lane.delivered.update(i for i, _ in jobs)
+                return fresh + jobs
+            stream.added.clear()  # the lane shares the event
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stream.added.wait(), timeout=until - loop.time())
+
     def answer(self, model: str, version: int, entry_id: str, reply: Reply) -> None:
         """Send ``reply`` for entry ``entry_id`` and remove the entry (at most once: an
-        entry already answered is ignored, as by the Redis completion script)."""
+        entry already answered is ignored, as by the Redis completion script); a job's
+        reply is stored with its job (with the job's TTL from now) while it exists."""
+        lane = self._job_stream(model, version)
+        for index, (queued_id, entry) in enumerate(lane.entries):
+            if queued_id == entry_id:
+                del lane.entries[index]
+                lane.delivered.discard(entry_id)
+                lane.queued_bytes = max(lane.queued_bytes - len(entry.body), 0)
+                held = self._jobs.get(entry.reply_to)
+                if held is not None and held[2] > time.monotonic():
+                    record = JobRecord(held[0].meta, encode_reply(reply))
+                    self._jobs[entry.reply_to] = (record, held[1], time.monotonic() + held[1])
+                return
         stream = self._stream(model, version)
         for index, (queued_id, entry) in enumerate(stream.entries):
             if queued_id == entry_id:
@@ -292,7 +360,7 @@ class MemoryTransport:
 
     async def _work(self, info: WorkerInfo, handler: Handler) -> None:
         while True:
-            batch = await self.take(
+            batch = await self.take_lanes(
                 info.model, info.version, count=info.max_batch_rows, timeout_s=1.0
             )
             if not batch:
@@ -310,3 +378,12 @@ class MemoryTransport:
         if stream is None:
             stream = self._streams[(model, version)] = _Stream()
         return stream
+
+    def _job_stream(self, model: str, version: int) -> _Stream:
+        """The version's job stream; it shares the request stream's ``added`` event, so
+        a waiting worker wakes for either."""
+        lane = self._job_streams.get((model, version))
+        if lane is None:
+            added = self._stream(model, version).added
+            lane = self._job_streams[(model, version)] = _Stream(added=added)
+        return lane

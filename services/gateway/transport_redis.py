@@ -15,7 +15,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
-from services.contract import protocol, queue_view, redis_client
+from services.contract import jobs, protocol, queue_view, redis_client
+from services.contract.jobs import JobRecord, NewJob
 from services.contract.protocol import NewEntry, RedisClient, Refused, WorkerInfo
 from services.contract.queue_view import DeadLetter, QueueCounts, Redriven
 from services.contract.resilience import (
@@ -140,6 +141,18 @@ class RedisTransport:
             byte_limit=byte_limit,
             partition=partition,
         )
+
+    async def submit_job(
+        self, model: str, version: int, job: NewJob, *, limit: int, maxlen: int, byte_limit: int
+    ) -> str | Refused:
+        return await _queue_call(
+            jobs.enqueue_job(
+                self.redis, model, version, job, limit=limit, maxlen=maxlen, byte_limit=byte_limit
+            )
+        )
+
+    async def get_job(self, key: str) -> JobRecord | None:
+        return await _queue_call(jobs.get_job(self.redis, key))
 
     async def live_workers(self, malformed: list[str]) -> list[WorkerInfo]:
         return await _queue_call(protocol.live_workers(self.redis, malformed=malformed))

@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from services.contract import protocol
+from services.contract import jobs, protocol
 from services.contract.codec import Reply, decode_request
 from services.contract.errors import AxonError, ErrorCode
 from services.contract.inputs import check_request
@@ -65,6 +65,11 @@ Clock = Callable[[], float]
 
 MAX_ERROR_CHARS = 500
 """Longest error message a reply carries (ONNX Runtime's can be pages long)."""
+
+JOB_POLL_MS = 20.0
+"""After a read of the job stream found nothing, how long a filling batch does not look
+there again (its blocking reads watch both streams): an empty job lane costs the
+request path at most one extra round trip per this many ms."""
 
 INLINE_RUN_MAX_S = 0.001
 """A batch whose expected run time (moving average per row × rows) is at most this runs
@@ -151,6 +156,9 @@ class Worker:
             raise ValueError(f"partition {partition} of {settings.partitions}")
         self.partition = partition
         self.stream = protocol.stream_key(self.model, self.version, partition)
+        # The job lane (``Prefer: respond-async``) lives in partition 0's slot only.
+        self.job_stream = jobs.job_stream_key(self.model, self.version) if partition == 0 else None
+        self._job_poll_after_ms = 0.0
         self.instance = settings.instance if partition == 0 else f"{settings.instance}.p{partition}"
         self.stats = WorkerStats()
         self.recorder = Recorder(
@@ -246,7 +254,7 @@ class Worker:
         failures = FailureLog(log, f"worker {self.instance} registration", time.monotonic)
         while not self._stop.is_set():
             try:
-                await protocol.ensure_group(self.redis, self.stream)
+                await self._ensure_groups()
                 await self._heartbeat()
             except Exception as exc:  # every class: unreachable, OOM, READONLY, NOPERM…
                 pause = backoff.failure()
@@ -266,7 +274,7 @@ class Worker:
         while not self._stop.is_set():
             try:
                 if needs_group:  # the stream or its group vanished (Redis restarted empty)
-                    await protocol.ensure_group(self.redis, self.stream)
+                    await self._ensure_groups()
                     needs_group = False
                 await self._step()
             except Exception as exc:
@@ -280,6 +288,12 @@ class Worker:
             if backoff.failures:
                 backoff.success()
                 failures.recovered()
+
+    async def _ensure_groups(self) -> None:
+        """The consumer group of the request stream (and of the job stream)."""
+        await protocol.ensure_group(self.redis, self.stream)
+        if self.job_stream is not None:
+            await protocol.ensure_group(self.redis, self.job_stream)
 
     async def _pause_or_stop(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -311,6 +325,8 @@ class Worker:
                 count=max(settings.max_batch_rows - len(orphans), 1),
             )
             await self._admit([*orphans, *claimed], claimed=True)
+            if self.job_stream is not None:
+                await self._claim_jobs()
         plan = await self._run_ready(flush=False)
         if plan.batch:
             return
@@ -324,15 +340,69 @@ class Worker:
             entries = await protocol.read_entries(
                 self.redis, self.stream, self.instance, count=room, block_ms=None
             )
-            if not entries and wait_ms > 0:
+            await self._admit(entries)
+            taken = await self._fill_from_jobs()
+            if not entries and not taken and wait_ms > 0:
                 await self._pause_or_stop(min(wait_ms, 1.0) / 1000.0)
+            return
+        block_ms = max(
+            1, math.ceil(min(float(settings.read_block_ms), self._next_claim_ms - self._now()))
+        )
+        if self.job_stream is None:
+            entries = await protocol.read_entries(
+                self.redis, self.stream, self.instance, count=room, block_ms=block_ms
+            )
             await self._admit(entries)
             return
-        block_ms = min(float(settings.read_block_ms), self._next_claim_ms - self._now())
-        entries = await protocol.read_entries(
-            self.redis, self.stream, self.instance, count=room, block_ms=max(1, math.ceil(block_ms))
+        # Idle: wait on both streams at once. Requests are admitted first; when both
+        # had entries, this read may take up to one batch of jobs beyond the room.
+        found = await jobs.read_lanes(
+            self.redis, [self.stream, self.job_stream], self.instance, count=room, block_ms=block_ms
         )
-        await self._admit(entries)
+        await self._admit(found.get(self.stream, []))
+        await self._admit(found.get(self.job_stream, []), job=True)
+
+    async def _fill_from_jobs(self) -> bool:
+        """The job lane: read job entries for the room the pending batch has left after
+        the request stream (none when full, or when the job stream was just found
+        empty, ``JOB_POLL_MS``). Every job read this way fits the next batch, so a job
+        never waits in this worker behind requests (it would pass the claim timeout)."""
+        if self.job_stream is None or self._now() < self._job_poll_after_ms:
+            return False
+        room = self.settings.max_batch_rows - sum(p.rows for p in self._pending)
+        if room <= 0:
+            return False
+        entries = await protocol.read_entries(
+            self.redis, self.job_stream, self.instance, count=room, block_ms=None
+        )
+        if not entries:
+            self._job_poll_after_ms = self._now() + JOB_POLL_MS
+            return False
+        await self._admit(entries, job=True)
+        return True
+
+    async def _claim_jobs(self) -> None:
+        """Claims on the job stream, as on the request stream: a dead worker's entries at
+        once, a stuck one's after the claim timeout."""
+        assert self.job_stream is not None
+        settings = self.settings
+        orphans = await protocol.claim_orphans(
+            self.redis,
+            self.job_stream,
+            self.instance,
+            model=self.model,
+            version=self.version,
+            min_idle_ms=min(settings.heartbeat_ttl_ms, settings.claim_timeout_ms),
+            count=settings.max_batch_rows,
+        )
+        claimed = await protocol.claim_stale(
+            self.redis,
+            self.job_stream,
+            self.instance,
+            min_idle_ms=settings.claim_timeout_ms,
+            count=max(settings.max_batch_rows - len(orphans), 1),
+        )
+        await self._admit([*orphans, *claimed], claimed=True, job=True)
 
     def _collate(self, now_ms: float, *, flush: bool) -> Collation[PendingEntry]:
         return collate(
@@ -381,8 +451,11 @@ class Worker:
 
     # ------------------------------------------------------------------ entries
 
-    async def _admit(self, entries: Sequence[StreamEntry], *, claimed: bool = False) -> None:
-        """Decode and validate entries; bad ones are answered at once, good ones pend."""
+    async def _admit(
+        self, entries: Sequence[StreamEntry], *, claimed: bool = False, job: bool = False
+    ) -> None:
+        """Decode and validate entries (``job``: of the job stream); bad ones are
+        answered at once, good ones pend."""
         now = self._now()
         for entry in entries:
             if claimed:
@@ -390,7 +463,19 @@ class Worker:
             request_id, reply_to = entry.request_id, entry.reply_to
             if not request_id or not reply_to:
                 await self._dead_letter(
-                    entry, "malformed entry: 'id' and 'reply' are required", None
+                    entry, "malformed entry: 'id' and 'reply' are required", None, job=job
+                )
+                continue
+            if jobs.is_job_key(reply_to, self.model, self.version) != job or (
+                not job and jobs.is_job_key(reply_to)
+            ):
+                # A job's answer goes to its job key, a request's to a reply list; the
+                # completion script of each stream writes only its own kind.
+                await self._dead_letter(
+                    entry,
+                    "malformed entry: 'reply' is not a reply key of its stream",
+                    None,
+                    job=job,
                 )
                 continue
             if entry.deliveries > self.settings.max_deliveries:
@@ -402,6 +487,7 @@ class Worker:
                     entry,
                     f"delivered {entry.deliveries} times (max {self.settings.max_deliveries})",
                     Outgoing(reply_to, Reply.failure(request_id, ErrorCode.DEAD_LETTER, message)),
+                    job=job,
                 )
                 continue
             try:
@@ -462,20 +548,35 @@ class Worker:
     def _age_ns(self, entry: StreamEntry) -> int:
         return int((self._now() - protocol.entry_time_ms(entry.entry_id)) * 1e6)
 
-    async def _dead_letter(self, entry: StreamEntry, reason: str, reply: Outgoing | None) -> None:
-        log.warning("dead-lettering %s of %s: %s", entry.entry_id, self.stream, reason)
-        await protocol.dead_letter(
-            self.redis,
-            self.model,
-            self.version,
-            entry,
-            reason=reason,
-            consumer=self.instance,
-            reply=reply,
-            reply_ttl_s=self.settings.reply_ttl_s,
-            maxlen=self.settings.dlq_maxlen,
-            partition=self.partition,
-        )
+    async def _dead_letter(
+        self, entry: StreamEntry, reason: str, reply: Outgoing | None, *, job: bool = False
+    ) -> None:
+        stream = self.job_stream if job else self.stream
+        log.warning("dead-lettering %s of %s: %s", entry.entry_id, stream, reason)
+        if job:
+            await jobs.dead_letter_job(
+                self.redis,
+                self.model,
+                self.version,
+                entry,
+                reason=reason,
+                consumer=self.instance,
+                reply=reply,
+                maxlen=self.settings.dlq_maxlen,
+            )
+        else:
+            await protocol.dead_letter(
+                self.redis,
+                self.model,
+                self.version,
+                entry,
+                reason=reason,
+                consumer=self.instance,
+                reply=reply,
+                reply_ttl_s=self.settings.reply_ttl_s,
+                maxlen=self.settings.dlq_maxlen,
+                partition=self.partition,
+            )
         self.recorder.dead_lettered()
         if reply is not None:
             self._count_failure(entry, ErrorCode.DEAD_LETTER)
@@ -483,10 +584,35 @@ class Worker:
     def _complete(
         self, answers: Sequence[tuple[Outgoing, str]], sizes: Sequence[int]
     ) -> Awaitable[int]:
-        """The outbox's one round trip (``outbox.Complete``): ``protocol.complete``."""
-        return protocol.complete(
-            self.redis, self.stream, answers, reply_ttl_s=self.settings.reply_ttl_s, sizes=sizes
-        )
+        """The outbox's one round trip (``outbox.Complete``): ``protocol.complete``; a
+        batch with jobs also ``jobs.complete_jobs`` for those (concurrently)."""
+        if self.job_stream is None or not any(jobs.is_job_key(o.reply_to) for o, _ in answers):
+            return protocol.complete(
+                self.redis, self.stream, answers, reply_ttl_s=self.settings.reply_ttl_s, sizes=sizes
+            )
+        return self._complete_lanes(answers, sizes)
+
+    async def _complete_lanes(
+        self, answers: Sequence[tuple[Outgoing, str]], sizes: Sequence[int]
+    ) -> int:
+        lanes: tuple[list[tuple[Outgoing, str]], list[tuple[Outgoing, str]]] = ([], [])
+        lane_sizes: tuple[list[int], list[int]] = ([], [])
+        for answer, size in zip(answers, sizes, strict=True):
+            lane = int(jobs.is_job_key(answer[0].reply_to))
+            lanes[lane].append(answer)
+            lane_sizes[lane].append(size)
+        calls = [jobs.complete_jobs(self.redis, self.model, self.version, lanes[1], lane_sizes[1])]
+        if lanes[0]:
+            calls.append(
+                protocol.complete(
+                    self.redis,
+                    self.stream,
+                    lanes[0],
+                    reply_ttl_s=self.settings.reply_ttl_s,
+                    sizes=lane_sizes[0],
+                )
+            )
+        return sum(await asyncio.gather(*calls))
 
     # ------------------------------------------------------------------ execution
 

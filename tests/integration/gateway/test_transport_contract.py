@@ -16,8 +16,9 @@ from typing import Protocol
 import numpy as np
 import pytest
 
-from services.contract import protocol, redis_client
-from services.contract.codec import Reply, decode_request, encode_request
+from services.contract import jobs, protocol, redis_client
+from services.contract.codec import Reply, decode_reply, decode_request, encode_request
+from services.contract.jobs import NewJob
 from services.contract.protocol import NewEntry, Outgoing, Refused, WorkerInfo
 from services.gateway.errors import UnavailableError
 from services.gateway.transport import Transport, TransportDown
@@ -37,7 +38,14 @@ class WorkerSide(Protocol):
         """Up to ``count`` entries of ``model`` v1: (entry id, body, reply_to)."""
         ...
 
-    async def answer(self, model: str, entry_id: str, reply_to: str, reply: Reply) -> None: ...
+    async def answer(self, model: str, entry_id: str, reply_to: str, reply: Reply) -> None:
+        """Answer a request entry (a reply list) or a job entry (a job key)."""
+        ...
+
+    async def take_lanes(self, model: str, count: int) -> list[tuple[str, bytes, str]]:
+        """Up to ``count`` entries of ``model`` v1's request stream, then as many of its
+        job stream (as a worker reads them)."""
+        ...
 
 
 @dataclass
@@ -56,12 +64,27 @@ class RedisWorkerSide:
         return [(e.entry_id, e.body or b"", e.reply_to or "") for e in entries]
 
     async def answer(self, model: str, entry_id: str, reply_to: str, reply: Reply) -> None:
+        if jobs.is_job_key(reply_to):
+            await jobs.complete_jobs(
+                self.redis, model, 1, [(Outgoing(reply_to, reply), entry_id)], [1]
+            )
+            return
         await protocol.complete(
             self.redis,
             protocol.stream_key(model, 1),
             [(Outgoing(reply_to, reply), entry_id)],
             reply_ttl_s=60,
         )
+
+    async def take_lanes(self, model: str, count: int) -> list[tuple[str, bytes, str]]:
+        streams = [protocol.stream_key(model, 1), jobs.job_stream_key(model, 1)]
+        for stream in streams:
+            await protocol.ensure_group(self.redis, stream)
+        found = await jobs.read_lanes(
+            self.redis, streams, "contract-worker", count=count, block_ms=1000
+        )
+        entries = [*found.get(streams[0], []), *found.get(streams[1], [])][:count]
+        return [(e.entry_id, e.body or b"", e.reply_to or "") for e in entries]
 
 
 @dataclass
@@ -77,6 +100,10 @@ class MemoryWorkerSide:
 
     async def answer(self, model: str, entry_id: str, reply_to: str, reply: Reply) -> None:
         self.queue.answer(model, 1, entry_id, reply)
+
+    async def take_lanes(self, model: str, count: int) -> list[tuple[str, bytes, str]]:
+        taken = await self.queue.take_lanes(model, 1, count=count, timeout_s=1.0)
+        return [(entry_id, entry.body, entry.reply_to) for entry_id, entry in taken]
 
 
 Scenario = Callable[[Transport, WorkerSide], Awaitable[None]]
@@ -381,5 +408,62 @@ def test_idempotency_records_are_claimed_once_replaced_released_and_expire(
         assert await transport.claim_idempotency(short, b"x", 1) is None
         await asyncio.sleep(1.2)
         assert await transport.get_idempotency(short) is None
+
+    run(scenario)
+
+
+def test_jobs_are_stored_limited_taken_after_requests_and_answered_into_the_job(
+    run: Callable[[Scenario], None],
+) -> None:
+    """The job lane: ``submit_job`` stores the job and queues its entry (refused at the
+    job stream's own limits), a worker takes requests first and jobs for the room left,
+    and a job's answer is stored with it (once), for ``get_job``; a job expires."""
+
+    async def scenario(transport: Transport, worker: WorkerSide) -> None:
+        model = next(_models)
+
+        def job(name: str, body: bytes = b"j", ttl_s: int = 60) -> NewJob:
+            key = jobs.job_key(model, 1, name)
+            return NewJob(key, b"meta-" + name.encode(), ttl_s, entry(name, key, body))
+
+        async def submit_job(j: NewJob, limit: int = 2, byte_limit: int = 2**40) -> object:
+            return await transport.submit_job(
+                model, 1, j, limit=limit, maxlen=1000, byte_limit=byte_limit
+            )
+
+        first, second = job("a"), job("b")
+        assert isinstance(await submit_job(first), str)
+        assert isinstance(await submit_job(second), str)
+        assert await submit_job(job("c")) == Refused(backlog=2)
+        assert await transport.get_job(job("c").key) is None  # refused: not stored
+        assert await transport.get_job(first.key) == jobs.JobRecord(b"meta-a", None)
+        to = transport.reply_to(model, 1)
+        assert isinstance(await submit(transport, model, entry("req", to)), str)
+        taken = await worker.take_lanes(model, 2)
+        assert [reply_to for _, _, reply_to in taken] == [to, first.key]
+        (entry_id, _, _) = taken[1]
+        out = {"y": np.full((1, 2), 3.0, np.float32)}
+        await worker.answer(model, entry_id, first.key, Reply.success("a", out))
+        await worker.answer(model, entry_id, first.key, Reply.failure("a", "internal", "late"))
+        record = await transport.get_job(first.key)
+        assert record is not None and record.meta == b"meta-a" and record.reply is not None
+        reply = decode_reply(record.reply)
+        assert reply.ok and reply.outputs is not None
+        np.testing.assert_array_equal(reply.outputs["y"], out["y"])
+        assert isinstance(await submit_job(job("d")), str)  # room again: one answered
+        other = next(_models)
+        big = NewJob(jobs.job_key(other, 1, "big"), b"m", 60, entry("big", "k", b"z" * 100))
+        big = NewJob(big.key, big.meta, 60, entry("big", big.key, b"z" * 100))
+        assert isinstance(
+            await transport.submit_job(other, 1, big, limit=9, maxlen=9, byte_limit=150), str
+        )
+        again = NewJob(jobs.job_key(other, 1, "b2"), b"m", 60, entry("b2", "k", b"z" * 100))
+        assert await transport.submit_job(
+            other, 1, again, limit=9, maxlen=9, byte_limit=150
+        ) == Refused(backlog=0, queued_bytes=100)  # fmt: skip
+        short = job("short", ttl_s=1)
+        assert isinstance(await submit_job(short, limit=10), str)
+        await asyncio.sleep(1.2)
+        assert await transport.get_job(short.key) is None
 
     run(scenario)
