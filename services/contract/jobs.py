@@ -110,8 +110,15 @@ end
 redis.call('DEL', KEYS[3])
 redis.call('HSET', KEYS[3], 'meta', ARGV[5], 'ttl', ARGV[4])
 redis.call('EXPIRE', KEYS[3], ARGV[4])
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'id', ARGV[6],
-  'reply', KEYS[3], 'deadline', ARGV[7], 'budget', ARGV[8], 'body', ARGV[9])
+local fields = {'id', ARGV[6], 'reply', KEYS[3], 'deadline', ARGV[7], 'budget', ARGV[8],
+  'body', ARGV[9]}
+if ARGV[10] ~= '' then
+  fields[#fields + 1] = 'traceparent'
+  fields[#fields + 1] = ARGV[10]
+  fields[#fields + 1] = 'tracestate'
+  fields[#fields + 1] = ARGV[11]
+end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
 redis.call('SET', KEYS[2], bytes + size)
 return id
 """
@@ -138,6 +145,7 @@ async def enqueue_job(
     args = (
         limit, maxlen, byte_limit, job.ttl_s, job.meta,
         entry.request_id, str(int(entry.deadline_ms)), budget, entry.body,
+        entry.traceparent, entry.tracestate,
     )  # fmt: skip
     try:
         answer = await redis.evalsha(_ENQUEUE_JOB_SHA, 3, *keys, *args)  # type: ignore[no-untyped-call]

@@ -21,7 +21,7 @@ from starlette.responses import Response
 
 from services.contract.codec import Reply, decode_reply
 from services.contract.errors import BadEntryError
-from services.contract.jobs import NewJob
+from services.contract.jobs import NewJob, job_stream_key
 from services.contract.protocol import NewEntry, Refused
 from services.gateway import results
 from services.gateway.errors import (
@@ -39,6 +39,7 @@ from services.gateway.middleware.auth import presented_key
 from services.gateway.registry import ModelVersion
 from services.gateway.responses import JSON, error_response
 from services.gateway.routing import DirectRoute
+from services.gateway.spans import end_send, start_send
 from services.gateway.state import (
     MODEL_VERSION_HEADER,
     GatewayState,
@@ -80,23 +81,38 @@ async def submit(
     key = job_id.store_key(_principal(request, state))
     now_ms = int(time.time() * 1000)
     meta = JobMeta(kind, options, mv.name, mv.version, now_ms)
+    send, carrier = None, {}
+    if state.tracing is not None:
+        stream = job_stream_key(mv.name, mv.version)
+        send = start_send(state.tracing, None, stream, mv.name, mv.version)
+        carrier = state.tracing.inject(send)
     entry = NewEntry(
         request_id(request),
         key,
         now_ms + settings.job_timeout_ms,
         body,
         budget_ms=settings.job_timeout_ms,
+        traceparent=carrier.get("traceparent", ""),
+        tracestate=carrier.get("tracestate", ""),
     )
     limit = settings.job_backlog_limit
-    async with queue_errors_as_503(state.transport.name, "refused to queue the job"):
-        answer = await state.transport.submit_job(
-            mv.name,
-            mv.version,
-            NewJob(key, meta.encode(), settings.job_ttl_s, entry),
-            limit=limit,
-            maxlen=max(limit * 4, 1000),
-            byte_limit=settings.job_backlog_bytes,
-        )
+    answer: str | Refused | None = None
+    try:
+        async with queue_errors_as_503(state.transport.name, "refused to queue the job"):
+            answer = await state.transport.submit_job(
+                mv.name,
+                mv.version,
+                NewJob(key, meta.encode(), settings.job_ttl_s, entry),
+                limit=limit,
+                maxlen=max(limit * 4, 1000),
+                byte_limit=settings.job_backlog_bytes,
+            )
+    finally:
+        if send is not None:
+            if isinstance(answer, str):
+                end_send(send, answer)
+            else:
+                end_send(send, None, "backlog_full" if answer is not None else "queue_error")
     if isinstance(answer, Refused):
         queued = (
             f"{answer.backlog} jobs queued (limit {limit}, AXON_JOB_BACKLOG_LIMIT)"

@@ -15,6 +15,9 @@ Per request, in one trace (the client's, when it sent ``traceparent``):
   - ``send {stream}`` (PRODUCER, ``messaging.*``), child of ``queue``: the XADD round
     trip. Its context is what the stream entry carries (``traceparent``), so the
     worker's spans are its children.
+
+An async job (``Prefer: respond-async``) has the SERVER span and a ``send`` span for
+its job stream (``start_send``); the worker's spans join the same trace when it runs.
 """
 
 from __future__ import annotations
@@ -121,19 +124,8 @@ class QueueTrace:
         self.queue: Span = tracer.start_span(
             "queue", start_time=start_ns, attributes={**labels, "axon.partition": partition}
         )
-        self._send = tracer.start_span(
-            f"send {stream}",
-            context=tracing.in_context(self.queue),
-            kind=SpanKind.PRODUCER,
-            start_time=start_ns,
-            attributes={
-                "messaging.system": MESSAGING_SYSTEM,
-                "messaging.operation.type": "send",
-                "messaging.operation.name": "xadd",
-                "messaging.destination.name": stream,
-                "axon.model": model,
-                "axon.version": version,
-            },
+        self._send = start_send(
+            tracing, tracing.in_context(self.queue), stream, model, version, start_ns
         )
         self.carrier = tracing.inject(self._send)
         """``traceparent`` / ``tracestate`` for the stream entry."""
@@ -154,15 +146,7 @@ class QueueTrace:
     def sent(self, entry_id: str | None, error: str | None = None) -> None:
         """The XADD round trip ended: queued as ``entry_id``, or refused / failed
         (``error``: the ``error.type``)."""
-        span = self._send
-        if not span.is_recording():
-            return
-        if entry_id is not None:
-            span.set_attribute("messaging.message.id", entry_id)
-        if error is not None:
-            span.set_attribute("error.type", error)
-            span.set_status(Status(StatusCode.ERROR))
-        span.end()
+        end_send(self._send, entry_id, error)
 
     def replied(self, elapsed_s: float) -> None:
         """The reply arrived ``elapsed_s`` after the dispatch started (the value
@@ -176,3 +160,42 @@ class QueueTrace:
                 span.set_attribute("error.type", type(error).__name__)
                 span.set_status(Status(StatusCode.ERROR, str(error)[:200]))
                 span.end()
+
+
+def start_send(
+    tracing: Tracing,
+    parent: Context | None,
+    stream: str,
+    model: str,
+    version: int,
+    start_ns: int | None = None,
+) -> Span:
+    """The PRODUCER span of one XADD to ``stream`` (a request stream or a job stream);
+    its context is what the stream entry carries. ``parent`` None: the current span."""
+    return tracing.tracer.start_span(
+        f"send {stream}",
+        context=parent,
+        kind=SpanKind.PRODUCER,
+        start_time=start_ns,
+        attributes={
+            "messaging.system": MESSAGING_SYSTEM,
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "xadd",
+            "messaging.destination.name": stream,
+            "axon.model": model,
+            "axon.version": version,
+        },
+    )
+
+
+def end_send(span: Span, entry_id: str | None, error: str | None = None) -> None:
+    """End a ``start_send`` span: queued as ``entry_id``, or refused / failed
+    (``error``: the ``error.type``). Does nothing to an ended span."""
+    if not span.is_recording():
+        return
+    if entry_id is not None:
+        span.set_attribute("messaging.message.id", entry_id)
+    if error is not None:
+        span.set_attribute("error.type", error)
+        span.set_status(Status(StatusCode.ERROR))
+    span.end()

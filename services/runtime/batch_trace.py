@@ -48,6 +48,8 @@ class TracedEntry:
     request_id: str
     rows: int
     deliveries: int
+    stream: str
+    """The stream it was read from (the request stream, or the job stream)."""
 
 
 class BatchTrace:
@@ -97,7 +99,7 @@ class BatchTrace:
             )
             wait.end(end_time=start_ns)
             self._processes[member.entry_id] = tracer.start_span(
-                f"process {stream}",
+                f"process {member.stream}",
                 context=member.context,
                 kind=SpanKind.CONSUMER,
                 start_time=start_ns,
@@ -106,7 +108,7 @@ class BatchTrace:
                     **labels,
                     "messaging.system": MESSAGING_SYSTEM,
                     "messaging.operation.type": "process",
-                    "messaging.destination.name": stream,
+                    "messaging.destination.name": member.stream,
                     "messaging.message.id": member.entry_id,
                     "messaging.consumer.group.name": protocol.GROUP,
                     "axon.request_id": member.request_id,

@@ -517,17 +517,27 @@ class Worker:
                     rows=rows,
                     arrived_ms=now,
                     deadline_ms=entry.deadline_ms,
-                    trace=None if self.tracing is None else self._traced(entry, request_id, rows),
+                    trace=None
+                    if self.tracing is None
+                    else self._traced(entry, request_id, rows, job=job),
                 )
             )
 
-    def _traced(self, entry: StreamEntry, request_id: str, rows: int) -> TracedEntry | None:
+    def _traced(
+        self, entry: StreamEntry, request_id: str, rows: int, *, job: bool
+    ) -> TracedEntry | None:
         """The entry's trace context (tracing is on), if it came with one."""
         carrier = entry.trace_carrier
         if carrier is None or self.tracing is None:
             return None
+        stream = self.job_stream if job and self.job_stream is not None else self.stream
         return TracedEntry(
-            self.tracing.extract(carrier), entry.entry_id, request_id, rows, entry.deliveries
+            self.tracing.extract(carrier),
+            entry.entry_id,
+            request_id,
+            rows,
+            entry.deliveries,
+            stream,
         )
 
     def _answer_error(self, pending: PendingEntry, code: ErrorCode, message: str) -> None:

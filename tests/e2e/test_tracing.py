@@ -358,3 +358,35 @@ def test_a_stalled_collector_changes_nothing_for_clients(e2e_repo: Path, tmp_pat
             gateway.wait()
         redis.stop()
         hole.close()
+
+
+def test_an_async_job_is_traced_through_its_lane(traced: TracedStack) -> None:
+    header, trace_id, client_span = _traceparent(9)
+    accepted = httpx.post(
+        f"{traced.url}/v1/models/digits-cnn/classify",
+        json={"images": images(1, seed=9)},
+        headers={"traceparent": header, "Prefer": "respond-async"},
+        timeout=30,
+    )
+    assert accepted.status_code == 202, accepted.text
+
+    def done() -> bool:
+        answer = httpx.get(f"{traced.url}{accepted.headers['Location']}", timeout=10)
+        return answer.json()["status"] == "succeeded"
+
+    wait_for(done, timeout_s=30, what="the job to succeed")
+    lane = "axon:qj:{digits-cnn:1}"
+    spans = traced.receiver.wait(
+        lambda all_: any(s.trace_id == trace_id and s.name == f"process {lane}" for s in all_)
+    )
+    mine = [s for s in spans if s.trace_id == trace_id]
+    server = next(s for s in mine if s.kind == "SERVER")
+    assert server.parent_span_id == client_span
+    assert server.attributes["http.response.status_code"] == 202
+    send = _one(mine, f"send {lane}")
+    assert send.parent_span_id == server.span_id and send.kind == "PRODUCER"
+    process = _one(mine, f"process {lane}")
+    wait = _one(mine, "queue wait")
+    assert process.parent_span_id == wait.parent_span_id == send.span_id
+    assert process.attributes["messaging.destination.name"] == lane
+    assert process.attributes["messaging.message.id"] == send.attributes["messaging.message.id"]
