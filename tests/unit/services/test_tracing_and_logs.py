@@ -13,6 +13,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from services.contract import logs
+from services.contract import tracing as tracing_module
 from services.contract.errors import SettingsError
 from services.contract.protocol import StreamEntry
 from services.contract.tracing import Tracing, TracingConfig, exemplar_of
@@ -20,6 +21,7 @@ from services.gateway.app import create_app
 from services.gateway.middleware.tracing import TracingMiddleware
 from services.gateway.settings import GatewaySettings
 from services.runtime.settings import WorkerSettings
+from tests.support.otlp import otlp_receiver
 
 ENDPOINT = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
 
@@ -164,3 +166,49 @@ def test_bad_log_settings_name_the_variable(env: dict[str, str], variable: str) 
         "DEBUG",
         "text",
     )
+
+
+@pytest.mark.parametrize(
+    ("config", "module"),
+    [
+        (TracingConfig(True), "opentelemetry.exporter.otlp.proto.http.trace_exporter"),
+        (
+            TracingConfig(True, protocol="grpc"),
+            "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+        ),
+        (TracingConfig(True, exporter="console"), "opentelemetry.sdk.trace.export"),
+    ],
+)
+def test_the_exporter_follows_the_protocol(config: TracingConfig, module: str) -> None:
+    exporter = tracing_module._exporter(config)
+    try:
+        assert type(exporter).__module__ == module
+    finally:
+        exporter.shutdown()
+
+
+def test_spans_reach_an_otlp_endpoint_with_the_process_resource(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with otlp_receiver() as receiver:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+        monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+        monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test")
+        tracing = Tracing.start(TracingConfig(True), "axon-test", {"axon.model": "m"})
+        assert tracing is not None
+        tracing.tracer.start_span("x").end()
+        assert tracing.shutdown(timeout_s=10)  # exported what was buffered
+        (span,) = receiver.snapshot()
+    assert span.name == "x" and span.service == "axon-test"
+
+
+def test_otel_service_name_overrides_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    with otlp_receiver() as receiver:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+        monkeypatch.setenv("OTEL_SERVICE_NAME", "my-gateway")
+        tracing = Tracing.start(TracingConfig(True), "axon-gateway")
+        assert tracing is not None
+        tracing.tracer.start_span("y").end()
+        assert tracing.shutdown(timeout_s=10)
+        (span,) = receiver.snapshot()
+    assert span.service == "my-gateway"
