@@ -177,6 +177,13 @@ class Tracing:
         """The remote parent in ``carrier`` (``traceparent`` / ``tracestate``)."""
         return self._propagate.extract(carrier, getter=_MAPPING)
 
+    def sampled(self, carrier: Mapping[str, str]) -> Context | None:
+        """``extract(carrier)`` when it names a sampled remote parent, else None (no
+        parent, or the trace is not sampled: nothing of it is to be recorded)."""
+        context = self.extract(carrier)
+        remote = self._trace.get_current_span(context).get_span_context()
+        return context if remote.is_valid and remote.trace_flags.sampled else None
+
     def inject(self, span: Span) -> dict[str, str]:
         """The W3C carrier that makes ``span`` the parent on the other side."""
         carrier: dict[str, str] = {}

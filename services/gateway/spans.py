@@ -28,7 +28,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, get_current_span
 
 from services.contract.tracing import Exemplar, Tracing, exemplar_of
 
@@ -112,8 +112,16 @@ class QueueTrace:
         arrived: float,
         now: float,
     ) -> None:
-        tracer = tracing.tracer
         self._start_ns = start_ns = time.time_ns()
+        self.queue: Span | None = None
+        self._send: Span | None = None
+        parent = get_current_span()
+        if not parent.is_recording():
+            # Not sampled (or no request span): no spans of ours; the entry carries the
+            # parent's context (its "not sampled" flag), so the worker records none either.
+            self.carrier = tracing.inject(parent) if parent.get_span_context().is_valid else {}
+            return
+        tracer = tracing.tracer
         labels: dict[str, str | int] = {"axon.model": model, "axon.version": version}
         validate = tracer.start_span(
             "validate",
@@ -121,13 +129,12 @@ class QueueTrace:
             attributes=labels,
         )
         validate.end(end_time=start_ns)
-        self.queue: Span = tracer.start_span(
+        queue = tracer.start_span(
             "queue", start_time=start_ns, attributes={**labels, "axon.partition": partition}
         )
-        self._send = start_send(
-            tracing, tracing.in_context(self.queue), stream, model, version, start_ns
-        )
-        self.carrier = tracing.inject(self._send)
+        send = start_send(tracing, tracing.in_context(queue), stream, model, version, start_ns)
+        self.queue, self._send = queue, send
+        self.carrier = tracing.inject(send)
         """``traceparent`` / ``tracestate`` for the stream entry."""
 
     @property
@@ -141,22 +148,24 @@ class QueueTrace:
     @property
     def exemplar(self) -> Exemplar | None:
         """Exemplar labels for the ``axon_queue_wait_seconds`` observation."""
-        return exemplar_of(self.queue)
+        return None if self.queue is None else exemplar_of(self.queue)
 
     def sent(self, entry_id: str | None, error: str | None = None) -> None:
         """The XADD round trip ended: queued as ``entry_id``, or refused / failed
         (``error``: the ``error.type``)."""
-        end_send(self._send, entry_id, error)
+        if self._send is not None:
+            end_send(self._send, entry_id, error)
 
     def replied(self, elapsed_s: float) -> None:
         """The reply arrived ``elapsed_s`` after the dispatch started (the value
         observed in ``axon_queue_wait_seconds``)."""
-        self.queue.end(end_time=self._start_ns + int(elapsed_s * 1e9))
+        if self.queue is not None:
+            self.queue.end(end_time=self._start_ns + int(elapsed_s * 1e9))
 
     def failed(self, error: BaseException) -> None:
         """The dispatch ended without a reply, or with an error reply."""
         for span in (self._send, self.queue):
-            if span.is_recording():
+            if span is not None and span.is_recording():
                 span.set_attribute("error.type", type(error).__name__)
                 span.set_status(Status(StatusCode.ERROR, str(error)[:200]))
                 span.end()

@@ -530,9 +530,12 @@ class Worker:
         carrier = entry.trace_carrier
         if carrier is None or self.tracing is None:
             return None
+        context = self.tracing.sampled(carrier)
+        if context is None:  # the request's trace is not sampled: no spans here either
+            return None
         stream = self.job_stream if job and self.job_stream is not None else self.stream
         return TracedEntry(
-            self.tracing.extract(carrier),
+            context,
             entry.entry_id,
             request_id,
             rows,

@@ -390,3 +390,25 @@ def test_an_async_job_is_traced_through_its_lane(traced: TracedStack) -> None:
     assert process.parent_span_id == wait.parent_span_id == send.span_id
     assert process.attributes["messaging.destination.name"] == lane
     assert process.attributes["messaging.message.id"] == send.attributes["messaging.message.id"]
+
+
+def test_a_trace_the_client_did_not_sample_records_nothing(traced: TracedStack) -> None:
+    """``traceparent`` with flags 00: neither the gateway nor the worker records a span
+    of it (the worker learns it from the entry), and the request is answered."""
+    unsampled, unsampled_id, _ = _traceparent(11)
+    unsampled = unsampled.removesuffix("-01") + "-00"
+    sampled, sampled_id, _ = _traceparent(12)
+    for header in (unsampled, sampled):
+        response = httpx.post(
+            f"{traced.url}/v1/models/digits-cnn/classify",
+            json={"images": images(1, seed=11)},
+            headers={"traceparent": header},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+    # The sampled request went second; once its worker spans arrived, the first one's
+    # would have too (each process exports in order).
+    traced.receiver.wait(
+        lambda all_: any(s.trace_id == sampled_id and s.name == "queue wait" for s in all_)
+    )
+    assert traced.receiver.trace(unsampled_id) == []
