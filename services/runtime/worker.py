@@ -38,6 +38,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from opentelemetry.trace import get_current_span
+
 from services.contract import jobs, protocol
 from services.contract.codec import Reply, decode_request
 from services.contract.errors import AxonError, ErrorCode
@@ -101,6 +103,17 @@ def load_model(settings: WorkerSettings) -> ModelSession:
     if settings.warmup:
         session.warm_up()
     return session
+
+
+def _log_ids(pending: PendingEntry) -> dict[str, str]:
+    """Log record fields of a request: its id and, when traced, its trace id
+    (``logs.JsonFormatter``)."""
+    ids = {"request_id": pending.request_id}
+    if pending.trace is not None:
+        context = get_current_span(pending.trace.context).get_span_context()
+        ids["trace_id"] = format(context.trace_id, "032x")
+        ids["span_id"] = format(context.span_id, "016x")
+    return ids
 
 
 def start_tracing(settings: WorkerSettings, service_name: str) -> Tracing | None:
@@ -565,7 +578,13 @@ class Worker:
         self, entry: StreamEntry, reason: str, reply: Outgoing | None, *, job: bool = False
     ) -> None:
         stream = self.job_stream if job else self.stream
-        log.warning("dead-lettering %s of %s: %s", entry.entry_id, stream, reason)
+        log.warning(
+            "dead-lettering %s of %s: %s",
+            entry.entry_id,
+            stream,
+            reason,
+            extra={"request_id": entry.request_id or ""},
+        )
         if job:
             await jobs.dead_letter_job(
                 self.redis,
@@ -664,7 +683,12 @@ class Worker:
                 # The run failed for this request even on its own (the executor re-runs a
                 # failed batch request by request): answer it now. Left pending, it would
                 # be re-run until max_deliveries while its client waits for the deadline.
-                log.warning("request %s failed: %s", pending.request_id, outcome.error)
+                log.warning(
+                    "request %s failed: %s",
+                    pending.request_id,
+                    outcome.error,
+                    extra=_log_ids(pending),
+                )
                 message = str(outcome.error or "model run failed")
                 if len(message) > MAX_ERROR_CHARS:
                     message = message[:MAX_ERROR_CHARS] + "…"
