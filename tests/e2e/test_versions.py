@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,48 @@ def test_1_both_versions_run_side_by_side(served: Versions) -> None:
     assert re.search(r"classifier-v2 +digits-cnn v2 → http://127\.0\.0\.1:\d+", out), out
     assert "Versions: digits-cnn v1, v2 (latest:2)" in out, out
     assert (served.log_dir / "classifier-v1.log").is_file()
+
+
+def test_1b_weights_90_10_over_2000_requests_and_sticky_users(served: Versions) -> None:
+    """The canary on real ``axon serve``: a 90/10 rule spreads 2,000 unversioned
+    requests within ±3 points, each answer naming its version; with the sticky header a
+    user stays on one version. The rule is removed at the end."""
+    routing = f"{served.url}/v1/models/{MODEL}/routing"
+    rule = {"weights": {"1": 90, "2": 10}, "sticky_header": "X-User-Id"}
+    assert httpx.put(routing, json=rule, timeout=10).status_code == 200
+    wait_for(
+        lambda: httpx.get(routing, timeout=5).json()["rule"] == rule,
+        timeout_s=10,
+        what="the rule applied",
+    )
+    body = {"images": [[[0.0] * 8 for _ in range(8)]]}
+
+    def versions(count: int, headers: dict[str, str]) -> list[str]:
+        with httpx.Client(base_url=served.url, timeout=30) as client:
+            answers = [
+                client.post(f"/v1/models/{MODEL}/classify", json=body, headers=headers)
+                for _ in range(count)
+            ]
+        assert all(a.status_code == 200 for a in answers), {a.status_code for a in answers}
+        return [a.headers["X-Axon-Model-Version"] for a in answers]
+
+    try:
+        # Four clients: under the stack's backlog limit (6 per version), so no 429.
+        with ThreadPoolExecutor(4) as pool:
+            chosen = [v for part in pool.map(versions, [500] * 4, [{}] * 4) for v in part]
+        assert len(chosen) == 2000 and set(chosen) <= {"1", "2"}
+        share = chosen.count("1") / len(chosen)
+        assert abs(share - 0.90) <= 0.03, share
+        users = {f"user-{n}": set(versions(10, {"X-User-Id": f"user-{n}"})) for n in range(30)}
+        assert all(len(seen) == 1 for seen in users.values()), users
+        assert {v for seen in users.values() for v in seen} <= {"1", "2"}
+    finally:
+        assert httpx.delete(routing, timeout=10).status_code in (200, 204)
+        wait_for(
+            lambda: httpx.get(routing, timeout=5).json()["rule"] is None,
+            timeout_s=10,
+            what="the rule removed",
+        )
 
 
 def test_2_a_new_version_starts_and_the_oldest_drains(served: Versions) -> None:
