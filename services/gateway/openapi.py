@@ -133,10 +133,25 @@ _JOB_STATUS = _obj(
 )
 
 
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "a retry with the same key and body gets the first response "
+    "(Idempotent-Replayed: true) without running the model again; the same key with "
+    "another body is 422, one still running past the deadline 409 (docs/gateway.md, "
+    '"Idempotent retries")',
+}
+
+
 def _async(operation: dict[str, Any]) -> dict[str, Any]:
-    """An inference operation that also takes ``Prefer: respond-async`` (202)."""
+    """An inference operation: it also takes ``Prefer: respond-async`` (202) and an
+    ``Idempotency-Key`` (409, 422)."""
     operation["responses"]["202"] = _ACCEPTED
-    operation["parameters"] = [*operation.get("parameters", []), _PREFER]
+    operation["responses"]["409"] = _ERROR
+    operation["responses"]["422"] = _ERROR
+    operation["parameters"] = [*operation.get("parameters", []), _PREFER, _IDEMPOTENCY_KEY]
     return operation
 
 
