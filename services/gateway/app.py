@@ -40,6 +40,7 @@ from services.gateway.registry import Registry
 from services.gateway.responses import error_response
 from services.gateway.routing import DirectRoute, ErrorHandler, HotRoutes
 from services.gateway.settings import GatewaySettings
+from services.gateway.shadow import Shadows
 from services.gateway.state import GatewayState, tag
 from services.gateway.transport import Transport
 from services.gateway.transport_redis import RedisTransport
@@ -52,11 +53,14 @@ def create_app(
     transport: Callable[[GatewaySettings], Transport] = RedisTransport.connect,
     *,
     draw: Callable[[], float] = random.random,
+    shadow_draw: Callable[[], float] | None = None,
 ) -> Starlette:
     """A gateway app for ``settings``. The queue is ``transport(settings)``, built when
     the app starts (lifespan) and closed when it stops: Redis by default; tests pass a
     ``MemoryTransport``. ``draw``: points in [0, 1) for weighted routing (tests pass a
-    seeded one)."""
+    seeded one); ``shadow_draw``: those of shadow sampling (default: a random source of
+    its own, so sampling never shifts the routing draws)."""
+    shadow_draw = shadow_draw or random.Random().random
     metrics = GatewayMetrics.create()
     recorder = RequestRecorder(metrics)
     inflight = ByteBudget(settings.max_inflight_bytes)
@@ -76,11 +80,14 @@ def create_app(
         )
         if settings.models_dir is not None:
             registry.add_repository(settings.models_dir)
+        dispatcher = Dispatcher(queue, settings, metrics, registry, tracing)
+        shadows = Shadows(queue, registry, dispatcher, settings, metrics, draw=shadow_draw)
         app.state.gateway = GatewayState(
             settings=settings,
             transport=queue,
             registry=registry,
-            dispatcher=Dispatcher(queue, settings, metrics, registry, tracing),
+            dispatcher=dispatcher,
+            shadows=shadows,
             tracing=tracing,
             metrics=metrics,
             recorder=recorder,
@@ -115,6 +122,7 @@ def create_app(
             draining.set()
             await drainer
             await cancel_and_wait(background, log)
+            await shadows.aclose()
             await queue.aclose()
             pool = app.state.gateway.image_pool
             if pool is not None:

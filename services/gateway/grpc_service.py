@@ -324,8 +324,13 @@ class OipGrpcService:
             oip_id, selection = parsed.id, parsed.outputs
             body = encode_body(parsed.inputs, parsed.parameters)
             del parsed
-            outputs = await state.dispatcher.infer(
-                mv, body, request_id=call.request_id, timeout_ms=timeout, arrived=call.arrived
+            outputs = await state.infer(
+                mv,
+                body,
+                routed=not request.model_version,
+                request_id=call.request_id,
+                timeout_ms=timeout,
+                arrived=call.arrived,
             )
         finally:
             state.inflight.release(size)

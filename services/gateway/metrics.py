@@ -26,6 +26,10 @@ LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
 
+DIFFERENCE_BUCKETS = (
+    0.0, 1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class GatewayMetrics:
@@ -38,6 +42,11 @@ class GatewayMetrics:
     routed: Counter
     jobs: Counter
     job_polls: Counter
+    shadow_requests: Counter
+    shadow_rows: Counter
+    shadow_difference: Histogram
+    shadow_latency: Histogram
+    shadow_inflight: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> GatewayMetrics:
@@ -95,6 +104,43 @@ class GatewayMetrics:
                 "axon_job_polls_total",
                 "GET /v1/jobs/{id} answers by the job's status (pending, succeeded, failed)",
                 ["status"],
+                registry=registry,
+            ),
+            shadow_requests=Counter(
+                "axon_shadow_requests_total",
+                "Requests sampled for a shadow copy, by model, shadow version and outcome "
+                "(compared, shadow_error, timeout, primary_failed, incomparable, dropped, "
+                "refused, unavailable)",
+                ["model", "version", "outcome"],
+                registry=registry,
+            ),
+            shadow_rows=Counter(
+                "axon_shadow_rows_total",
+                "Rows of compared classify requests, by model, shadow version and whether "
+                "the shadow's top-1 label matched the primary's (agree, disagree)",
+                ["model", "version", "top1"],
+                registry=registry,
+            ),
+            shadow_difference=Histogram(
+                "axon_shadow_difference",
+                "Per compared request: classify, the share of rows whose top-1 label "
+                "differs; forecast, the mean absolute difference; generate, the mean "
+                "absolute pixel difference (the model's value range)",
+                ["model", "version"],
+                buckets=DIFFERENCE_BUCKETS,
+                registry=registry,
+            ),
+            shadow_latency=Histogram(
+                "axon_shadow_latency_seconds",
+                "Compared requests: time from the copy's start to the primary's reply "
+                "(role primary) and to the shadow's reply read back (role shadow)",
+                ["model", "version", "role"],
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            shadow_inflight=Gauge(
+                "axon_shadow_inflight",
+                "Shadow copies this gateway process has in flight (AXON_SHADOW_MAX_INFLIGHT)",
                 registry=registry,
             ),
         )

@@ -141,9 +141,10 @@ async def infer(request: Request) -> Response:
     if job_endpoints.requested(request):
         options = results.options_for_infer(oip_id, selection, as_raw)
         return await job_endpoints.submit(request, mv, entry_body, "infer", options)
-    outputs = await state.dispatcher.infer(
+    outputs = await state.infer(
         mv,
         entry_body,
+        routed=_version(request) is None,
         request_id=request_id(request),
         timeout_ms=timeout,
         arrived=request.state.arrived,

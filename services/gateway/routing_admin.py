@@ -1,8 +1,9 @@
 """The routing rule admin API (``routing_rules``): ``GET | PUT | DELETE
 /v1/models/{model}/routing``. Each answers the model's rule as this gateway applies it
-(or null), its versions' readiness and the effective weights (the rule's weights of
+(or null), its versions' readiness, the effective weights (the rule's weights of
 the ready versions; with no rule, or none of its versions ready, the default version
-at 100).
+at 100) and ``shadow``: the rule's shadow version with this gateway's figures of it
+(``services.gateway.shadow``).
 
 A PUT is validated against the model's known versions (400 naming the field), stored
 in Redis, and applied by this gateway at once; the others apply it at their next
@@ -20,11 +21,14 @@ from services.gateway.registry import Registry
 from services.gateway.responses import JSON
 from services.gateway.routing import DirectRoute
 from services.gateway.routing_rules import RoutingRule, effective_weights, parse_rule
+from services.gateway.shadow import Shadows
 from services.gateway.state import gateway, read_json, tag
 from services.gateway.transport import queue_errors_as_503
 
 
-def describe(registry: Registry, model: str, rule: RoutingRule | None) -> dict[str, Any]:
+def describe(
+    registry: Registry, model: str, rule: RoutingRule | None, shadows: Shadows | None = None
+) -> dict[str, Any]:
     """The admin API's answer for ``model`` under ``rule`` (see the module docstring)."""
     versions = registry.models()[model]
     ready = {mv.version for mv in versions if mv.ready}
@@ -44,7 +48,27 @@ def describe(registry: Registry, model: str, rule: RoutingRule | None) -> dict[s
         "effective": source,
         "effective_weights": {str(v): w for v, w in weights},
         "effective_percent": {str(v): round(100 * w / total, 2) for v, w in weights},
+        "shadow": _shadow(model, rule, ready, shadows),
     }
+
+
+def _shadow(
+    model: str, rule: RoutingRule | None, ready: set[int], shadows: Shadows | None
+) -> dict[str, Any] | None:
+    """The rule's shadow and what this gateway process saw of it (``Shadows.stats``:
+    counts by outcome, agreement, latency of both); None without a shadow and with no
+    figures. Figures are per process: a gateway's own copies (sum them over gateways
+    with the ``axon_shadow_*`` metrics)."""
+    stats = shadows.stats(model) if shadows is not None else None
+    shadow = rule.shadow if rule is not None else None
+    if shadow is None and stats is None:
+        return None
+    doc: dict[str, Any] = {"version": None, "fraction": None, "ready": None}
+    if shadow is not None:
+        doc = {"version": shadow.version, "fraction": shadow.fraction,
+               "ready": shadow.version in ready}  # fmt: skip
+    doc["stats"] = stats
+    return doc
 
 
 async def get_routing(request: Request) -> Response:
@@ -54,7 +78,7 @@ async def get_routing(request: Request) -> Response:
     tag(request, "routing")
     model = request.path_params["model"]
     tag(request, "routing", state.registry.lookup(model))
-    return JSON(describe(state.registry, model, state.registry.rule(model)))
+    return JSON(describe(state.registry, model, state.registry.rule(model), state.shadows))
 
 
 async def put_routing(request: Request) -> Response:
@@ -68,7 +92,7 @@ async def put_routing(request: Request) -> Response:
     async with queue_errors_as_503(state.transport.name, "refused to read or store the rule"):
         await state.transport.put_rule(model, rule.to_json())
     state.registry.set_rule(model, rule)
-    return JSON(describe(state.registry, model, rule))
+    return JSON(describe(state.registry, model, rule, state.shadows))
 
 
 async def delete_routing(request: Request) -> Response:
@@ -79,7 +103,7 @@ async def delete_routing(request: Request) -> Response:
     async with queue_errors_as_503(state.transport.name, "refused to read or store the rule"):
         await state.transport.delete_rule(model)
     state.registry.set_rule(model, None)
-    return JSON(describe(state.registry, model, None))
+    return JSON(describe(state.registry, model, None, state.shadows))
 
 
 routes = [

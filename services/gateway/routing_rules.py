@@ -29,9 +29,8 @@ from typing import Any
 from services.contract.metadata import VERSION
 from services.gateway.errors import BadRequestError
 
-FIELDS = ("weights", "sticky_header")
-NOT_YET = ("shadow",)
-"""Documented fields that are not implemented: a 400 saying so rather than ignored."""
+FIELDS = ("weights", "sticky_header", "shadow")
+SHADOW_FIELDS = ("version", "fraction")
 
 MAX_WEIGHT = 1_000_000
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
@@ -43,17 +42,35 @@ header's hash, or the rule's versions were all without a live worker (default us
 
 
 @dataclass(frozen=True)
+class ShadowRule:
+    """Copy ``fraction`` (in (0, 1]) of the rule's requests to ``version``."""
+
+    version: int
+    fraction: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "fraction": self.fraction}
+
+
+@dataclass(frozen=True)
 class RoutingRule:
-    """A model's rule: ``weights`` as (version, weight) pairs by version ascending."""
+    """A model's rule: ``weights`` as (version, weight) pairs by version ascending, and
+    an optional ``shadow``."""
 
     weights: tuple[tuple[int, int], ...]
     sticky_header: str | None = None
+    shadow: ShadowRule | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        """The rule as JSON; ``shadow`` only when there is one (a rule written before
+        shadows existed reads back unchanged)."""
+        doc: dict[str, Any] = {
             "weights": {str(version): weight for version, weight in self.weights},
             "sticky_header": self.sticky_header,
         }
+        if self.shadow is not None:
+            doc["shadow"] = self.shadow.as_dict()
+        return doc
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), separators=(",", ":"))
@@ -66,8 +83,6 @@ def parse_rule(doc: Any, known_versions: Collection[int] | None = None) -> Routi
     if not isinstance(doc, Mapping):
         raise BadRequestError('body: expected a JSON object such as {"weights": {"1": 90}}')
     for name in doc:
-        if name in NOT_YET:
-            raise BadRequestError(f"{name}: not supported yet")
         if name not in FIELDS:
             raise BadRequestError(f"{str(name)[:40]}: unknown field (expected {', '.join(FIELDS)})")
     weights = doc.get("weights")
@@ -95,7 +110,41 @@ def parse_rule(doc: Any, known_versions: Collection[int] | None = None) -> Routi
         raise BadRequestError(
             f"sticky_header: must be null or an HTTP header name such as X-User-Id, got {sticky!r}"
         )
-    return RoutingRule(tuple(sorted(pairs)), sticky)
+    return RoutingRule(
+        tuple(sorted(pairs)), sticky, parse_shadow(doc.get("shadow"), known_versions)
+    )
+
+
+def parse_shadow(doc: Any, known_versions: Collection[int] | None) -> ShadowRule | None:
+    """The rule's ``shadow`` field: null, or ``{"version": N, "fraction": F}`` with N a
+    known version and 0 < F <= 1; ``BadRequestError`` naming the field."""
+    if doc is None:
+        return None
+    if not isinstance(doc, Mapping):
+        raise BadRequestError(
+            'shadow: must be null or an object such as {"version": 2, "fraction": 0.1}'
+        )
+    for name in doc:
+        if name not in SHADOW_FIELDS:
+            raise BadRequestError(
+                f"shadow.{str(name)[:40]}: unknown field (expected {', '.join(SHADOW_FIELDS)})"
+            )
+    version = doc.get("version")
+    text = str(version)
+    if isinstance(version, bool) or not isinstance(version, int | str) or not VERSION.match(text):
+        raise BadRequestError(f"shadow.version: required, a positive integer, got {version!r}")
+    if known_versions is not None and int(text) not in known_versions:
+        raise BadRequestError(
+            f"shadow.version: no such version {text} (versions: {sorted(known_versions)})"
+        )
+    fraction = doc.get("fraction", 1.0)
+    if (
+        isinstance(fraction, bool)
+        or not isinstance(fraction, int | float)
+        or not 0.0 < fraction <= 1.0  # NaN fails both comparisons
+    ):
+        raise BadRequestError(f"shadow.fraction: must be a number in (0, 1], got {fraction!r}")
+    return ShadowRule(int(text), float(fraction))
 
 
 def decode_rule(raw: str) -> RoutingRule:

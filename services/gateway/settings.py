@@ -78,6 +78,18 @@ class GatewaySettings:
     """Jobs allowed in a model version's job stream before new ones get 429."""
     job_backlog_bytes: int = 64 * 1024 * 1024
     """Encoded request bytes of jobs queued per model version; beyond it, 429."""
+    shadow_max_inflight: int = 64
+    """Shadow copies (``services.gateway.shadow``) one gateway process has in flight at
+    most; a request sampled beyond it is not copied (counted ``dropped``)."""
+    shadow_timeout_ms: int = 10_000
+    """A shadow copy's own deadline (ms from its submission); past it, ``timeout``."""
+    shadow_backlog_limit: int = 100
+    """A shadow copy is not queued while the shadow version's job stream holds this many
+    entries (counted ``refused``): below the job limit, so shadows never take the last
+    places of clients' async jobs."""
+    shadow_poll_ms: int = 10
+    """How often the stored replies of shadow copies in flight are read back (one round
+    trip per shadow version): the resolution of the shadow's measured latency."""
     reuse_port: bool = False
     """Share the HTTP and gRPC ports with other gateway processes (SO_REUSEPORT):
     ``python -m services.gateway --reuse-port``, which ``axon serve --gateway-workers N``
@@ -143,6 +155,14 @@ class GatewaySettings:
             job_timeout_ms=read("AXON_JOB_TIMEOUT_MS", _positive_int, cls.job_timeout_ms),
             job_backlog_limit=read("AXON_JOB_BACKLOG_LIMIT", _positive_int, cls.job_backlog_limit),
             job_backlog_bytes=read("AXON_JOB_BACKLOG_BYTES", _positive_int, cls.job_backlog_bytes),
+            shadow_max_inflight=read(
+                "AXON_SHADOW_MAX_INFLIGHT", _positive_int, cls.shadow_max_inflight
+            ),
+            shadow_timeout_ms=read("AXON_SHADOW_TIMEOUT_MS", _positive_int, cls.shadow_timeout_ms),
+            shadow_backlog_limit=read(
+                "AXON_SHADOW_BACKLOG_LIMIT", _positive_int, cls.shadow_backlog_limit
+            ),
+            shadow_poll_ms=read("AXON_SHADOW_POLL_MS", _positive_int, cls.shadow_poll_ms),
             no_worker_wait_ms=read("AXON_NO_WORKER_WAIT_MS", _non_negative_int, 15_000),
             hold_without_workers=read("AXON_HOLD_WITHOUT_WORKERS", HoldPolicy.parse, NO_HOLD),
             grpc_port=read("AXON_GRPC_PORT", _port, cls.grpc_port),

@@ -21,6 +21,7 @@ from services.gateway.middleware.inflight_bytes import ByteBudget
 from services.gateway.oip_binary import HEADER_LENGTH, split_body
 from services.gateway.registry import ModelVersion, Registry
 from services.gateway.settings import GatewaySettings
+from services.gateway.shadow import Shadows
 from services.gateway.transport import Transport
 
 if TYPE_CHECKING:
@@ -43,6 +44,9 @@ class GatewayState:
     """Swagger UI's files for ``/docs``, read at start-up (``docs_ui``)."""
     console: ConsoleFiles
     """The web console's files for ``/ui``, read at start-up (``console.assets``)."""
+    shadows: Shadows | None = None
+    """Shadow copies of routing rules' ``shadow`` (``services.gateway.shadow``); None:
+    requests go to the dispatcher alone."""
     tracing: Tracing | None = None
     """The process's tracing when ``OTEL_*`` turn it on (``services.contract.tracing``)."""
     image_pool: ThreadPoolExecutor | None = None
@@ -73,6 +77,26 @@ class GatewayState:
         if reason is not None:
             self.metrics.routed.labels(mv.name, str(mv.version), reason).inc()
         return mv
+
+    async def infer(
+        self,
+        mv: ModelVersion,
+        body: bytes,
+        *,
+        routed: bool,
+        request_id: str,
+        timeout_ms: int,
+        arrived: float | None = None,
+    ) -> dict[str, Any]:
+        """``Dispatcher.infer``, with a shadow copy when ``routed`` (the request named
+        no version) and the model's rule samples it (``Shadows.infer``)."""
+        if self.shadows is None:
+            return await self.dispatcher.infer(
+                mv, body, request_id=request_id, timeout_ms=timeout_ms, arrived=arrived
+            )
+        return await self.shadows.infer(
+            mv, body, routed=routed, request_id=request_id, timeout_ms=timeout_ms, arrived=arrived
+        )
 
     @property
     def ready(self) -> bool:

@@ -85,6 +85,7 @@ async def _prepare(request: Request, task: str) -> tuple[ModelVersion, Mapping[s
     if version is not None and (isinstance(version, bool) or not isinstance(version, int | str)):
         raise BadRequestError("version: must be an integer such as 1")
     mv = state.route(model, version, request.headers.get)
+    request.state.routed = version is None or version == ""
     tag(request, task, mv)
     if mv.metadata.task != task:
         raise BadRequestError(
@@ -117,9 +118,10 @@ async def _run(
     body = encode_body(inputs, parameters)
     if job_endpoints.requested(request):
         return await job_endpoints.submit(request, mv, body, kind, options)
-    outputs = await gateway(request).dispatcher.infer(
+    outputs = await gateway(request).infer(
         mv,
         body,
+        routed=request.state.routed,
         request_id=request_id(request),
         timeout_ms=deadline_ms(request, mv, {}),
         arrived=request.state.arrived,

@@ -11,6 +11,9 @@ The gateway needs three things of a queue, and nothing else:
 - **jobs** (``Prefer: respond-async``): ``submit_job`` queues an entry on the model
   version's job stream with its stored job, ``get_job`` reads a job and, once a worker
   answered it, its reply (``services.contract.jobs``);
+- **shadow copies** (``services.gateway.shadow``): jobs under shadow job keys
+  (``submit_job``) whose replies ``collect_jobs`` reads back (and deletes) in one
+  round trip per model version;
 - **routing rules**: one JSON document per model (``get_rules`` / ``put_rule`` /
   ``delete_rule``), shared by every gateway on the queue; the transport stores the
   text as given, ``routing_rules`` validates it on both sides.
@@ -109,6 +112,15 @@ class Transport(Protocol):
     async def get_job(self, key: str) -> JobRecord | None:
         """The job stored at ``key`` (its meta, and its raw reply once answered); None
         when unknown or expired. Raises ``TransportDown`` / ``TransportError``."""
+        ...
+
+    async def collect_jobs(
+        self, keys: Sequence[str], drop: Sequence[str] = ()
+    ) -> list[bytes | None]:
+        """The raw reply stored in each job of ``keys`` (None: not answered yet, or no
+        such job), deleting every job answered here and every job of ``drop`` (given
+        up: a later answer is not stored). All keys of one model version (one hash
+        slot); one round trip. Raises ``TransportDown`` / ``TransportError``."""
         ...
 
     async def live_workers(self, malformed: list[str]) -> list[WorkerInfo]:

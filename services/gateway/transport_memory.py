@@ -135,6 +135,24 @@ class MemoryTransport:
             return None
         return held[0]
 
+    async def collect_jobs(
+        self, keys: Sequence[str], drop: Sequence[str] = ()
+    ) -> list[bytes | None]:
+        """As the Redis transport's: answered jobs (and those of ``drop``) are deleted."""
+        if self.down:
+            raise TransportDown(BACKEND)
+        found: list[bytes | None] = []
+        now = time.monotonic()
+        for key in keys:
+            held = self._jobs.get(key)
+            reply = held[0].reply if held is not None and held[2] > now else None
+            if reply is not None or (held is not None and held[2] <= now):
+                del self._jobs[key]
+            found.append(reply)
+        for key in drop:
+            self._jobs.pop(key, None)
+        return found
+
     def job_backlog(self, model: str, version: int) -> int:
         """Jobs queued and not yet answered (as XLEN of the Redis job stream)."""
         return len(self._job_stream(model, version).entries)

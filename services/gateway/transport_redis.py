@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
-from services.contract import jobs, protocol, queue_view, redis_client
+from services.contract import jobs, protocol, queue_view, redis_client, shadow_jobs
 from services.contract.jobs import JobRecord, NewJob
 from services.contract.protocol import NewEntry, RedisClient, Refused, WorkerInfo
 from services.contract.queue_view import DeadLetter, QueueCounts, Redriven
@@ -153,6 +153,11 @@ class RedisTransport:
 
     async def get_job(self, key: str) -> JobRecord | None:
         return await _queue_call(jobs.get_job(self.redis, key))
+
+    async def collect_jobs(
+        self, keys: Sequence[str], drop: Sequence[str] = ()
+    ) -> list[bytes | None]:
+        return await _queue_call(shadow_jobs.collect_replies(self.redis, keys, drop))
 
     async def live_workers(self, malformed: list[str]) -> list[WorkerInfo]:
         return await _queue_call(protocol.live_workers(self.redis, malformed=malformed))

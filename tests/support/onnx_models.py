@@ -88,11 +88,19 @@ def write_classifier(
     return write_version(root, name, version, model, meta)
 
 
-def write_poison_classifier(root: Path, name: str = "poison-cnn", version: int = 1) -> Path:
-    """A classifier whose run fails for rows with image[:, 0, 0, 0] >= 17 (see module doc)."""
-    rng = np.random.default_rng(0)
+def write_poison_classifier(
+    root: Path,
+    name: str = "poison-cnn",
+    version: int = 1,
+    *,
+    seed: int = 0,
+    poison_from: int = 17,
+) -> Path:
+    """A classifier whose run fails for rows with image[:, 0, 0, 0] >= ``poison_from``
+    (see module doc); ``seed`` draws its weights (another seed: another model)."""
+    rng = np.random.default_rng(seed)
     weights = numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "w")
-    table = numpy_helper.from_array(np.ones(17, dtype=np.float32), "table")
+    table = numpy_helper.from_array(np.ones(poison_from, dtype=np.float32), "table")
     flat_shape = numpy_helper.from_array(np.array([-1, 4], dtype=np.int64), "flat_shape")
     starts = numpy_helper.from_array(np.array([0], dtype=np.int64), "starts")
     ends = numpy_helper.from_array(np.array([1], dtype=np.int64), "ends")

@@ -16,7 +16,7 @@ from typing import Protocol
 import numpy as np
 import pytest
 
-from services.contract import jobs, protocol, redis_client
+from services.contract import jobs, protocol, redis_client, shadow_jobs
 from services.contract.codec import Reply, decode_reply, decode_request, encode_request
 from services.contract.jobs import NewJob
 from services.contract.protocol import NewEntry, Outgoing, Refused, WorkerInfo
@@ -465,5 +465,44 @@ def test_jobs_are_stored_limited_taken_after_requests_and_answered_into_the_job(
         assert isinstance(await submit_job(short, limit=10), str)
         await asyncio.sleep(1.2)
         assert await transport.get_job(short.key) is None
+
+    run(scenario)
+
+
+def test_collect_jobs_reads_answered_replies_once_and_drops_given_up_jobs(
+    run: Callable[[Scenario], None],
+) -> None:
+    """Shadow copies' read-back: ``collect_jobs`` answers None for a job not answered
+    yet, its reply once answered (the job is then gone: a second collect is None), and
+    a dropped job is deleted, so its late answer is never stored."""
+
+    async def scenario(transport: Transport, worker: WorkerSide) -> None:
+        model = next(_models)
+
+        def job(name: str) -> NewJob:
+            key = shadow_jobs.shadow_job_key(model, 1, name)
+            return NewJob(key, b"shadow", 60, entry(name, key))
+
+        kept, dropped = job("kept"), job("dropped")
+        for j in (kept, dropped):
+            queued = await transport.submit_job(
+                model, 1, j, limit=10, maxlen=1000, byte_limit=2**40
+            )
+            assert isinstance(queued, str)
+        assert await transport.collect_jobs([kept.key, dropped.key]) == [None, None]
+        assert await transport.collect_jobs([], drop=[dropped.key]) == []
+        taken = await worker.take_lanes(model, 2)
+        assert sorted(reply_to for _, _, reply_to in taken) == sorted([kept.key, dropped.key])
+        out = {"y": np.full((1, 2), 5.0, np.float32)}
+        for entry_id, _, reply_to in taken:
+            await worker.answer(model, entry_id, reply_to, Reply.success(reply_to, out))
+        assert await transport.get_job(dropped.key) is None  # the late answer was not stored
+        raw, missing = await transport.collect_jobs([kept.key, dropped.key])
+        assert missing is None and raw is not None
+        reply = decode_reply(raw)
+        assert reply.ok and reply.outputs is not None
+        np.testing.assert_array_equal(reply.outputs["y"], out["y"])
+        assert await transport.collect_jobs([kept.key]) == [None]  # read once, then gone
+        assert await transport.get_job(kept.key) is None
 
     run(scenario)

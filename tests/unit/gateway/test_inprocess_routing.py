@@ -228,7 +228,7 @@ def test_bad_rules_are_400s_naming_the_field(tmp_path: Path) -> None:
             ({"weights": {"3": 10}}, "weights.3: no such version (versions: [1, 2])"),
             ({"weights": {"1": -1}}, "weights.1: must be an integer >= 0"),
             ({"weights": {"1": 0, "2": 0}}, "weights: must sum to more than 0"),
-            ({"weights": {"1": 90}, "shadow": {"2": 10}}, "shadow: not supported yet"),
+            ({"weights": {"1": 90}, "shadow": {"version": 3}}, "shadow.version: no such version 3"),
             ({"weights": {"1": 90}, "sticky_header": ""}, "sticky_header: must be null"),
             ([], "body: expected a JSON object"),
         ]

@@ -19,6 +19,7 @@ from services.gateway.routing_rules import (
     REASON_STICKY,
     REASON_WEIGHTS,
     RoutingRule,
+    ShadowRule,
     choose,
     decode_rule,
     effective_weights,
@@ -58,7 +59,18 @@ def test_a_valid_rule_parses_sorted_and_round_trips_through_json() -> None:
         ({"weights": {"1": 1, "01": 1}}, "weights.01: a version must be a positive integer"),
         ({"weights": {"1": 1}, "sticky_header": 7}, "sticky_header: must be null or an HTTP"),
         ({"weights": {"1": 1}, "sticky_header": "X User"}, "sticky_header: must be null"),
-        ({"weights": {"1": 1}, "shadow": {"2": 5}}, "shadow: not supported yet"),
+        ({"weights": {"1": 1}, "shadow": {"2": 5}}, "shadow.2: unknown field"),
+        ({"weights": {"1": 1}, "shadow": 2}, "shadow: must be null or an object"),
+        ({"weights": {"1": 1}, "shadow": {"fraction": 0.5}}, "shadow.version: required"),
+        ({"weights": {"1": 1}, "shadow": {"version": 3}}, "shadow.version: no such version 3"),
+        ({"weights": {"1": 1}, "shadow": {"version": True}}, "shadow.version: required"),
+        ({"weights": {"1": 1}, "shadow": {"version": 2, "fraction": 0}}, "shadow.fraction: must"),
+        ({"weights": {"1": 1}, "shadow": {"version": 2, "fraction": 1.5}}, "shadow.fraction"),
+        ({"weights": {"1": 1}, "shadow": {"version": 2, "fraction": "1"}}, "shadow.fraction"),
+        (
+            {"weights": {"1": 1}, "shadow": {"version": 2, "fraction": float("nan")}},
+            "shadow.fraction: must be a number in (0, 1], got nan",
+        ),
         ({"weights": {"1": 1}, "weigths": 1}, "weigths: unknown field"),
     ],
 )
@@ -66,6 +78,17 @@ def test_invalid_rules_are_refused_naming_the_field(doc: Any, message: str) -> N
     with pytest.raises(BadRequestError) as caught:
         parse_rule(doc, {1, 2})
     assert str(caught.value).startswith(message)
+
+
+def test_a_shadow_is_parsed_kept_in_the_json_and_absent_when_unset() -> None:
+    rule = parse_rule({"weights": {"1": 100}, "shadow": {"version": 2, "fraction": 0.25}}, {1, 2})
+    assert rule.shadow == ShadowRule(2, 0.25)
+    assert decode_rule(rule.to_json()) == rule
+    assert rule.as_dict()["shadow"] == {"version": 2, "fraction": 0.25}
+    whole = parse_rule({"weights": {"1": 1}, "shadow": {"version": "2"}}, {1, 2})
+    assert whole.shadow == ShadowRule(2, 1.0)  # fraction defaults to every request
+    plain = parse_rule({"weights": {"1": 1}, "shadow": None}, {1, 2})
+    assert plain.shadow is None and "shadow" not in plain.as_dict()
 
 
 def test_a_stored_rule_that_does_not_parse_is_a_value_error() -> None:
