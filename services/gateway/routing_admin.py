@@ -48,11 +48,11 @@ def describe(
         "effective": source,
         "effective_weights": {str(v): w for v, w in weights},
         "effective_percent": {str(v): round(100 * w / total, 2) for v, w in weights},
-        "shadow": _shadow(model, rule, ready, shadows),
+        "shadow": shadow_view(model, rule, ready, shadows),
     }
 
 
-def _shadow(
+def shadow_view(
     model: str, rule: RoutingRule | None, ready: set[int], shadows: Shadows | None
 ) -> dict[str, Any] | None:
     """The rule's shadow and what this gateway process saw of it (``Shadows.stats``:

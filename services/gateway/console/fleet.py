@@ -9,6 +9,7 @@ Contract of the answer (``snapshot``)::
     {"gateway": {"instance", "reachable", "ready", "at_ms"},
      "models": [{"name", "task",
                  "gateway": {"requests", "errors", "latency_buckets": [[le_s, count]…]},
+                 "shadow": null | {"version", "fraction", "ready", "stats"},
                  "versions": [{"version", "ready", "backlog", "dead_letters",
                                "counters": {"requests", "errors", "rows", "runs",
                                             "expired", "redeliveries", "dead_letters",
@@ -24,8 +25,10 @@ workers (the whole fleet, whichever gateway answers); ``gateway`` counts only wh
 this gateway process answered on the inference endpoints (``INFERENCE_ENDPOINTS``), so
 a page behind a load balancer resets its latency window when ``instance`` changes.
 ``backlog``/``dead_letters`` are null when the queue could not be read (the rest is
-still answered). Uptime is the worker's last heartbeat minus its start, both on Redis'
-clock (no two hosts' clocks are compared).
+still answered). ``shadow`` is the routing admin API's (``routing_admin.shadow_view``:
+the rule's shadow version and this gateway's figures of it). Uptime is the worker's
+last heartbeat minus its start, both on Redis' clock (no two hosts' clocks are
+compared).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from services.gateway.metrics import GatewayMetrics
 from services.gateway.registry import ModelVersion
 from services.gateway.responses import JSON
 from services.gateway.routing import DirectRoute
+from services.gateway.routing_admin import shadow_view
 from services.gateway.state import gateway, tag
 from services.gateway.transport import TransportDown, TransportError
 
@@ -131,9 +135,11 @@ def snapshot(
     reachable: bool,
     ready: bool,
     at_ms: int,
+    shadows: Mapping[str, Mapping[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
     """The ``GET /v1/fleet`` answer (module docstring) from the registry's ``models``, the
-    queue ``counts`` by (model, version) (None: not read) and ``gateway_figures``."""
+    queue ``counts`` by (model, version) (None: not read), ``gateway_figures`` and each
+    model's ``shadow`` view (absent: null)."""
     empty = {"requests": 0, "errors": 0, "latency_buckets": []}
     out = []
     for name, versions in sorted(models.items()):
@@ -155,6 +161,7 @@ def snapshot(
                 "name": name,
                 "task": versions[-1].metadata.task,
                 "gateway": dict(figures.get(name, empty)),
+                "shadow": (shadows or {}).get(name),
                 "versions": rows,
             }
         )
@@ -187,6 +194,15 @@ async def fleet(request: Request) -> Response:
             reachable=state.registry.reachable,
             ready=state.ready,
             at_ms=int(time.time() * 1000),
+            shadows={
+                name: shadow_view(
+                    name,
+                    state.registry.rule(name),
+                    {mv.version for mv in versions if mv.ready},
+                    state.shadows,
+                )
+                for name, versions in models.items()
+            },
         )
     )
 

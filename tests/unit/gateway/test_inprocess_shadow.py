@@ -115,6 +115,11 @@ def test_a_shadow_at_100_percent_answers_nothing_to_clients_and_compares_every_r
         assert metric(gw, "axon_requests_total", endpoint="classify", code="200") == 31
         assert metric(gw, "axon_requests_total", endpoint="classify") == 32
         assert gw.queue.job_backlog(CLASSIFIER, 2) == 0  # every copy answered and read back
+        # The console's fleet snapshot shows the same view.
+        fleet = gw.client.get("/v1/fleet").json()
+        (model,) = [m for m in fleet["models"] if m["name"] == CLASSIFIER]
+        assert model["shadow"]["version"] == 2 and model["shadow"]["stats"]["compared"] == 30
+        assert gw.client.delete(ROUTING).json()["shadow"]["version"] is None  # figures stay
 
 
 def test_agreement_matches_a_direct_computation_and_shadow_errors_reach_no_client(

@@ -4,6 +4,7 @@ and clear a rule, its key from the options or the environment, refusals printed.
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import httpx
@@ -80,3 +81,38 @@ def test_an_unreachable_gateway_is_reported(capsys: pytest.CaptureFixture[str]) 
     with httpx.Client(base_url="http://gw.invalid", transport=httpx.MockTransport(refuse)) as http:
         assert route(http)[0] == 1
     assert "cannot reach http://127.0.0.1:8000: connection refused" in capsys.readouterr().err
+
+
+def test_a_shadow_is_set_and_its_figures_shown(tmp_path: Path) -> None:
+    with stack(tmp_path, classifier_versions=2) as gw:
+        gw.serve(CLASSIFIER, 1)
+        gw.serve(CLASSIFIER, 2)
+        code, printed = route(gw.client, "1=100", "--shadow", "2:0.5")
+        assert code == 0, printed
+        assert "  shadow: version 2, 50 % of requests copied" in printed.splitlines()
+        assert gw.client.get(f"/v1/models/{CLASSIFIER}/routing").json()["rule"]["shadow"] == {
+            "version": 2,
+            "fraction": 0.5,
+        }
+        assert route(gw.client, "1=100", "--shadow", "2")[0] == 0
+        image = {"images": [[[[1.0, 2.0], [3.0, 4.0]]]]}
+        for _ in range(3):
+            assert (
+                gw.client.post(f"/v1/models/{CLASSIFIER}/classify", json=image).status_code == 200
+            )
+        until = time.monotonic() + 30
+        while "compared=3" not in (printed := route(gw.client)[1]):
+            assert time.monotonic() < until, printed
+            time.sleep(0.02)
+        assert "    top-1 agreement 100.00 %" in printed.splitlines()
+        assert any(line.startswith("    shadow latency p50") for line in printed.splitlines())
+
+
+def test_bad_shadow_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert route(None, "--shadow", "2")[0] == 2
+    assert "--shadow need weights" in capsys.readouterr().err
+    assert route(None, "--clear", "--shadow", "2")[0] == 2
+    for bad in ("0", "2:0", "2:1.5", "x", "2:y"):
+        with pytest.raises(SystemExit):
+            _parser().parse_args(["route", CLASSIFIER, "1=1", "--shadow", bad])
+        assert "expected VERSION[:FRACTION]" in capsys.readouterr().err

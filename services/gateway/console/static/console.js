@@ -184,12 +184,44 @@
         }
       }
     }
+    renderShadows(snap.doc.models);
     $("dlq-badge").textContent = dead ? String(dead) : "";
     const g = snap.doc.gateway;
     const pill = $("gateway-status");
     pill.textContent = g.ready ? `gateway ${g.instance}: ready` : `gateway ${g.instance}: not ready`;
     pill.className = "pill " + (g.ready ? "up" : "down");
     $("updated").textContent = "updated " + new Date(snap.at).toLocaleTimeString();
+  }
+
+  function renderShadows(models) {
+    const table = $("shadow-table");
+    const body = table.querySelector("tbody");
+    body.replaceChildren();
+    for (const model of models) {
+      const sh = model.shadow;
+      if (!sh) continue;
+      const st = sh.stats || { outcomes: {}, compared: 0, latency_ms: {} };
+      const notCompared = Object.entries(st.outcomes)
+        .filter(([name, n]) => name !== "compared" && n > 0)
+        .map(([name, n]) => `${name} ${n}`).join(", ");
+      const p50 = (role) => (st.latency_ms[role] ? fmt.num(st.latency_ms[role].p50) : "–");
+      const tr = document.createElement("tr");
+      tr.dataset.model = model.name;
+      tr.append(
+        td(model.name),
+        td(sh.version === null ? "(rule removed)" : `${sh.version}${sh.ready ? "" : " (no worker)"}`),
+        td(sh.fraction === null ? "–" : `${fmt.num(sh.fraction * 100)} %`, "num"),
+        td(st.compared, "num"),
+        td(st.top1_agreement === null || st.top1_agreement === undefined
+          ? "–" : `${fmt.num(st.top1_agreement * 100, 2)} %`, "num"),
+        td(st.mean_difference === null || st.mean_difference === undefined
+          ? "–" : fmt.num(st.mean_difference, 4), "num"),
+        td(p50("primary"), "num"), td(p50("shadow"), "num"),
+        td(notCompared || "–"),
+      );
+      body.append(tr);
+    }
+    table.hidden = body.children.length === 0;
   }
 
   function fillModelSelect(select, task) {
