@@ -8,8 +8,10 @@ PROTOCOL_BENCH_ARGS ?=
 
 # e.g. JOBS_BENCH_ARGS="--rounds 5 --concurrency 16" (see benchmarks/bench_jobs.py)
 JOBS_BENCH_ARGS ?=
+# e.g. SHADOW_BENCH_ARGS="--rounds 5 --concurrency 16" (see benchmarks/bench_shadow.py)
+SHADOW_BENCH_ARGS ?=
 
-.PHONY: bench bench-tools bench-protocols bench-jobs
+.PHONY: bench bench-tools bench-protocols bench-jobs bench-shadow
 
 # wrk drives the load (Debian's package); installed when missing, as `make tools` does for tests.
 bench-tools: ## install wrk (the benchmark's load generator) when it is missing
@@ -29,3 +31,7 @@ bench: install bench-tools bench-protocols ## bench-protocols, then the gateway 
 bench-jobs: install ## sync p50/p99 alone vs with 1,000 async jobs queued / submitted meanwhile (ratios; benchmarks/bench_jobs.py)
 	@test -f $(MODELS_DIR)/digits-cnn/1/model.onnx || $(PY) -m training models --models-dir $(MODELS_DIR)
 	$(PY) benchmarks/bench_jobs.py --models-dir $(MODELS_DIR) $(JOBS_BENCH_ARGS)
+
+bench-shadow: install ## primary p50/p99 with no shadow vs a shadow at 100 % (ratios, the shadow's figures; benchmarks/bench_shadow.py)
+	@test -f $(MODELS_DIR)/digits-cnn/1/model.onnx || $(PY) -m training models --models-dir $(MODELS_DIR)
+	$(PY) benchmarks/bench_shadow.py --models-dir $(MODELS_DIR) $(SHADOW_BENCH_ARGS)

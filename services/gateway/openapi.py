@@ -206,14 +206,22 @@ def spec() -> dict[str, Any]:
             count=_INT, seed=_INT, label=_INT, version=_INT,
             format={"type": "string", "enum": ["png", "array"]}))},
         "/v1/models/{model}/routing": {
-            "get": _op("Routing rule as this gateway applies it, readiness, effective weights"),
+            "get": _op("Routing rule as this gateway applies it, readiness, effective weights, "
+                       "the shadow's figures"),
             "put": _op("Set the routing rule (canary weights; an admin key if "
                        "AXON_ADMIN_KEYS is set)", _obj(
                 weights={"type": "object", "additionalProperties": _INT,
                          "description": 'version → weight, e.g. {"1": 90, "2": 10}'},
                 sticky_header={"type": ["string", "null"],
                                "description": "header whose value keeps a client on one "
-                               "version"})),
+                               "version"},
+                shadow={"type": ["object", "null"],
+                        "properties": {"version": _INT,
+                                       "fraction": {"type": "number", "exclusiveMinimum": 0,
+                                                    "maximum": 1}},
+                        "required": ["version"],
+                        "description": "copy this share of the rule's requests to a shadow "
+                        "version; its answers are compared, never sent"})),
             "delete": _op("Remove the routing rule (an admin key if AXON_ADMIN_KEYS is set)"),
             "parameters": [_MODEL],
         },

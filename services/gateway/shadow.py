@@ -6,9 +6,9 @@ the primary's reply.
 
 Contracts:
 
-- **The primary never waits for the shadow.** ``Shadows.infer`` starts the copy as a
-  task of its own (no await) and awaits only the primary; the copy waits for the
-  primary's outcome, never the other way round.
+- **The primary never waits for the shadow.** ``Shadows.infer`` only registers the
+  copy (no await, no Redis call) and awaits the primary; the copy is completed by
+  whichever of the primary's outcome and the shadow's reply arrives last.
 - **Bounded.** At most ``AXON_SHADOW_MAX_INFLIGHT`` copies per gateway process; a
   sampled request over it is not copied (``dropped``). The copy's deadline is its own
   (``AXON_SHADOW_TIMEOUT_MS``). It is queued only while the shadow version's job stream
@@ -16,8 +16,11 @@ Contracts:
 - **Low priority.** The copy is an async job on the shadow version's job stream
   (``services.contract.shadow_jobs``): its workers take it only for the room their
   batches leave after synchronous requests (why: docs/decisions.md, "Shadow traffic").
-  Its stored reply is read back every ``AXON_SHADOW_POLL_MS`` by one poller per
-  process (one round trip per shadow version), and deleted.
+  One poller per process, every ``AXON_SHADOW_POLL_MS``, queues the copies registered
+  since its last round (one script call per shadow version) and reads the stored
+  replies of the queued ones back (another, which deletes them); it also ends copies
+  past their deadline (``timeout``). So a copy costs no task, timer or round trip of
+  its own.
 - **Nothing reaches the client.** Every failure of the copy (the queue refusing or
   down, the shadow's error or deadline, outputs that cannot be compared) is counted by
   outcome and logged at most at debug level; none raises into the request.
@@ -47,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from services.contract.codec import decode_reply
+from services.contract.codec import Reply, decode_reply
 from services.contract.errors import BadEntryError, ErrorCode
 from services.contract.jobs import NewJob
 from services.contract.protocol import NewEntry, Refused
@@ -58,7 +61,7 @@ from services.gateway.errors import NotFoundError
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.registry import ModelVersion, Registry
 from services.gateway.settings import GatewaySettings
-from services.gateway.shadow_compare import Incomparable, compare
+from services.gateway.shadow_compare import Comparison, Incomparable, compare
 from services.gateway.transport import Transport, TransportDown, TransportError
 
 log = logging.getLogger(__name__)
@@ -123,26 +126,36 @@ def _percentiles(seconds: deque[float]) -> dict[str, float] | None:
             "count": len(values)}  # fmt: skip
 
 
+_PENDING: Any = object()
+"""``ShadowCopy.primary`` until the primary's outcome is known."""
+
+
+@dataclass(eq=False)
 class ShadowCopy:
-    """One sampled request's copy; the primary's outcome is given with ``primary``."""
+    """One sampled request's copy and what is known of it so far."""
 
-    def __init__(self, mv: ModelVersion, shadow: ModelVersion, started: float) -> None:
-        self.mv = mv
-        self.shadow = shadow
-        self.started = started
-        self.primary_outcome: asyncio.Future[tuple[Outputs, float] | None] = (
-            asyncio.get_running_loop().create_future()
-        )
-
-    def primary(self, outputs: Outputs | None, at: float) -> None:
-        """The primary answered ``outputs`` at ``at`` (monotonic s); None: it failed."""
-        if not self.primary_outcome.done():
-            self.primary_outcome.set_result(None if outputs is None else (outputs, at))
+    mv: ModelVersion
+    """The primary version."""
+    shadow: ModelVersion
+    key: str
+    """Its job key (``shadow_jobs.shadow_job_key``)."""
+    job: NewJob
+    started: float
+    deadline: float
+    """``started`` + the shadow's timeout (monotonic s)."""
+    queued: bool = False
+    """Its job is in the job stream (so its key is deleted when it is given up)."""
+    primary: Any = _PENDING
+    """The primary's outputs, None when it failed, ``_PENDING`` until known."""
+    primary_at: float = 0.0
+    reply: Reply | None = None
+    answered_at: float = 0.0
+    done: bool = False
 
 
 class Shadows:
     """The gateway's shadow copies (see the module docstring): ``infer`` in place of
-    ``Dispatcher.infer`` for requests a rule routed; ``stats`` for the admin API."""
+    ``Dispatcher.infer``; ``stats`` for the admin API; ``aclose`` at shutdown."""
 
     def __init__(
         self,
@@ -162,18 +175,20 @@ class Shadows:
         self._metrics = metrics
         self._draw = draw
         self._clock = clock
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._stats: dict[str, ShadowStats] = {}
-        self._waiting: dict[str, tuple[str, int, asyncio.Future[bytes]]] = {}
-        """Shadow job key → (model, version, the future its raw reply completes)."""
+        self._copies: dict[str, ShadowCopy] = {}
+        """Copies in flight by job key (queued or about to be)."""
+        self._unsent: dict[tuple[str, int], list[ShadowCopy]] = {}
+        """Copies registered since the poller's last round, by shadow (model, version)."""
         self._drop: dict[tuple[str, int], list[str]] = {}
-        """Keys given up per (model, version), deleted at the next poll."""
+        """Job keys given up per shadow (model, version), deleted at the next poll."""
+        self._stats: dict[str, ShadowStats] = {}
+        self._metric_children: dict[tuple[str, int], tuple[Any, ...]] = {}
         self._poller: asyncio.Task[None] | None = None
-        self._failures = FailureLog(log, "shadow reply poller", time.monotonic)
+        self._failures = FailureLog(log, "shadow copies", time.monotonic)
 
     @property
     def inflight(self) -> int:
-        return len(self._tasks)
+        return len(self._copies)
 
     def stats(self, model: str) -> dict[str, Any] | None:
         """This process's figures for ``model``'s shadow version, if it had copies."""
@@ -202,13 +217,15 @@ class Shadows:
                 mv, body, request_id=request_id, timeout_ms=timeout_ms, arrived=arrived
             )
         except BaseException:
-            copy.primary(None, self._clock())
+            self._primary(copy, None)
             raise
-        copy.primary(outputs, self._clock())
+        self._primary(copy, outputs)
         return outputs
 
+    # ------------------------------------------------------------------ the copy's life
+
     def _sample(self, mv: ModelVersion, body: bytes, request_id: str) -> ShadowCopy | None:
-        """A started copy of this request, or None (not sampled, or not possible now)."""
+        """A registered copy of this request, or None (not sampled, or not possible)."""
         rule = self._registry.rule(mv.name)
         shadow = rule.shadow if rule is not None else None
         if shadow is None or shadow.version == mv.version or self._draw() >= shadow.fraction:
@@ -221,94 +238,73 @@ class Shadows:
         if not target.ready or not self._registry.reachable:
             self._count(mv.name, shadow.version, UNAVAILABLE)
             return None
-        if len(self._tasks) >= self._settings.shadow_max_inflight:
+        if len(self._copies) >= self._settings.shadow_max_inflight:
             self._count(mv.name, shadow.version, DROPPED)
             return None
-        copy = ShadowCopy(mv, target, self._clock())
-        task = asyncio.get_running_loop().create_task(
-            self._run(copy, body, request_id), name=f"axon-shadow-{request_id[:40]}"
-        )
-        self._tasks.add(task)
-        self._metrics.shadow_inflight.set(len(self._tasks))
-        task.add_done_callback(self._done)
-        return copy
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._metrics.shadow_inflight.set(len(self._tasks))
-
-    async def _run(self, copy: ShadowCopy, body: bytes, request_id: str) -> None:
-        """The copy's life; it never raises (a bug is logged with its traceback)."""
-        model, version = copy.mv.name, copy.shadow.version
-        try:
-            outcome = await self._shadow(copy, body, request_id)
-        except asyncio.CancelledError:  # the gateway is stopping
-            raise
-        except Exception:
-            log.exception("shadow copy of %s to version %d failed", request_id, version)
-            outcome = UNAVAILABLE
-        self._count(model, version, outcome)
-
-    async def _shadow(self, copy: ShadowCopy, body: bytes, request_id: str) -> str:
-        settings = self._settings
-        model, version = copy.shadow.name, copy.shadow.version
-        timeout_ms = settings.shadow_timeout_ms
-        key = shadow_job_key(model, version, secrets.token_hex(16))
+        timeout_ms = self._settings.shadow_timeout_ms
+        key = shadow_job_key(target.name, target.version, secrets.token_hex(16))
         entry = NewEntry(
             request_id, key, int(time.time() * 1000) + timeout_ms, body, budget_ms=timeout_ms
         )
         job = NewJob(key, b"shadow", math.ceil(timeout_ms / 1000) + JOB_TTL_MARGIN_S, entry)
-        limit = settings.shadow_backlog_limit
-        try:
-            answer = await asyncio.wait_for(
-                self._transport.submit_job(
-                    model, version, job, limit=limit, maxlen=max(limit * 4, 1000),
-                    byte_limit=settings.job_backlog_bytes,
-                ),
-                timeout=timeout_ms / 1000,
-            )  # fmt: skip
-        except (TransportDown, TransportError, TimeoutError) as exc:
-            log.debug("shadow copy of %s not queued: %s", request_id, exc)
-            return UNAVAILABLE
-        if isinstance(answer, Refused):
-            return REFUSED
-        future = self._expect(key, model, version)
-        left_s = copy.started + timeout_ms / 1000 - self._clock()
-        try:
-            raw = await asyncio.wait_for(future, timeout=max(left_s, 0.0))
-        except TimeoutError:
-            self._give_up(key, model, version)
-            return TIMEOUT
-        except asyncio.CancelledError:
-            self._give_up(key, model, version)
-            raise
-        answered = self._clock()
-        try:
-            reply = decode_reply(raw)
-        except BadEntryError:
-            return SHADOW_ERROR
+        now = self._clock()
+        copy = ShadowCopy(mv, target, key, job, now, now + timeout_ms / 1000)
+        self._copies[key] = copy
+        self._unsent.setdefault((target.name, target.version), []).append(copy)
+        self._metrics.shadow_inflight.set(len(self._copies))
+        if self._poller is None:
+            self._poller = asyncio.get_running_loop().create_task(
+                self._poll(), name="axon-shadow-poller"
+            )
+        return copy
+
+    def _primary(self, copy: ShadowCopy, outputs: Outputs | None) -> None:
+        copy.primary, copy.primary_at = outputs, self._clock()
+        self._advance(copy)
+
+    def _advance(self, copy: ShadowCopy) -> None:
+        """End ``copy`` once its outcome is known (see the module docstring)."""
+        if copy.done:
+            return
+        if copy.primary is None:  # nothing to compare with: stop waiting for the shadow
+            self._finish(copy, PRIMARY_FAILED)
+            return
+        reply = copy.reply
+        if reply is None:
+            return
         if not reply.ok:
             late = reply.error is not None and reply.error.code == ErrorCode.DEADLINE_EXCEEDED
-            return TIMEOUT if late else SHADOW_ERROR
-        primary = await copy.primary_outcome
-        if primary is None:
-            return PRIMARY_FAILED
-        outputs, primary_at = primary
+            self._finish(copy, TIMEOUT if late else SHADOW_ERROR)
+            return
+        if copy.primary is _PENDING:
+            return
         try:
-            result = compare(copy.mv.metadata.task, outputs, reply.outputs or {})
+            result = compare(copy.mv.metadata.task, copy.primary, reply.outputs or {})
         except Incomparable as exc:
-            log.debug("shadow copy of %s: %s", request_id, exc)
-            return INCOMPARABLE
-        self._record(copy, result, primary_at - copy.started, answered - copy.started)
-        return COMPARED
+            log.debug("shadow copy %s: %s", copy.key, exc)
+            self._finish(copy, INCOMPARABLE)
+            return
+        self._record(copy, result)
+        self._finish(copy, COMPARED)
 
-    def _record(self, copy: ShadowCopy, result: Any, primary_s: float, shadow_s: float) -> None:
+    def _finish(self, copy: ShadowCopy, outcome: str) -> None:
+        copy.done = True
+        copy.primary = None  # the outputs are not kept past the comparison
+        copy.reply = None
+        self._copies.pop(copy.key, None)
+        if copy.queued:  # its answer may still come: delete the job, so it is stored nowhere
+            self._drop.setdefault((copy.shadow.name, copy.shadow.version), []).append(copy.key)
+        self._metrics.shadow_inflight.set(len(self._copies))
+        self._count(copy.mv.name, copy.shadow.version, outcome)
+
+    def _record(self, copy: ShadowCopy, result: Comparison) -> None:
+        primary_s = copy.primary_at - copy.started
+        shadow_s = copy.answered_at - copy.started
         model, version = copy.mv.name, copy.shadow.version
-        label = str(version)
-        metrics = self._metrics
-        metrics.shadow_difference.labels(model, label).observe(result.difference)
-        metrics.shadow_latency.labels(model, label, "primary").observe(primary_s)
-        metrics.shadow_latency.labels(model, label, "shadow").observe(shadow_s)
+        difference, primary, shadow, agree, disagree = self._children(model, version)
+        difference.observe(result.difference)
+        primary.observe(primary_s)
+        shadow.observe(shadow_s)
         stats = self._stats_for(model, version)
         stats.rows += result.rows
         stats.difference_sum += result.difference
@@ -318,9 +314,24 @@ class Shadows:
             stats.agree_rows += result.agree
             stats.classify_rows += result.rows
             if result.agree:
-                metrics.shadow_rows.labels(model, label, "agree").inc(result.agree)
+                agree.inc(result.agree)
             if result.rows - result.agree:
-                metrics.shadow_rows.labels(model, label, "disagree").inc(result.rows - result.agree)
+                disagree.inc(result.rows - result.agree)
+
+    def _children(self, model: str, version: int) -> tuple[Any, ...]:
+        """The labelled metric children of a shadow version (looked up once)."""
+        key = (model, version)
+        found = self._metric_children.get(key)
+        if found is None:
+            label, m = str(version), self._metrics
+            found = self._metric_children[key] = (
+                m.shadow_difference.labels(model, label),
+                m.shadow_latency.labels(model, label, "primary"),
+                m.shadow_latency.labels(model, label, "shadow"),
+                m.shadow_rows.labels(model, label, "agree"),
+                m.shadow_rows.labels(model, label, "disagree"),
+            )
+        return found
 
     def _count(self, model: str, version: int, outcome: str) -> None:
         self._metrics.shadow_requests.labels(model, str(version), outcome).inc()
@@ -332,45 +343,71 @@ class Shadows:
             stats = self._stats[model] = ShadowStats(version)
         return stats
 
-    # ------------------------------------------------------------ reading replies back
+    # ------------------------------------------------------------ queueing, reading back
 
-    def _expect(self, key: str, model: str, version: int) -> asyncio.Future[bytes]:
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._waiting[key] = (model, version, future)
-        if self._poller is None:
-            self._poller = asyncio.get_running_loop().create_task(
-                self._poll(), name="axon-shadow-poller"
-            )
-        return future
-
-    def _give_up(self, key: str, model: str, version: int) -> None:
-        """Stop waiting for ``key``; its job is deleted at the next poll."""
-        if self._waiting.pop(key, None) is not None:
-            self._drop.setdefault((model, version), []).append(key)
+    async def _send(self, target: tuple[str, int], copies: list[ShadowCopy]) -> Exception | None:
+        """Queue ``copies`` (of one shadow version): one ``submit_jobs``; a copy the
+        queue refused ends ``refused``, all end ``unavailable`` when it failed."""
+        copies = [c for c in copies if not c.done]
+        if not copies:
+            return None
+        limit = self._settings.shadow_backlog_limit
+        try:
+            answers = await self._transport.submit_jobs(
+                target[0], target[1], [c.job for c in copies], limit=limit,
+                maxlen=max(limit * 4, 1000), byte_limit=self._settings.job_backlog_bytes,
+            )  # fmt: skip
+        except Exception as exc:  # some may be queued: their jobs expire with their TTL
+            if not isinstance(exc, TransportDown | TransportError):
+                log.exception("shadow copies of %s:%d not queued", *target)
+            for copy in copies:
+                if not copy.done:
+                    self._finish(copy, UNAVAILABLE)
+            return exc
+        for copy, answer in zip(copies, answers, strict=True):
+            if copy.done:  # ended meanwhile (the primary failed): its job goes too
+                if isinstance(answer, str):
+                    self._drop.setdefault(target, []).append(copy.key)
+            elif isinstance(answer, Refused):
+                self._finish(copy, REFUSED)
+            else:
+                copy.queued = True
+        return None
 
     async def _poll(self) -> None:
-        """Every ``shadow_poll_ms`` while copies wait: one ``collect_jobs`` per shadow
-        version. Started by the first wait, ends when none is left; no error ends it
-        while one waits (each failure streak is logged; the copies' deadlines bound
-        them)."""
+        """Every ``shadow_poll_ms`` while copies are in flight (or keys are to be
+        deleted): end the copies past their deadline, then per shadow version, at once,
+        one ``submit_jobs`` of the copies registered since the last round and one
+        ``collect_jobs`` of those queued (and the keys given up). So the round trips
+        per second do not grow with the request rate; a copy waits up to one interval
+        to be queued and one to be read back (in the shadow's measured latency).
+        Started by the first copy, ends when none is left; no error ends it (each
+        failure streak is logged; the copies' deadlines bound them)."""
         every_s = self._settings.shadow_poll_ms / 1000
         backoff = Backoff(first_s=every_s, longest_s=max(every_s, 1.0))
         pause_s = every_s
         try:
-            while self._waiting or self._drop:
+            while self._copies or self._drop:
                 await asyncio.sleep(pause_s)
-                groups: dict[tuple[str, int], list[str]] = {}
-                for key, (model, version, _) in self._waiting.items():
-                    groups.setdefault((model, version), []).append(key)
-                targets = set(groups) | set(self._drop)
-                calls = [
-                    self._collect(t, groups.get(t, []), self._drop.pop(t, [])) for t in targets
+                now = self._clock()
+                unsent, self._unsent = self._unsent, {}
+                groups: dict[tuple[str, int], list[ShadowCopy]] = {}
+                for copy in list(self._copies.values()):
+                    if copy.deadline <= now:
+                        self._finish(copy, TIMEOUT)
+                    elif copy.queued and copy.reply is None:
+                        groups.setdefault((copy.shadow.name, copy.shadow.version), []).append(copy)
+                drops, self._drop = self._drop, {}
+                calls = [self._send(t, copies) for t, copies in unsent.items()]
+                calls += [
+                    self._collect(t, groups.get(t, []), drops.get(t, []))
+                    for t in set(groups) | set(drops)
                 ]
                 failed = [r for r in await asyncio.gather(*calls) if r is not None]
                 if failed:
                     pause_s = backoff.failure()
                     self._failures.failed(failed[0], retry_in_s=pause_s)
-                    if not self._waiting:  # only deletions left: their TTL removes them
+                    if not self._copies:  # only deletions left: their TTL removes them
                         self._drop.clear()
                 elif backoff.failures:
                     backoff.success()
@@ -380,25 +417,31 @@ class Shadows:
             self._poller = None
 
     async def _collect(
-        self, target: tuple[str, int], keys: list[str], drop: list[str]
+        self, target: tuple[str, int], copies: list[ShadowCopy], drop: list[str]
     ) -> Exception | None:
         try:
-            found = await self._transport.collect_jobs(keys, drop)
-        except Exception as exc:  # retried at the next poll (dropped keys too)
+            found = await self._transport.collect_jobs([c.key for c in copies], drop)
+        except Exception as exc:  # retried at the next poll (the deletions too)
             if drop:
                 self._drop.setdefault(target, []).extend(drop)
             return exc
-        for key, raw in zip(keys, found, strict=True):
-            if raw is None:
+        now = self._clock()
+        for copy, raw in zip(copies, found, strict=True):
+            if raw is None or copy.done:
                 continue
-            waiting = self._waiting.pop(key, None)
-            if waiting is not None and not waiting[2].done():
-                waiting[2].set_result(raw)
+            copy.queued = False  # collected: its job is gone
+            try:
+                copy.reply = decode_reply(raw)
+            except BadEntryError:
+                self._finish(copy, SHADOW_ERROR)
+                continue
+            copy.answered_at = now
+            self._advance(copy)
         return None
 
     async def aclose(self) -> None:
-        """Cancel the copies in flight and the poller (at shutdown)."""
-        tasks = [*self._tasks, *([self._poller] if self._poller is not None else [])]
+        """Stop the poller (at shutdown); copies in flight are left to their jobs' TTL."""
+        tasks = [t for t in (self._poller,) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -11,9 +11,9 @@ The gateway needs three things of a queue, and nothing else:
 - **jobs** (``Prefer: respond-async``): ``submit_job`` queues an entry on the model
   version's job stream with its stored job, ``get_job`` reads a job and, once a worker
   answered it, its reply (``services.contract.jobs``);
-- **shadow copies** (``services.gateway.shadow``): jobs under shadow job keys
-  (``submit_job``) whose replies ``collect_jobs`` reads back (and deletes) in one
-  round trip per model version;
+- **shadow copies** (``services.gateway.shadow``): jobs under shadow job keys, queued
+  by ``submit_jobs`` and read back (and deleted) by ``collect_jobs``, each one round
+  trip per model version for many copies;
 - **routing rules**: one JSON document per model (``get_rules`` / ``put_rule`` /
   ``delete_rule``), shared by every gateway on the queue; the transport stores the
   text as given, ``routing_rules`` validates it on both sides.
@@ -112,6 +112,21 @@ class Transport(Protocol):
     async def get_job(self, key: str) -> JobRecord | None:
         """The job stored at ``key`` (its meta, and its raw reply once answered); None
         when unknown or expired. Raises ``TransportDown`` / ``TransportError``."""
+        ...
+
+    async def submit_jobs(
+        self,
+        model: str,
+        version: int,
+        jobs: Sequence[NewJob],
+        *,
+        limit: int,
+        maxlen: int,
+        byte_limit: int,
+    ) -> list[str | Refused]:
+        """``submit_job`` for each of ``jobs`` in order (the limits checked before
+        each), in one round trip: per job its entry id or ``Refused``. Raises
+        ``TransportDown`` / ``TransportError`` (then none or some may be queued)."""
         ...
 
     async def collect_jobs(

@@ -135,6 +135,23 @@ class MemoryTransport:
             return None
         return held[0]
 
+    async def submit_jobs(
+        self,
+        model: str,
+        version: int,
+        jobs: Sequence[NewJob],
+        *,
+        limit: int,
+        maxlen: int,
+        byte_limit: int,
+    ) -> list[str | Refused]:
+        return [
+            await self.submit_job(
+                model, version, job, limit=limit, maxlen=maxlen, byte_limit=byte_limit
+            )
+            for job in jobs
+        ]
+
     async def collect_jobs(
         self, keys: Sequence[str], drop: Sequence[str] = ()
     ) -> list[bytes | None]:

@@ -154,6 +154,22 @@ class RedisTransport:
     async def get_job(self, key: str) -> JobRecord | None:
         return await _queue_call(jobs.get_job(self.redis, key))
 
+    async def submit_jobs(
+        self,
+        model: str,
+        version: int,
+        jobs: Sequence[NewJob],
+        *,
+        limit: int,
+        maxlen: int,
+        byte_limit: int,
+    ) -> list[str | Refused]:
+        return await _queue_call(
+            shadow_jobs.enqueue_jobs(
+                self.redis, model, version, jobs, limit=limit, maxlen=maxlen, byte_limit=byte_limit
+            )
+        )
+
     async def collect_jobs(
         self, keys: Sequence[str], drop: Sequence[str] = ()
     ) -> list[bytes | None]:

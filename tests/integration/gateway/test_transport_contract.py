@@ -469,12 +469,14 @@ def test_jobs_are_stored_limited_taken_after_requests_and_answered_into_the_job(
     run(scenario)
 
 
-def test_collect_jobs_reads_answered_replies_once_and_drops_given_up_jobs(
+def test_jobs_submitted_together_and_collected_once_and_given_up_jobs_dropped(
     run: Callable[[Scenario], None],
 ) -> None:
-    """Shadow copies' read-back: ``collect_jobs`` answers None for a job not answered
-    yet, its reply once answered (the job is then gone: a second collect is None), and
-    a dropped job is deleted, so its late answer is never stored."""
+    """Shadow copies: ``submit_jobs`` queues several jobs in order, each under the job
+    stream's limits (and a byte limit as ``submit_job``'s); ``collect_jobs`` answers
+    None for a job not answered yet, its reply once answered (the job is then gone: a
+    second collect is None), and a dropped job is deleted, so its late answer is never
+    stored."""
 
     async def scenario(transport: Transport, worker: WorkerSide) -> None:
         model = next(_models)
@@ -483,12 +485,14 @@ def test_collect_jobs_reads_answered_replies_once_and_drops_given_up_jobs(
             key = shadow_jobs.shadow_job_key(model, 1, name)
             return NewJob(key, b"shadow", 60, entry(name, key))
 
-        kept, dropped = job("kept"), job("dropped")
-        for j in (kept, dropped):
-            queued = await transport.submit_job(
-                model, 1, j, limit=10, maxlen=1000, byte_limit=2**40
-            )
-            assert isinstance(queued, str)
+        kept, dropped, over = job("kept"), job("dropped"), job("over")
+        queued = await transport.submit_jobs(
+            model, 1, [kept, dropped, over], limit=2, maxlen=1000, byte_limit=2**40
+        )
+        assert [isinstance(q, str) for q in queued[:2]] == [True, True]
+        assert queued[2] == Refused(backlog=2)  # the limit is checked before each job
+        assert await transport.get_job(over.key) is None
+        assert await transport.get_job(kept.key) == jobs.JobRecord(b"shadow", None)
         assert await transport.collect_jobs([kept.key, dropped.key]) == [None, None]
         assert await transport.collect_jobs([], drop=[dropped.key]) == []
         taken = await worker.take_lanes(model, 2)
@@ -504,5 +508,16 @@ def test_collect_jobs_reads_answered_replies_once_and_drops_given_up_jobs(
         np.testing.assert_array_equal(reply.outputs["y"], out["y"])
         assert await transport.collect_jobs([kept.key]) == [None]  # read once, then gone
         assert await transport.get_job(kept.key) is None
+        other = next(_models)
+        big = [
+            NewJob(k, b"m", 60, entry(n, k, b"z" * 100))
+            for n in ("b1", "b2")
+            for k in [shadow_jobs.shadow_job_key(other, 1, n)]
+        ]
+        first, second = await transport.submit_jobs(
+            other, 1, big, limit=9, maxlen=9, byte_limit=150
+        )
+        assert isinstance(first, str)  # one body alone over nothing queued: in
+        assert second == Refused(backlog=0, queued_bytes=100)
 
     run(scenario)
