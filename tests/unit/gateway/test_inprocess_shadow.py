@@ -244,3 +244,24 @@ def test_forecast_and_generate_compare_their_outputs_with_the_same_body_and_seed
             assert stats["outcomes"]["compared"] == 5, stats
             assert stats["mean_difference"] == 0.0
             assert stats["top1_agreement"] is None
+
+
+def test_a_primary_that_fails_ends_its_copy_and_its_error_is_the_clients_own(
+    tmp_path: Path,
+) -> None:
+    """Version 1 never answers (a heartbeat, no worker): each client gets its 504 at
+    its own deadline, as without a shadow, and the copies (version 2 answers them) end
+    ``primary_failed``: nothing to compare with."""
+    with stack(tmp_path, classifier_versions=2) as gw:
+        gw.register(CLASSIFIER, 1)
+        gw.serve(CLASSIFIER, 2)
+        assert gw.client.put(ROUTING, json=shadow_rule()).status_code == 200
+        rng = np.random.default_rng(9)
+        for _ in range(3):
+            answer = gw.client.post(
+                CLASSIFY, json={"images": images(1, rng)}, headers={"X-Axon-Timeout-Ms": "200"}
+            )
+            assert answer.status_code == 504, answer.text
+        stats = settle(gw, finished(3))
+        assert stats["outcomes"]["primary_failed"] == 3
+        assert stats["compared"] == 0
