@@ -80,6 +80,13 @@ def _parser() -> argparse.ArgumentParser:
     route_cli.add_arguments(
         sub.add_parser("route", help="show, set or clear a model's routing rule (canary weights)")
     )
+    from services import replay_cli
+
+    replay_cli.add_arguments(
+        sub.add_parser(
+            "replay", help="replay captured requests against a version and write a report"
+        )
+    )
     return parser
 
 
@@ -112,6 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from services.route_cli import run
 
         return run(options)
+    if options.command == "replay":
+        from services import replay_cli
+
+        return replay_cli.run(options)
     from services.serve import serve
 
     return serve(

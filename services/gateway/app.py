@@ -22,6 +22,7 @@ from services.contract.errors import AxonError
 from services.contract.resilience import cancel_and_wait
 from services.contract.tracing import Tracing
 from services.gateway import job_endpoints, oip, openapi, routing_admin, task_endpoints
+from services.gateway.capture import Capturer
 from services.gateway.console import routes as console
 from services.gateway.console.assets import ConsoleFiles
 from services.gateway.dispatcher import Dispatcher
@@ -82,12 +83,14 @@ def create_app(
             registry.add_repository(settings.models_dir)
         dispatcher = Dispatcher(queue, settings, metrics, registry, tracing)
         shadows = Shadows(queue, registry, dispatcher, settings, metrics, draw=shadow_draw)
+        capture = Capturer(queue, settings, metrics)
         app.state.gateway = GatewayState(
             settings=settings,
             transport=queue,
             registry=registry,
             dispatcher=dispatcher,
             shadows=shadows,
+            capture=capture,
             tracing=tracing,
             metrics=metrics,
             recorder=recorder,
@@ -123,6 +126,7 @@ def create_app(
             await drainer
             await cancel_and_wait(background, log)
             await shadows.aclose()
+            await capture.aclose()
             await queue.aclose()
             pool = app.state.gateway.image_pool
             if pool is not None:

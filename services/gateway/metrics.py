@@ -47,6 +47,7 @@ class GatewayMetrics:
     shadow_difference: Histogram
     shadow_latency: Histogram
     shadow_inflight: Gauge
+    captured: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> GatewayMetrics:
@@ -141,6 +142,13 @@ class GatewayMetrics:
             shadow_inflight=Gauge(
                 "axon_shadow_inflight",
                 "Shadow copies this gateway process has in flight (AXON_SHADOW_MAX_INFLIGHT)",
+                registry=registry,
+            ),
+            captured=Counter(
+                "axon_captured_total",
+                "Requests sampled for capture (AXON_CAPTURE_FRACTION), by model and outcome "
+                "(stored, dropped, too_large, failed)",
+                ["model", "outcome"],
                 registry=registry,
             ),
         )

@@ -90,6 +90,13 @@ class GatewaySettings:
     shadow_poll_ms: int = 10
     """How often the stored replies of shadow copies in flight are read back (one round
     trip per shadow version): the resolution of the shadow's measured latency."""
+    capture_fraction: float = 0.0
+    """Share of each model's synchronous requests captured with their replies for
+    ``axon replay`` (``services.gateway.capture``); 0 = off."""
+    capture_max_entries: int = 10_000
+    """Captures kept per model (its stream is trimmed to about this many, oldest first)."""
+    capture_max_bytes: int = 1024 * 1024
+    """A request whose entry body is larger is not captured."""
     reuse_port: bool = False
     """Share the HTTP and gRPC ports with other gateway processes (SO_REUSEPORT):
     ``python -m services.gateway --reuse-port``, which ``axon serve --gateway-workers N``
@@ -163,6 +170,11 @@ class GatewaySettings:
                 "AXON_SHADOW_BACKLOG_LIMIT", _positive_int, cls.shadow_backlog_limit
             ),
             shadow_poll_ms=read("AXON_SHADOW_POLL_MS", _positive_int, cls.shadow_poll_ms),
+            capture_fraction=read("AXON_CAPTURE_FRACTION", _fraction, cls.capture_fraction),
+            capture_max_entries=read(
+                "AXON_CAPTURE_MAX_ENTRIES", _positive_int, cls.capture_max_entries
+            ),
+            capture_max_bytes=read("AXON_CAPTURE_MAX_BYTES", _positive_int, cls.capture_max_bytes),
             no_worker_wait_ms=read("AXON_NO_WORKER_WAIT_MS", _non_negative_int, 15_000),
             hold_without_workers=read("AXON_HOLD_WITHOUT_WORKERS", HoldPolicy.parse, NO_HOLD),
             grpc_port=read("AXON_GRPC_PORT", _port, cls.grpc_port),
@@ -250,6 +262,13 @@ def _positive_float(raw: str) -> float:
     value = float(raw)
     if not 0.0 < value < float("inf"):
         raise ValueError("must be a finite number > 0")
+    return value
+
+
+def _fraction(raw: str) -> float:
+    value = float(raw)
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise ValueError("must be a number from 0 to 1")
     return value
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from starlette.requests import Request
 
 from services.contract.codec import Scalar
 from services.contract.tracing import Tracing
+from services.gateway.capture import Capturer
 from services.gateway.dispatcher import Dispatcher
 from services.gateway.errors import BadRequestError
 from services.gateway.fields import timeout_ms
@@ -47,6 +49,9 @@ class GatewayState:
     shadows: Shadows | None = None
     """Shadow copies of routing rules' ``shadow`` (``services.gateway.shadow``); None:
     requests go to the dispatcher alone."""
+    capture: Capturer | None = None
+    """Samples answered requests for ``axon replay`` (``services.gateway.capture``); None
+    or disabled: nothing is captured."""
     tracing: Tracing | None = None
     """The process's tracing when ``OTEL_*`` turn it on (``services.contract.tracing``)."""
     image_pool: ThreadPoolExecutor | None = None
@@ -89,14 +94,22 @@ class GatewayState:
         arrived: float | None = None,
     ) -> dict[str, Any]:
         """``Dispatcher.infer``, with a shadow copy when ``routed`` (the request named
-        no version) and the model's rule samples it (``Shadows.infer``)."""
+        no version) and the model's rule samples it (``Shadows.infer``), and a capture
+        of the answered request when capture is on (``Capturer.record``)."""
+        capture = self.capture if self.capture is not None and self.capture.enabled else None
+        started = time.monotonic() if capture is not None else 0.0
         if self.shadows is None:
-            return await self.dispatcher.infer(
+            outputs = await self.dispatcher.infer(
                 mv, body, request_id=request_id, timeout_ms=timeout_ms, arrived=arrived
             )
-        return await self.shadows.infer(
-            mv, body, routed=routed, request_id=request_id, timeout_ms=timeout_ms, arrived=arrived
-        )
+        else:
+            outputs = await self.shadows.infer(
+                mv, body, routed=routed, request_id=request_id, timeout_ms=timeout_ms,
+                arrived=arrived,
+            )  # fmt: skip
+        if capture is not None:
+            capture.record(mv, body, request_id, outputs, time.monotonic() - started)
+        return outputs
 
     @property
     def ready(self) -> bool:

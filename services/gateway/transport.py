@@ -14,6 +14,9 @@ The gateway needs three things of a queue, and nothing else:
 - **shadow copies** (``services.gateway.shadow``): jobs under shadow job keys, queued
   by ``submit_jobs`` and read back (and deleted) by ``collect_jobs``, each one round
   trip per model version for many copies;
+- **captures** (``services.gateway.capture``): ``capture`` appends sampled requests and
+  replies to a model's capped capture stream, ``read_captures`` reads the newest back
+  (``services.contract.capture``);
 - **routing rules**: one JSON document per model (``get_rules`` / ``put_rule`` /
   ``delete_rule``), shared by every gateway on the queue; the transport stores the
   text as given, ``routing_rules`` validates it on both sides.
@@ -36,6 +39,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Protocol
 
+from services.contract.capture import Captured
 from services.contract.jobs import JobRecord, NewJob
 from services.contract.protocol import NewEntry, Refused, WorkerInfo
 from services.contract.queue_view import DeadLetter, QueueCounts, Redriven
@@ -136,6 +140,17 @@ class Transport(Protocol):
         such job), deleting every job answered here and every job of ``drop`` (given
         up: a later answer is not stored). All keys of one model version (one hash
         slot); one round trip. Raises ``TransportDown`` / ``TransportError``."""
+        ...
+
+    async def capture(self, model: str, items: Sequence[Captured], *, maxlen: int) -> None:
+        """Append ``items`` to ``model``'s capture stream, keeping about its newest
+        ``maxlen`` entries; one round trip. Raises ``TransportDown`` /
+        ``TransportError``."""
+        ...
+
+    async def read_captures(self, model: str, count: int) -> list[Captured]:
+        """The newest ``count`` captures of ``model``, oldest first (with their entry
+        ids). Raises ``TransportDown`` / ``TransportError``."""
         ...
 
     async def live_workers(self, malformed: list[str]) -> list[WorkerInfo]:

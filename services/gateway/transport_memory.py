@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from services.contract.capture import Captured
 from services.contract.codec import Reply, encode_reply
 from services.contract.jobs import JobRecord, NewJob
 from services.contract.protocol import NewEntry, Refused, WorkerInfo
@@ -69,6 +71,8 @@ class MemoryTransport:
         self._rules: dict[str, str] = {}
         self._idempotency: dict[str, tuple[bytes, float]] = {}
         """Idempotency records: key → (record, monotonic expiry)."""
+        self._captures: dict[str, list[Captured]] = {}
+        """Capture streams by model, oldest first."""
         self._job_streams: dict[tuple[str, int], _Stream] = {}
         self._jobs: dict[str, tuple[JobRecord, int, float]] = {}
         """Jobs: key → (record, TTL s, monotonic expiry)."""
@@ -169,6 +173,22 @@ class MemoryTransport:
         for key in drop:
             self._jobs.pop(key, None)
         return found
+
+    async def capture(self, model: str, items: Sequence[Captured], *, maxlen: int) -> None:
+        """As the Redis transport's; the cap is exact here (Redis' ``~`` trims to about
+        ``maxlen``)."""
+        if self.down:
+            raise TransportDown(BACKEND)
+        stream = self._captures.setdefault(model, [])
+        for item in items:
+            self._sequence += 1
+            stream.append(dataclasses.replace(item, entry_id=f"{self._sequence}-0"))
+        del stream[: max(len(stream) - maxlen, 0)]
+
+    async def read_captures(self, model: str, count: int) -> list[Captured]:
+        if self.down:
+            raise TransportDown(BACKEND)
+        return list(self._captures.get(model, [])[-count:]) if count > 0 else []
 
     def job_backlog(self, model: str, version: int) -> int:
         """Jobs queued and not yet answered (as XLEN of the Redis job stream)."""

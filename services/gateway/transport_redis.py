@@ -15,7 +15,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
-from services.contract import jobs, protocol, queue_view, redis_client, shadow_jobs
+from services.contract import capture, jobs, protocol, queue_view, redis_client, shadow_jobs
+from services.contract.capture import Captured
 from services.contract.jobs import JobRecord, NewJob
 from services.contract.protocol import NewEntry, RedisClient, Refused, WorkerInfo
 from services.contract.queue_view import DeadLetter, QueueCounts, Redriven
@@ -174,6 +175,12 @@ class RedisTransport:
         self, keys: Sequence[str], drop: Sequence[str] = ()
     ) -> list[bytes | None]:
         return await _queue_call(shadow_jobs.collect_replies(self.redis, keys, drop))
+
+    async def capture(self, model: str, items: Sequence[Captured], *, maxlen: int) -> None:
+        await _queue_call(capture.append(self.redis, model, items, maxlen=maxlen))
+
+    async def read_captures(self, model: str, count: int) -> list[Captured]:
+        return await _queue_call(capture.read_newest(self.redis, model, count))
 
     async def live_workers(self, malformed: list[str]) -> list[WorkerInfo]:
         return await _queue_call(protocol.live_workers(self.redis, malformed=malformed))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 
 from services.contract import jobs, protocol, redis_client, shadow_jobs
+from services.contract.capture import Captured
 from services.contract.codec import Reply, decode_reply, decode_request, encode_request
 from services.contract.jobs import NewJob
 from services.contract.protocol import NewEntry, Outgoing, Refused, WorkerInfo
@@ -519,5 +521,33 @@ def test_jobs_submitted_together_and_collected_once_and_given_up_jobs_dropped(
         )
         assert isinstance(first, str)  # one body alone over nothing queued: in
         assert second == Refused(backlog=0, queued_bytes=100)
+
+    run(scenario)
+
+
+def test_captures_are_appended_capped_and_read_back_newest_oldest_first(
+    run: Callable[[Scenario], None],
+) -> None:
+    """``capture`` appends to a model's capture stream, keeping about its newest
+    ``maxlen`` (Redis trims ``~``: at least ``maxlen`` stay); ``read_captures`` answers the
+    newest ``count``, oldest first, fields as written."""
+
+    async def scenario(transport: Transport, worker: WorkerSide) -> None:
+        model = next(_models)
+        assert await transport.read_captures(model, 10) == []
+
+        def item(i: int) -> Captured:
+            return Captured(f"r{i}", 1 + i % 2, "classify", b"body%d" % i, b"reply%d" % i,
+                            1000 + i, 1_700_000_000_000 + i)  # fmt: skip
+
+        await transport.capture(model, [item(0), item(1)], maxlen=1000)
+        await transport.capture(model, [item(2)], maxlen=1000)
+        got = await transport.read_captures(model, 2)
+        assert [c.request_id for c in got] == ["r1", "r2"]
+        assert got[1] == dataclasses.replace(item(2), entry_id=got[1].entry_id)
+        await transport.capture(model, [item(i) for i in range(3, 503)], maxlen=100)
+        kept = await transport.read_captures(model, 10_000)
+        assert 100 <= len(kept) < 503  # capped (exactly in memory, about in Redis)
+        assert kept[-1].request_id == "r502"
 
     run(scenario)
