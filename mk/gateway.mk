@@ -11,7 +11,10 @@ JOBS_BENCH_ARGS ?=
 # e.g. SHADOW_BENCH_ARGS="--rounds 5 --concurrency 16" (see benchmarks/bench_shadow.py)
 SHADOW_BENCH_ARGS ?=
 
-.PHONY: bench bench-tools bench-protocols bench-jobs bench-shadow
+# e.g. CAPTURE_BENCH_ARGS="--rounds 5 --limit 500" (see benchmarks/bench_capture.py)
+CAPTURE_BENCH_ARGS ?=
+
+.PHONY: bench bench-tools bench-protocols bench-jobs bench-shadow bench-capture
 
 # wrk drives the load (Debian's package); installed when missing, as `make tools` does for tests.
 bench-tools: ## install wrk (the benchmark's load generator) when it is missing
@@ -35,3 +38,7 @@ bench-jobs: install ## sync p50/p99 alone vs with 1,000 async jobs queued / subm
 bench-shadow: install ## primary p50/p99 with no shadow vs a shadow at 100 % (ratios, the shadow's figures; benchmarks/bench_shadow.py)
 	@test -f $(MODELS_DIR)/digits-cnn/1/model.onnx || $(PY) -m training models --models-dir $(MODELS_DIR)
 	$(PY) benchmarks/bench_shadow.py --models-dir $(MODELS_DIR) $(SHADOW_BENCH_ARGS)
+
+bench-capture: install ## p50/p99 with capture off vs at 100 % (two gateways), then axon replay --version 2 on the captures (benchmarks/bench_capture.py)
+	@test -f $(MODELS_DIR)/digits-cnn/1/model.onnx || $(PY) -m training models --models-dir $(MODELS_DIR)
+	$(PY) benchmarks/bench_capture.py --models-dir $(MODELS_DIR) $(CAPTURE_BENCH_ARGS)

@@ -95,6 +95,7 @@ def plot(summary: dict[str, Any], rows: Sequence[Row], path: Path) -> None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
     except ImportError as exc:
         raise ImportError(
             "axon replay draws its plot with matplotlib: pip install 'axon[replay]'"
@@ -108,6 +109,8 @@ def plot(summary: dict[str, Any], rows: Sequence[Row], path: Path) -> None:
         left.hist(captured, bins=bins, alpha=0.6, label="captured (served)")
         left.hist(replayed, bins=bins, alpha=0.6, label=f"replay (version {summary['version']})")
         left.set_xscale("log")
+        left.xaxis.set_major_formatter(ScalarFormatter())
+        left.xaxis.set_minor_formatter(NullFormatter())
     left.set_xlabel("queue round trip (ms)")
     left.set_ylabel("requests")
     left.set_title("Latency")
