@@ -12,9 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from services.gateway.oip_pb import grpc_service_pb2 as pb
+from services.gateway.oip_pb import grpc_service_pb2_grpc as pb_grpc
+from services.runtime.redis_server import free_port
 from tests.support.inprocess import CLASSIFIER, FORECASTER, GENERATOR, Stack, stack
 from tests.support.onnx_models import (
     write_poison_classifier,
@@ -265,3 +269,28 @@ def test_a_primary_that_fails_ends_its_copy_and_its_error_is_the_clients_own(
         stats = settle(gw, finished(3))
         assert stats["outcomes"]["primary_failed"] == 3
         assert stats["compared"] == 0
+
+
+def test_grpc_model_infer_is_copied_like_rest_and_a_versioned_call_is_not(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    env = {"AXON_GRPC_PORT": str(port)}
+    with stack(tmp_path, env, classifier_versions=2) as gw:
+        gw.serve(CLASSIFIER, 1)
+        gw.serve(CLASSIFIER, 2)
+        assert gw.client.put(ROUTING, json=shadow_rule()).status_code == 200
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            # The pinned call first, with 1 row: were it copied, it would be among the
+            # first copies to finish, and the rows would not add up to 3 x 2.
+            for version, rows in (("1", 1), ("", 2), ("", 2), ("", 2)):
+                images = np.arange(4 * rows, dtype=np.float32).reshape(rows, 1, 2, 2)
+                request = pb.ModelInferRequest(
+                    model_name=CLASSIFIER, model_version=version,
+                    raw_input_contents=[images.tobytes()],
+                )  # fmt: skip
+                request.inputs.add(name="image", datatype="FP32", shape=images.shape)
+                assert stub.ModelInfer(request).model_version == "1"
+        stats = settle(gw, finished(3))
+        assert stats["outcomes"]["compared"] == 3 and stats["rows"] == 6
