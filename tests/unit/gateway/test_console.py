@@ -68,10 +68,13 @@ def test_fleet_shows_models_versions_workers_backlog_and_gateway_latency(tmp_pat
         gw.register(FORECASTER)  # a heartbeat with no worker: its entries stay queued
         for _ in range(3):
             _classify(gw)
+        # A deadline long enough to be queued first (1 ms was not always: under load the
+        # request's parsing alone took longer, and it was refused before the XADD), short
+        # enough to end unanswered.
         queued = gw.client.post(
             f"/v1/models/{FORECASTER}/forecast",
             json={"history": [1, 2, 3, 4]},
-            headers={"X-Axon-Timeout-Ms": "1"},
+            headers={"X-Axon-Timeout-Ms": "300"},
         )
         assert queued.status_code == 504
         doc = gw.client.get("/v1/fleet").json()
