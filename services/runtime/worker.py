@@ -319,27 +319,9 @@ class Worker:
         now = self._now()
         if now >= self._next_claim_ms:
             self._next_claim_ms = now + settings.claim_interval_ms
-            # Entries of workers whose heartbeat is gone: at once; of live but stuck
-            # workers: after the claim timeout.
-            orphans = await protocol.claim_orphans(
-                self.redis,
-                self.stream,
-                self.instance,
-                model=self.model,
-                version=self.version,
-                min_idle_ms=min(settings.heartbeat_ttl_ms, settings.claim_timeout_ms),
-                count=settings.max_batch_rows,
-            )
-            claimed = await protocol.claim_stale(
-                self.redis,
-                self.stream,
-                self.instance,
-                min_idle_ms=settings.claim_timeout_ms,
-                count=max(settings.max_batch_rows - len(orphans), 1),
-            )
-            await self._admit([*orphans, *claimed], claimed=True)
+            await self._claim(self.stream, job=False)
             if self.job_stream is not None:
-                await self._claim_jobs()
+                await self._claim(self.job_stream, job=True)
         plan = await self._run_ready(flush=False)
         if plan.batch:
             return
@@ -394,14 +376,14 @@ class Worker:
         await self._admit(entries, job=True)
         return True
 
-    async def _claim_jobs(self) -> None:
-        """Claims on the job stream, as on the request stream: a dead worker's entries at
-        once, a stuck one's after the claim timeout."""
-        assert self.job_stream is not None
+    async def _claim(self, stream: str, *, job: bool) -> None:
+        """Claim ``stream``'s entries (the request stream, or the job stream: ``job``) of
+        workers whose heartbeat is gone at once, and of live but stuck workers after the
+        claim timeout."""
         settings = self.settings
         orphans = await protocol.claim_orphans(
             self.redis,
-            self.job_stream,
+            stream,
             self.instance,
             model=self.model,
             version=self.version,
@@ -410,12 +392,12 @@ class Worker:
         )
         claimed = await protocol.claim_stale(
             self.redis,
-            self.job_stream,
+            stream,
             self.instance,
             min_idle_ms=settings.claim_timeout_ms,
             count=max(settings.max_batch_rows - len(orphans), 1),
         )
-        await self._admit([*orphans, *claimed], claimed=True, job=True)
+        await self._admit([*orphans, *claimed], claimed=True, job=job)
 
     def _collate(self, now_ms: float, *, flush: bool) -> Collation[PendingEntry]:
         return collate(
