@@ -10,8 +10,14 @@ process. Synchronous load: C concurrent clients (closed loop) POSTing one image 
   measured while any job waits (at most D seconds): what the job lane costs requests
   at the worker (the lane's priority). 1,000 tiny jobs drain in well under a second on
   a CPU, so this phase has few samples (none: NaN);
-- **submitted**: the 1,000 jobs POSTed during the D seconds of load: the lane plus the
-  gateway's cost of accepting 1,000 more HTTP calls on the same CPUs.
+- **submitted**: the 1,000 jobs POSTed during the D seconds of load, at an even rate
+  (1,000 / D per second), by a process of their own (a submitter in the load
+  generator's event loop would delay its clients and be measured as the gateway's
+  latency): the lane plus the gateway's cost of accepting 1,000 more HTTP calls on the
+  same CPUs.
+
+The worker keeps its default ``AXON_JOB_BATCH_ROWS`` (a quarter of its 64-row batches):
+a request that arrives while jobs run waits for at most 16 job rows.
 
 Rounds repeat the three phases (the machine is shared; ratios of phases seconds apart
 are what counts). Prints p50 / p99 of the synchronous requests per phase with the
@@ -91,13 +97,18 @@ async def _sync_load(
     return latencies
 
 
-async def _submit_jobs(url: str, count: int) -> list[str]:
+async def _submit_jobs(url: str, count: int, over_s: float = 0.0) -> list[str]:
+    """POST ``count`` jobs (16 at a time), spread evenly over ``over_s`` seconds (0: as
+    fast as they are accepted); their ids."""
     import httpx
 
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
         sem = asyncio.Semaphore(16)
+        start = time.monotonic()
 
-        async def one() -> str:
+        async def one(n: int) -> str:
+            if over_s:
+                await asyncio.sleep(max(0.0, start + over_s * n / count - time.monotonic()))
             async with sem:
                 response = await http.post(PATH, json=BODY, headers={"Prefer": "respond-async"})
                 if response.status_code != 202:
@@ -105,7 +116,14 @@ async def _submit_jobs(url: str, count: int) -> list[str]:
                 job_id: str = response.json()["id"]
                 return job_id
 
-        return list(await asyncio.gather(*(one() for _ in range(count))))
+        return list(await asyncio.gather(*(one(n) for n in range(count))))
+
+
+def _submitter(url: str, count: int, over_s: float) -> subprocess.Popen[bytes]:
+    """A process of its own that submits the jobs (``--submit``)."""
+    argv = [sys.executable, __file__, "--submit", url, "--jobs", str(count),
+            "--duration", str(over_s)]  # fmt: skip
+    return subprocess.Popen(argv, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 def _percentiles(latencies: list[float]) -> dict[str, float]:
@@ -144,9 +162,10 @@ async def _phase(
         result["jobs_done_s"] = time.monotonic() - started
     else:
         started = time.monotonic()
-        submitting = asyncio.create_task(_submit_jobs(url, args.jobs))
+        submitter = _submitter(url, args.jobs, args.duration)
         latencies = await _sync_load(url, args.concurrency, args.duration)
-        await submitting
+        if await asyncio.to_thread(submitter.wait) != 0:
+            raise SystemExit("the job submitter failed")
         while await waiting():
             await asyncio.sleep(0.05)
         result["jobs_done_s"] = time.monotonic() - started
@@ -162,7 +181,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--submit", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.submit:  # the submitter process of the "submitted" phase
+        asyncio.run(_submit_jobs(args.submit, args.jobs, args.duration))
+        return
     env = {**os.environ, "PYTHONPATH": str(ROOT), "AXON_MODELS_DIR": str(args.models_dir),
            "AXON_LOG_LEVEL": "WARNING", "AXON_GRPC_PORT": "0"}  # fmt: skip
     rounds: list[dict[str, dict[str, Any]]] = []

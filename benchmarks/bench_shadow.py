@@ -8,17 +8,20 @@ a temporary repository), one gateway process. C closed-loop clients POST one ima
 - **shadow**: the same weights with ``"shadow": {"version": 2, "fraction": 1}``: every
   request is copied to version 2's job lane and compared.
 
-Every client answer must be 200 from version 1 (else the bench stops). Prints p50 / p99
+Version 2's worker runs at niceness ``--shadow-nice`` (default 19, as
+``axon serve --nice digits-cnn:2=19`` or ``AXON_WORKER_NICE`` does); ``make bench-shadow``
+runs the bench at 19 and at 0, so the two show what the priority buys. Every client
+answer must be 200 from version 1 (else the bench stops). Prints p50 / p99
 per phase, the ratio to "alone" per round, the CPU time per answered request of the
 gateway and of each worker process (user + system, from ``/proc``: what the shadow adds
 to each, independent of how loaded the machine is), the shadow's counters and latency,
 and writes
-``benchmarks/results/shadow.json``. Both workers and the gateway share this machine's
+``benchmarks/results/shadow-nice{N}.json``. Both workers and the gateway share this machine's
 cores, so the shadow phase also measures the shadow worker's CPU taken from the
 primary's (on separate nodes that part goes away).
 
     python benchmarks/bench_shadow.py --models-dir exported_models [--duration 5]
-        [--concurrency 8] [--rounds 3]
+        [--concurrency 8] [--rounds 3] [--shadow-nice 19]
 """
 
 from __future__ import annotations
@@ -129,6 +132,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--shadow-nice", type=int, default=19, choices=range(20), metavar="0-19")
     args = parser.parse_args()
     rounds: list[dict[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory() as tmp, RedisServer() as server:
@@ -140,7 +144,8 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         workers = [
             {**env, "AXON_MODEL": MODEL, "AXON_MODEL_VERSION": str(v), "AXON_PROVIDER": "cpu",
-             "AXON_MAX_BATCH_ROWS": "64", "AXON_INSTANCE": f"bench-shadow-v{v}"}
+             "AXON_MAX_BATCH_ROWS": "64", "AXON_INSTANCE": f"bench-shadow-v{v}",
+             "AXON_WORKER_NICE": str(args.shadow_nice if v == 2 else 0)}
             for v in (1, 2)
         ]  # fmt: skip
         children = [
@@ -192,7 +197,8 @@ def main() -> None:
             for child in children:
                 child.wait(timeout=30)
     summary: dict[str, Any] = {"rounds": rounds, "concurrency": args.concurrency,
-                               "duration_s": args.duration, "shadow": figures}  # fmt: skip
+                               "duration_s": args.duration, "shadow": figures,
+                               "shadow_nice": args.shadow_nice}  # fmt: skip
     for q in ("p50", "p99"):
         ratios = [r["shadow"][f"{q}_ms"] / r["alone"][f"{q}_ms"] for r in rounds]
         summary[f"{q}_ratio_median"] = float(np.median(ratios))
@@ -205,6 +211,7 @@ def main() -> None:
             f"shadow {summary[f'shadow_{key}_median']:.3f}"
         )
     print(
+        f"version 2 at niceness {args.shadow_nice}: "
         f"median ratio shadow/alone: p50 x{summary['p50_ratio_median']:.3f}, "
         f"p99 x{summary['p99_ratio_median']:.3f}"
     )
@@ -212,7 +219,7 @@ def main() -> None:
     print(f"shadow latency {figures['latency_ms']}")
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
-    (out / "shadow.json").write_text(json.dumps(summary, indent=2))
+    (out / f"shadow-nice{args.shadow_nice}.json").write_text(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

@@ -35,9 +35,10 @@ bench-jobs: install ## sync p50/p99 alone vs with 1,000 async jobs queued / subm
 	@test -f $(MODELS_DIR)/digits-cnn/1/model.onnx || $(PY) -m training models --models-dir $(MODELS_DIR)
 	$(PY) benchmarks/bench_jobs.py --models-dir $(MODELS_DIR) $(JOBS_BENCH_ARGS)
 
-bench-shadow: install ## primary p50/p99 with no shadow vs a shadow at 100 % (ratios, the shadow's figures; benchmarks/bench_shadow.py)
+bench-shadow: install ## primary p50/p99 with no shadow vs a shadow at 100 %, shadow worker at niceness 19 then 0 (ratios; benchmarks/bench_shadow.py)
 	@test -f $(MODELS_DIR)/digits-cnn/1/model.onnx || $(PY) -m training models --models-dir $(MODELS_DIR)
-	$(PY) benchmarks/bench_shadow.py --models-dir $(MODELS_DIR) $(SHADOW_BENCH_ARGS)
+	$(PY) benchmarks/bench_shadow.py --models-dir $(MODELS_DIR) --shadow-nice 19 $(SHADOW_BENCH_ARGS)
+	$(PY) benchmarks/bench_shadow.py --models-dir $(MODELS_DIR) --shadow-nice 0 $(SHADOW_BENCH_ARGS)
 
 bench-capture: install ## p50/p99 with capture off vs at 100 % (two gateways), then axon replay --version 2 on the captures (benchmarks/bench_capture.py)
 	@test -f $(MODELS_DIR)/digits-cnn/1/model.onnx || $(PY) -m training models --models-dir $(MODELS_DIR)

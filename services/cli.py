@@ -73,6 +73,16 @@ def _parser() -> argparse.ArgumentParser:
         help='per-model policies, a JSON object such as {"digits-cnn": "latest:2"} '
         "(overrides --versions for the models it names)",
     )
+    serve.add_argument(
+        "--nice",
+        type=_nice,
+        action="append",
+        default=[],
+        metavar="MODEL[:VERSION]=N",
+        help="run the services of MODEL (or of one version of it) at niceness N (0-19, "
+        "AXON_WORKER_NICE): a shadow or candidate version sharing the primary's CPUs "
+        "then gets only the CPU time the primary leaves; repeatable",
+    )
     for command in TRAINING_COMMANDS:
         sub.add_parser(command, help=f"training side: python -m training {command} …")
     from services import route_cli
@@ -96,6 +106,20 @@ def _replicas(raw: str) -> tuple[str, int]:
     if not sep or not name.strip() or not count.strip().isdigit() or int(count) < 1:
         raise argparse.ArgumentTypeError(f"expected MODEL=N with N >= 1, got {raw!r}")
     return name.strip(), int(count)
+
+
+def _nice(raw: str) -> tuple[str, int]:
+    """``MODEL=N`` or ``MODEL:VERSION=N`` (N a niceness, 0-19) → ``(key, N)``."""
+    key, sep, value = raw.partition("=")
+    model, colon, version = key.strip().partition(":")
+    good_version = not colon or (version.isdigit() and not version.startswith("0"))
+    if not sep or not model or not good_version or not value.strip().isdigit():
+        raise argparse.ArgumentTypeError(
+            f"expected MODEL=N or MODEL:VERSION=N (e.g. digits-cnn:2=19), got {raw!r}"
+        )
+    if int(value) > 19:
+        raise argparse.ArgumentTypeError(f"{raw!r}: N must be a niceness from 0 to 19")
+    return key.strip(), int(value)
 
 
 def _versions(raw: str) -> str:
@@ -136,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         versions=options.versions,
         versions_file=options.versions_file,
         gateway_workers=options.gateway_workers,
+        nice=dict(options.nice),
     )
 
 

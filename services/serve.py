@@ -305,6 +305,7 @@ def plan(
     versions: Mapping[str, Sequence[int]] | None = None,
     versioned: Collection[str] = (),
     gateway_workers: int = 1,
+    nice: Mapping[str, int] | None = None,
 ) -> list[ChildSpec]:
     """Every child in start order: Redis (when ``redis_port``), services, gateway(s).
 
@@ -314,8 +315,8 @@ def plan(
     restarted when their process exits, not on a liveness answer.
 
     ``versions``: family → the versions it runs (a family left out: one, unpinned, the
-    latest); each version gets ``replicas`` services (``service_specs``), named with
-    ``-v{version}`` for the families in ``versioned``.
+    latest); each version gets ``replicas`` services (``service_specs``, which applies
+    ``nice``), named with ``-v{version}`` for the families in ``versioned``.
     """
     specs: list[ChildSpec] = []
     if redis_port:
@@ -345,6 +346,7 @@ def plan(
                 versioned=family in versioned,
                 ports=ports,
                 taken=taken,
+                nice=nice,
             )
     url = gateway_url(host, port)
     shared = gateway_workers > 1
@@ -383,6 +385,7 @@ def service_specs(
     versioned: bool,
     ports: Callable[[], int],
     taken: set[int],
+    nice: Mapping[str, int] | None = None,
 ) -> list[ChildSpec]:
     """The ``count`` services of one model version (``version`` 0: not pinned).
 
@@ -391,7 +394,9 @@ def service_specs(
     ``taken`` when that is set (and adds it there), else on a port from ``ports``
     (picked once: a restart reuses it), and serves as worker instance
     ``AXON_{FAMILY}_INSTANCE`` / ``AXON_INSTANCE`` (default ``{instance_prefix}-{family}``)
-    with the same suffixes. Its ``AXON_{FAMILY}_MODEL_VERSION`` is ``version``.
+    with the same suffixes. Its ``AXON_{FAMILY}_MODEL_VERSION`` is ``version``, and its
+    ``AXON_{FAMILY}_WORKER_NICE`` the entry of ``nice`` (``--nice``) for
+    ``{model}:{version}``, else for ``{model}``, when there is one.
     """
     upper = family.upper()
     base_port = int(env.get(f"AXON_{upper}_PORT") or 0)
@@ -409,6 +414,9 @@ def service_specs(
         name = base_name if count == 1 else f"{base_name}-{i + 1}"
         instance = base_instance if count == 1 else f"{base_instance}-{i + 1}"
         pin = {f"AXON_{upper}_MODEL_VERSION": str(version)} if version else {}
+        niceness = (nice or {}).get(f"{model}:{version}", (nice or {}).get(model))
+        if niceness is not None:
+            pin[f"AXON_{upper}_WORKER_NICE"] = str(niceness)
         what = f"{model} v{version}" if version else model
         specs.append(
             ChildSpec(
@@ -900,8 +908,12 @@ def serve(
     versions: str | None = None,
     versions_file: Path | None = None,
     gateway_workers: int | None = None,
+    nice: Mapping[str, int] | None = None,
 ) -> int:
     """Run the supervised stack until Ctrl-C / SIGTERM; returns the exit status.
+
+    ``nice``: ``MODEL`` or ``MODEL:VERSION`` → the niceness of its services' processes
+    (``--nice``; ``AXON_WORKER_NICE``), e.g. a shadow version on the primary's CPUs.
 
     ``gateway_workers``: gateway processes on the one port (default
     ``$AXON_GATEWAY_WORKERS``, else 1; ``plan``).
@@ -966,6 +978,7 @@ def serve(
             gateway_workers=gateway_workers_of(gateway_workers, environment),
             versions=selection,
             versioned={f for f, p in watch.policies.items() if not p.single},
+            nice=nice,
         )
         processes.become_subreaper()
         supervisor = Supervisor(specs, logs, policy or RestartPolicy())
@@ -975,7 +988,7 @@ def serve(
             return service_specs(
                 family=family, model=watch.models[family], version=version,
                 count=counts.get(family, 1), env=child_env, instance_prefix=prefix,
-                versioned=True, ports=free_port, taken=taken,
+                versioned=True, ports=free_port, taken=taken, nice=nice,
             )  # fmt: skip
 
         reconciler = Reconciler(supervisor, watch, make, poll_s)

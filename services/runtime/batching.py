@@ -7,8 +7,12 @@ No I/O and no clock: the caller passes ``now_ms``. Rows, not requests, fill a ba
   deadline error, never computed.
 - Live entries are taken in arrival order while their rows fit in ``max_batch_rows``;
   the first one is always taken, even when it alone has more rows than the limit.
-- The batch is *ready* when it is full (the limit is reached, or the next entry does not
-  fit), when ``max_queue_delay_ms`` has passed since the oldest pending entry arrived,
+- Low-priority entries (``low``: async jobs and shadow copies) fill at most
+  ``max_low_rows`` of a batch: one that would pass it is left for a later batch and the
+  entries after it are still considered, so a request never waits behind jobs that do
+  not fit (unless it is first, a low entry is taken whatever its rows, as above).
+- The batch is *ready* when it is full (the limit is reached, or an entry was left
+  out), when ``max_queue_delay_ms`` has passed since the oldest pending entry arrived,
   when the earliest deadline among live entries is reached, or when ``flush`` is set
   (draining on shutdown). Otherwise ``wait_ms`` says how long more entries may be awaited.
 - ``due_ms`` is when the batch is ready without more entries; it does not depend on
@@ -21,7 +25,7 @@ No I/O and no clock: the caller passes ``now_ms``. Rows, not requests, fill a ba
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -77,23 +81,36 @@ def collate(
     max_queue_delay_ms: float,
     now_ms: float,
     flush: bool = False,
+    low: Callable[[E], bool] | None = None,
+    max_low_rows: int | None = None,
 ) -> Collation[E]:
-    """Split ``pending`` (in arrival order) into batch / expired / remaining (see module doc)."""
+    """Split ``pending`` (in arrival order) into batch / expired / remaining (see module
+    doc); ``low`` tells the low-priority entries, of which a batch takes at most
+    ``max_low_rows`` rows (None: no separate limit)."""
     if max_batch_rows < 1:
         raise ValueError("max_batch_rows must be >= 1")
+    if max_low_rows is not None and max_low_rows < 1:
+        raise ValueError("max_low_rows must be >= 1")
     expired = [entry for entry in pending if is_expired(entry, now_ms)]
     live = [entry for entry in pending if not is_expired(entry, now_ms)]
     if not live:
         return Collation(batch=[], expired=expired, remaining=[], wait_ms=0.0, due_ms=math.inf)
 
     taken: list[E] = []
-    rows = 0
-    for entry in live:
+    left: list[E] = []
+    rows = low_rows = 0
+    for index, entry in enumerate(live):
         if taken and rows + entry.rows > max_batch_rows:
+            left.extend(live[index:])
             break
+        if low is not None and max_low_rows is not None and low(entry):
+            if taken and low_rows + entry.rows > max_low_rows:
+                left.append(entry)
+                continue
+            low_rows += entry.rows
         taken.append(entry)
         rows += entry.rows
-    full = rows >= max_batch_rows or len(taken) < len(live)
+    full = rows >= max_batch_rows or bool(left)
 
     due_ms = min(entry.arrived_ms for entry in live) + max_queue_delay_ms
     deadlines = [entry.deadline_ms for entry in live if entry.deadline_ms is not None]
@@ -103,7 +120,7 @@ def collate(
         return Collation(
             batch=taken,
             expired=expired,
-            remaining=live[len(taken) :],
+            remaining=left,
             wait_ms=0.0,
             due_ms=due_ms,
         )

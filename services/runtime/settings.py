@@ -44,6 +44,14 @@ class WorkerSettings:
     intra_op_threads: int = 1
     inter_op_threads: int = 1
     max_batch_rows: int = 64
+    job_batch_rows: int = 16
+    """``AXON_JOB_BATCH_ROWS``: the most rows of async jobs (and shadow copies) one batch
+    carries, default a quarter of ``max_batch_rows``: a synchronous request that arrives
+    while a batch of jobs runs waits for at most this many job rows."""
+    nice: int = 0
+    """``AXON_WORKER_NICE`` (0–19): the worker process's CPU priority, raised to this
+    niceness at start-up (``priority``); for a shadow or candidate version sharing CPUs
+    with the primary."""
     max_queue_delay_ms: float = 0.0
     read_block_ms: int = 500
     claim_timeout_ms: int = 30_000
@@ -76,6 +84,7 @@ class WorkerSettings:
         model = reader.get("MODEL", str, default_model)
         if not model:
             raise SettingsError(f"{reader.names('MODEL')}: is required (the model name to serve)")
+        max_batch_rows = reader.get("MAX_BATCH_ROWS", _positive_int, 64)
         settings = cls(
             redis_url=reader.get("REDIS_URL", str, None) or _missing(reader, "REDIS_URL"),
             redis_mode=reader.get("REDIS_MODE", redis_client.parse_mode, "auto"),
@@ -87,7 +96,9 @@ class WorkerSettings:
             provider=reader.get("PROVIDER", _parse_provider, "auto"),
             intra_op_threads=reader.get("INTRA_OP_THREADS", _positive_int, 1),
             inter_op_threads=reader.get("INTER_OP_THREADS", _positive_int, 1),
-            max_batch_rows=reader.get("MAX_BATCH_ROWS", _positive_int, 64),
+            max_batch_rows=max_batch_rows,
+            job_batch_rows=reader.get("JOB_BATCH_ROWS", _positive_int, max(1, max_batch_rows // 4)),
+            nice=reader.get("WORKER_NICE", _niceness, 0),
             max_queue_delay_ms=reader.get("MAX_QUEUE_DELAY_MS", _non_negative_float, 0.0),
             read_block_ms=reader.get("READ_BLOCK_MS", _positive_int, 500),
             claim_timeout_ms=reader.get("CLAIM_TIMEOUT_MS", _positive_int, 30_000),
@@ -105,6 +116,11 @@ class WorkerSettings:
                 f"{reader.names('HEARTBEAT_TTL_MS')}: must be greater than "
                 f"AXON_HEARTBEAT_INTERVAL_MS ({settings.heartbeat_interval_ms}), "
                 f"got {settings.heartbeat_ttl_ms}"
+            )
+        if settings.job_batch_rows > settings.max_batch_rows:
+            raise SettingsError(
+                f"{reader.names('JOB_BATCH_ROWS')}: must be at most AXON_MAX_BATCH_ROWS "
+                f"({settings.max_batch_rows}), got {settings.job_batch_rows}"
             )
         redis_client.parse_target(settings.redis_url, settings.redis_mode)  # fails early
         return settings
@@ -164,6 +180,13 @@ def _parse_provider(raw: str) -> str:
     value = raw.lower()
     if value not in PROVIDERS:
         raise ValueError(f"must be one of {', '.join(PROVIDERS)}")
+    return value
+
+
+def _niceness(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 19:
+        raise ValueError("must be a niceness from 0 (normal) to 19 (lowest CPU priority)")
     return value
 
 

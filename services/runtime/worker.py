@@ -139,6 +139,13 @@ class PendingEntry:
     deadline_ms: float | None
     trace: TracedEntry | None = None
     """Its trace context, when tracing is on and it came with one (``batch_trace``)."""
+    job: bool = False
+    """It came from the job stream (an async job or a shadow copy): low priority, at
+    most ``job_batch_rows`` of a batch."""
+
+
+def _is_job(pending: PendingEntry) -> bool:
+    return pending.job
 
 
 class Worker:
@@ -172,6 +179,8 @@ class Worker:
         # The job lane (``Prefer: respond-async``) lives in partition 0's slot only.
         self.job_stream = jobs.job_stream_key(self.model, self.version) if partition == 0 else None
         self._job_poll_after_ms = 0.0
+        self._job_rows = min(settings.job_batch_rows, settings.max_batch_rows)
+        """The most job rows one batch carries (``AXON_JOB_BATCH_ROWS``)."""
         self.instance = settings.instance if partition == 0 else f"{settings.instance}.p{partition}"
         self.stats = WorkerStats()
         self.recorder = Recorder(
@@ -350,7 +359,9 @@ class Worker:
             await self._admit(entries)
             return
         # Idle: wait on both streams at once. Requests are admitted first; when both
-        # had entries, this read may take up to one batch of jobs beyond the room.
+        # had entries, this read may take up to one batch of jobs beyond the room, and
+        # more jobs than ``_job_rows``: they pend for the next batches (``collate``
+        # keeps each batch's job rows within it, requests read later pass them).
         found = await jobs.read_lanes(
             self.redis, [self.stream, self.job_stream], self.instance, count=room, block_ms=block_ms
         )
@@ -364,7 +375,10 @@ class Worker:
         never waits in this worker behind requests (it would pass the claim timeout)."""
         if self.job_stream is None or self._now() < self._job_poll_after_ms:
             return False
-        room = self.settings.max_batch_rows - sum(p.rows for p in self._pending)
+        room = min(
+            self.settings.max_batch_rows - sum(p.rows for p in self._pending),
+            self._job_rows - sum(p.rows for p in self._pending if p.job),
+        )
         if room <= 0:
             return False
         entries = await protocol.read_entries(
@@ -406,6 +420,8 @@ class Worker:
             max_queue_delay_ms=self.settings.max_queue_delay_ms,
             now_ms=now_ms,
             flush=flush,
+            low=_is_job,
+            max_low_rows=self._job_rows,
         )
 
     async def _run_ready(self, *, flush: bool) -> Collation[PendingEntry]:
@@ -515,6 +531,7 @@ class Worker:
                     trace=None
                     if self.tracing is None
                     else self._traced(entry, request_id, rows, job=job),
+                    job=job,
                 )
             )
 

@@ -15,6 +15,7 @@ from typing import Any
 from services.contract.protocol import RedisClient
 from services.contract.tracing import Tracing
 from services.runtime.metrics import WorkerMetrics
+from services.runtime.priority import lower_priority
 from services.runtime.session import ModelSession
 from services.runtime.settings import WorkerSettings
 from services.runtime.worker import Worker
@@ -32,13 +33,17 @@ class WorkerGroup:
         metrics: WorkerMetrics | None = None,
         tracing: Tracing | None = None,
     ) -> None:
+        self._nice = settings.nice
         self.workers = [
             Worker(redis, session, settings, metrics=metrics, partition=p, tracing=tracing)
             for p in range(settings.partitions)
         ]
 
     async def run(self) -> None:
-        """Run every worker until each has stopped (``stop``) and drained."""
+        """Run every worker until each has stopped (``stop``) and drained; first lower
+        the process's CPU priority to ``settings.nice`` when that is set."""
+        if self._nice:
+            lower_priority(self._nice)
         await asyncio.gather(*(worker.run() for worker in self.workers))
 
     def stop(self) -> None:

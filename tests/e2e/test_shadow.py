@@ -4,7 +4,8 @@ rule ``{"weights": {"1": 100}, "shadow": {"version": 2, "fraction": 1}}``:
 
 1. Every request is answered by version 1 with no error while the shadow's counters
    grow (``/metrics`` and ``GET /v1/models/digits-cnn/routing``): same model, so top-1
-   agreement is 1.
+   agreement is 1. Version 2 runs with ``--nice digits-cnn:2=19``: its worker process
+   is at niceness 19, version 1's at the one it inherited.
 2. Version 2's service hangs (SIGSTOP), then crashes (SIGKILL): clients still get only
    version 1's answers, every one 200; the copies end as ``timeout`` or
    ``unavailable``, never as a client error. Once ``axon serve`` has restarted the
@@ -85,7 +86,7 @@ def served(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     process = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "serve", "--port", str(port),
          "--grpc-port", "0", "--models-dir", str(repo), "--log-dir", str(log_dir),
-         "--versions", "latest:2"],
+         "--versions", "latest:2", "--nice", f"{MODEL}:2=19"],
         env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     running = Served(f"http://127.0.0.1:{port}", process, log_dir)
@@ -159,6 +160,11 @@ def test_1_a_shadow_at_100_percent_leaves_clients_alone_while_its_counters_grow(
             'axon_shadow_requests_total{model="digits-cnn",outcome="compared",version="2"} 40.0'
             in metrics
         )
+        # --nice digits-cnn:2=19: the process running version 2's queue worker (BentoML's
+        # service worker; its arbiter keeps the niceness it started with) is at 19.
+        assert 19 in {proc.nice() for proc in served.version_processes(2)}
+        inherited = os.getpriority(os.PRIO_PROCESS, 0)  # what this test runs at
+        assert {proc.nice() for proc in served.version_processes(1)} == {inherited}
         primary, shadow = stats["latency_ms"]["primary"], stats["latency_ms"]["shadow"]
         print(f"primary p50 {primary['p50']} ms, shadow p50 {shadow['p50']} ms (40 requests)")
 

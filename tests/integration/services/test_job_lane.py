@@ -68,8 +68,9 @@ def test_requests_run_before_older_jobs_and_jobs_fill_the_room(
         watching = asyncio.create_task(watch())
         await asyncio.sleep(0.2)  # MONITOR is on before the worker reads
         settings = worker_settings(
-            redis_server.url, model_repo, MODEL, max_batch_rows="4", max_queue_delay_ms="0"
-        )
+            redis_server.url, model_repo, MODEL, max_batch_rows="4", max_queue_delay_ms="0",
+            job_batch_rows="4",
+        )  # fmt: skip
         async with running_worker(settings) as worker:
             replies = await client.replies(4)
             await wait_for_async(lambda: answered(redis, keys), what="the jobs answered")
@@ -94,8 +95,9 @@ def test_requests_run_before_older_jobs_and_jobs_fill_the_room(
         await client.send({"image": image(1)})
         await client.send({"image": image(1)})
         settings = worker_settings(
-            redis_server.url, model_repo, MODEL, max_batch_rows="8", max_queue_delay_ms="0"
-        )
+            redis_server.url, model_repo, MODEL, max_batch_rows="8", max_queue_delay_ms="0",
+            job_batch_rows="8",
+        )  # fmt: skip
         async with running_worker(settings) as worker:
             await client.replies(2)
             await wait_for_async(lambda: answered(redis, more), what="the jobs answered")
@@ -103,6 +105,35 @@ def test_requests_run_before_older_jobs_and_jobs_fill_the_room(
         assert await jobs.backlog(redis, MODEL, 1) == 0
         assert int(await redis.get(jobs.job_bytes_key(MODEL, 1)) or 0) == 0
         await monitor_client.aclose()
+        await redis.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_carries_at_most_job_batch_rows_of_jobs(
+    redis_server: RedisServer, model_repo: Path
+) -> None:
+    """Twenty queued jobs and four requests, batches of 8 with at most 2 job rows: the
+    requests go in the first batch with 2 jobs (not behind the 20), and every batch after
+    carries 2 jobs; all are answered."""
+
+    async def scenario() -> None:
+        redis: Redis[bytes] = Redis.from_url(redis_server.url)
+        keys = [await submit_job(redis) for _ in range(20)]
+        client = Client(redis, MODEL)
+        for n in range(4):
+            await client.send({"image": image(1, n)})
+        settings = worker_settings(
+            redis_server.url, model_repo, MODEL, max_batch_rows="8", max_queue_delay_ms="0",
+            job_batch_rows="2",
+        )  # fmt: skip
+        async with running_worker(settings) as worker:
+            replies = await client.replies(4)
+            await wait_for_async(lambda: answered(redis, keys), what="the jobs answered")
+            runs = worker.stats.execution_count
+        assert all(r.ok for r in replies)
+        # 24 rows in batches of at most 2 jobs: the requests' batch (4 + 2), then 9 of 2.
+        assert runs == 10, runs
         await redis.aclose()
 
     asyncio.run(scenario())

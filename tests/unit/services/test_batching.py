@@ -16,6 +16,11 @@ class Entry:
     rows: int = 1
     arrived_ms: float = 1000.0
     deadline_ms: float | None = None
+    job: bool = False
+
+
+def is_job(entry: Entry) -> bool:
+    return entry.job
 
 
 def names(entries: list[Entry]) -> list[str]:
@@ -122,3 +127,32 @@ def test_a_waiting_plan_is_unchanged_until_its_due_time() -> None:
         assert again.due_ms == first.due_ms and again.wait_ms == first.due_ms - now_ms
     due = collate_at(first.due_ms, first.remaining)
     assert names(due.expired) == ["c"] and due.batch == [] and due.due_ms == 1006.0
+
+
+def test_jobs_fill_at_most_max_low_rows_and_requests_pass_the_rest() -> None:
+    pending = [Entry(f"j{n}", job=True) for n in range(6)] + [Entry("r1"), Entry("r2", rows=2)]
+    plan = collate(pending, max_batch_rows=8, max_queue_delay_ms=100, now_ms=1000.0,
+                   low=is_job, max_low_rows=2)  # fmt: skip
+    assert names(plan.batch) == ["j0", "j1", "r1", "r2"] and plan.rows == 5
+    assert names(plan.remaining) == ["j2", "j3", "j4", "j5"]  # in order, for the next batches
+    assert plan.wait_ms == 0.0  # jobs were left out: the batch is full, it runs now
+
+
+def test_a_first_job_larger_than_max_low_rows_still_runs() -> None:
+    pending = [Entry("big", rows=5, job=True), Entry("j", job=True), Entry("r")]
+    plan = collate(pending, max_batch_rows=8, max_queue_delay_ms=0, now_ms=1000.0,
+                   low=is_job, max_low_rows=2)  # fmt: skip
+    assert names(plan.batch) == ["big", "r"] and names(plan.remaining) == ["j"]
+
+
+def test_jobs_within_max_low_rows_wait_like_requests() -> None:
+    pending = [Entry("j", job=True), Entry("r")]
+    plan = collate(pending, max_batch_rows=8, max_queue_delay_ms=5, now_ms=1002.0,
+                   low=is_job, max_low_rows=2)  # fmt: skip
+    assert plan.batch == [] and plan.wait_ms == pytest.approx(3.0)
+
+
+def test_zero_low_rows_limit_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_low_rows"):
+        collate([Entry("a")], max_batch_rows=8, max_queue_delay_ms=0, now_ms=0.0,
+                low=is_job, max_low_rows=0)  # fmt: skip

@@ -47,11 +47,24 @@ def test_family_specific_value_overrides_the_generic_one() -> None:
         ("AXON_MODEL_VERSION", "01", "without leading zeros"),
         ("AXON_WARMUP", "maybe", "true or false"),
         ("AXON_HEARTBEAT_TTL_MS", "1000", "must be greater than AXON_HEARTBEAT_INTERVAL_MS"),
+        ("AXON_JOB_BATCH_ROWS", "65", "must be at most AXON_MAX_BATCH_ROWS \\(64\\), got 65"),
+        ("AXON_JOB_BATCH_ROWS", "0", "AXON_JOB_BATCH_ROWS='0': must be a positive integer"),
+        ("AXON_WORKER_NICE", "20", "from 0 \\(normal\\) to 19"),
+        ("AXON_WORKER_NICE", "-5", "AXON_WORKER_NICE='-5': must be a niceness"),
     ],
 )
 def test_bad_values_fail_loudly_naming_the_variable(key: str, value: str, message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         WorkerSettings.from_env({**BASE, key: value}, "classifier")
+
+
+def test_job_rows_default_to_a_quarter_of_the_batch_and_nice_to_zero() -> None:
+    assert WorkerSettings.from_env(BASE, "classifier").job_batch_rows == 16
+    small = WorkerSettings.from_env({**BASE, "AXON_MAX_BATCH_ROWS": "3"}, "classifier")
+    assert (small.job_batch_rows, small.nice) == (1, 0)
+    env = {**BASE, "AXON_JOB_BATCH_ROWS": "64", "AXON_CLASSIFIER_WORKER_NICE": "19"}
+    chosen = WorkerSettings.from_env(env, "classifier")
+    assert (chosen.job_batch_rows, chosen.nice) == (64, 19)
 
 
 def test_redis_url_is_required() -> None:

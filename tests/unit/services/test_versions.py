@@ -246,7 +246,10 @@ def test_scan_checks_a_version_again_only_when_its_files_change(tmp_path: Path) 
 
 
 def _plan(
-    versions: dict[str, list[int]], versioned: set[str], env: dict[str, str] | None = None
+    versions: dict[str, list[int]],
+    versioned: set[str],
+    env: dict[str, str] | None = None,
+    nice: dict[str, int] | None = None,
 ) -> dict[str, ChildSpec]:
     ports = iter(range(5000, 5100))
     specs = plan(
@@ -254,7 +257,7 @@ def _plan(
         models={"classifier": "digits-cnn", "generator": "digits-gan"},
         replicas={"digits-cnn": 2}, redis_url="redis://127.0.0.1:6390/0",
         instance_prefix="h", ports=lambda: next(ports), versions=versions,
-        versioned=versioned,
+        versioned=versioned, nice=nice,
     )  # fmt: skip
     return {s.name: s for s in specs}
 
@@ -277,6 +280,40 @@ def test_plan_runs_every_selected_version_with_its_replicas() -> None:
     generator = specs["generator"]
     assert generator.env["AXON_GENERATOR_MODEL_VERSION"] == "4"
     assert generator.env["AXON_GENERATOR_INSTANCE"] == "h-generator"
+
+
+def test_nice_applies_to_one_version_or_to_every_version_of_a_model() -> None:
+    specs = _plan({"classifier": [1, 2], "generator": [4]}, {"classifier"},
+                  nice={"digits-cnn:2": 19, "digits-gan": 5})  # fmt: skip
+    assert "AXON_CLASSIFIER_WORKER_NICE" not in specs["classifier-v1-1"].env
+    assert specs["classifier-v2-1"].env["AXON_CLASSIFIER_WORKER_NICE"] == "19"
+    assert specs["classifier-v2-2"].env["AXON_CLASSIFIER_WORKER_NICE"] == "19"
+    assert specs["generator"].env["AXON_GENERATOR_WORKER_NICE"] == "5"
+    assert "AXON_CLASSIFIER_WORKER_NICE" not in specs["gateway"].env
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("digits-cnn:2=19", ("digits-cnn:2", 19)), ("classifier=0", ("classifier", 0))],
+)
+def test_the_nice_option_parses_model_version_and_niceness(
+    raw: str, expected: tuple[str, int]
+) -> None:
+    from services.cli import _parser
+
+    options = _parser().parse_args(["serve", "--nice", raw])
+    assert options.nice == [expected]
+
+
+@pytest.mark.parametrize("raw", ["digits-cnn", "digits-cnn:02=3", "digits-cnn:2=20", "=3", "m=-1"])
+def test_a_bad_nice_option_is_refused_with_the_expected_form(
+    raw: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from services.cli import _parser
+
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["serve", "--nice", raw])
+    assert "argument --nice" in capsys.readouterr().err
 
 
 def test_fixed_ports_go_on_across_versions_and_skip_taken_ones() -> None:
