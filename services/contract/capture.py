@@ -2,7 +2,11 @@
 requests with their replies, in one capped stream per model, for ``axon replay``.
 
 Key ``axon:cap:{model}`` (its own hash slot per model; a stream, ``XADD MAXLEN ~``
-``AXON_CAPTURE_MAX_ENTRIES``, so the oldest go first). Fields of an entry:
+``AXON_CAPTURE_MAX_ENTRIES``, so the oldest go first). Bounded in time too,
+``AXON_CAPTURE_MAX_AGE_S``: every append trims the entries older than that before its
+newest capture (``XTRIM MINID``; entry ids are Redis' clock, ``at_ms`` the gateway's) and
+sets the key to expire that long after it, so captures stop outliving the limit even once
+capture is turned off. Fields of an entry:
 
 - ``id``: the request id; ``version``: the version that answered; ``task``;
 - ``body``: the request's stream entry body exactly as queued (``codec.encode_request``:
@@ -64,14 +68,22 @@ class Captured:
             raise ValueError(f"capture entry {entry_id}: {exc!r}") from None
 
 
-async def append(redis: RedisClient, model: str, items: Sequence[Captured], *, maxlen: int) -> None:
+async def append(
+    redis: RedisClient, model: str, items: Sequence[Captured], *, maxlen: int, max_age_s: int
+) -> None:
     """XADD each of ``items`` to ``model``'s capture stream, capped at about ``maxlen``
-    entries: one pipeline (one round trip, not a transaction)."""
+    entries; then drop the entries older than ``max_age_s`` before the newest item's
+    ``at_ms`` and let the key expire ``max_age_s`` from now: one pipeline (one round
+    trip, not a transaction)."""
     if not items:
         return
+    key = capture_key(model)
     pipe = redis.pipeline(transaction=False)
     for item in items:
-        pipe.xadd(capture_key(model), item.fields(), maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+        pipe.xadd(key, item.fields(), maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+    cutoff_ms = max(item.at_ms for item in items) - max_age_s * 1000
+    pipe.xtrim(key, minid=max(cutoff_ms, 0), approximate=False)
+    pipe.expire(key, max_age_s)
     await pipe.execute()
 
 

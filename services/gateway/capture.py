@@ -113,7 +113,12 @@ class Capturer:
 
     async def _send(self, model: str, items: list[Captured]) -> None:
         try:
-            await self._transport.capture(model, items, maxlen=self._settings.capture_max_entries)
+            await self._transport.capture(
+                model,
+                items,
+                maxlen=self._settings.capture_max_entries,
+                max_age_s=self._settings.capture_max_age_s,
+            )
         except Exception as exc:  # Redis down or refusing: counted, never raised
             self._failures.failed(exc, retry_in_s=0.0)
             self._count(model, "failed", len(items))

@@ -97,6 +97,9 @@ class GatewaySettings:
     """Captures kept per model (its stream is trimmed to about this many, oldest first)."""
     capture_max_bytes: int = 1024 * 1024
     """A request whose entry body is larger is not captured."""
+    capture_max_age_s: int = 7 * 24 * 3600
+    """Captures older than this are dropped, and a model's capture stream expires this
+    long after its last capture (``services.contract.capture``)."""
     reuse_port: bool = False
     """Share the HTTP and gRPC ports with other gateway processes (SO_REUSEPORT):
     ``python -m services.gateway --reuse-port``, which ``axon serve --gateway-workers N``
@@ -175,6 +178,7 @@ class GatewaySettings:
                 "AXON_CAPTURE_MAX_ENTRIES", _positive_int, cls.capture_max_entries
             ),
             capture_max_bytes=read("AXON_CAPTURE_MAX_BYTES", _positive_int, cls.capture_max_bytes),
+            capture_max_age_s=read("AXON_CAPTURE_MAX_AGE_S", _positive_int, cls.capture_max_age_s),
             no_worker_wait_ms=read("AXON_NO_WORKER_WAIT_MS", _non_negative_int, 15_000),
             hold_without_workers=read("AXON_HOLD_WITHOUT_WORKERS", HoldPolicy.parse, NO_HOLD),
             grpc_port=read("AXON_GRPC_PORT", _port, cls.grpc_port),

@@ -142,10 +142,13 @@ class Transport(Protocol):
         slot); one round trip. Raises ``TransportDown`` / ``TransportError``."""
         ...
 
-    async def capture(self, model: str, items: Sequence[Captured], *, maxlen: int) -> None:
+    async def capture(
+        self, model: str, items: Sequence[Captured], *, maxlen: int, max_age_s: int
+    ) -> None:
         """Append ``items`` to ``model``'s capture stream, keeping about its newest
-        ``maxlen`` entries; one round trip. Raises ``TransportDown`` /
-        ``TransportError``."""
+        ``maxlen`` entries and none older than ``max_age_s`` before the newest item's
+        ``at_ms`` (the stream expires ``max_age_s`` after this append); one round trip.
+        Raises ``TransportDown`` / ``TransportError``."""
         ...
 
     async def read_captures(self, model: str, count: int) -> list[Captured]:

@@ -174,9 +174,12 @@ class MemoryTransport:
             self._jobs.pop(key, None)
         return found
 
-    async def capture(self, model: str, items: Sequence[Captured], *, maxlen: int) -> None:
+    async def capture(
+        self, model: str, items: Sequence[Captured], *, maxlen: int, max_age_s: int
+    ) -> None:
         """As the Redis transport's; the cap is exact here (Redis' ``~`` trims to about
-        ``maxlen``)."""
+        ``maxlen``), the age goes by each entry's ``at_ms`` (Redis: its entry id), and
+        nothing expires the stream."""
         if self.down:
             raise TransportDown(BACKEND)
         stream = self._captures.setdefault(model, [])
@@ -184,6 +187,9 @@ class MemoryTransport:
             self._sequence += 1
             stream.append(dataclasses.replace(item, entry_id=f"{self._sequence}-0"))
         del stream[: max(len(stream) - maxlen, 0)]
+        if items:
+            cutoff_ms = max(item.at_ms for item in items) - max_age_s * 1000
+            stream[:] = [item for item in stream if item.at_ms >= cutoff_ms]
 
     async def read_captures(self, model: str, count: int) -> list[Captured]:
         if self.down:

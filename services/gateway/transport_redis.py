@@ -176,8 +176,12 @@ class RedisTransport:
     ) -> list[bytes | None]:
         return await _queue_call(shadow_jobs.collect_replies(self.redis, keys, drop))
 
-    async def capture(self, model: str, items: Sequence[Captured], *, maxlen: int) -> None:
-        await _queue_call(capture.append(self.redis, model, items, maxlen=maxlen))
+    async def capture(
+        self, model: str, items: Sequence[Captured], *, maxlen: int, max_age_s: int
+    ) -> None:
+        await _queue_call(
+            capture.append(self.redis, model, items, maxlen=maxlen, max_age_s=max_age_s)
+        )
 
     async def read_captures(self, model: str, count: int) -> list[Captured]:
         return await _queue_call(capture.read_newest(self.redis, model, count))

@@ -29,6 +29,7 @@ from services.gateway.transport_redis import RedisTransport
 from services.runtime.redis_server import free_port
 
 _models = (f"contract-m{i}" for i in itertools.count())
+DAY = 24 * 3600
 
 
 class WorkerSide(Protocol):
@@ -540,12 +541,12 @@ def test_captures_are_appended_capped_and_read_back_newest_oldest_first(
             return Captured(f"r{i}", 1 + i % 2, "classify", b"body%d" % i, b"reply%d" % i,
                             1000 + i, 1_700_000_000_000 + i)  # fmt: skip
 
-        await transport.capture(model, [item(0), item(1)], maxlen=1000)
-        await transport.capture(model, [item(2)], maxlen=1000)
+        await transport.capture(model, [item(0), item(1)], maxlen=1000, max_age_s=DAY)
+        await transport.capture(model, [item(2)], maxlen=1000, max_age_s=DAY)
         got = await transport.read_captures(model, 2)
         assert [c.request_id for c in got] == ["r1", "r2"]
         assert got[1] == dataclasses.replace(item(2), entry_id=got[1].entry_id)
-        await transport.capture(model, [item(i) for i in range(3, 503)], maxlen=100)
+        await transport.capture(model, [item(i) for i in range(3, 503)], maxlen=100, max_age_s=DAY)
         kept = await transport.read_captures(model, 10_000)
         assert 100 <= len(kept) < 503  # capped (exactly in memory, about in Redis)
         assert kept[-1].request_id == "r502"
