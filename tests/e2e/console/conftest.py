@@ -1,7 +1,8 @@
 """Browser fixtures for the console tests: a real Chromium (Debian's ``chromium`` and
-``chromium-driver``, installed by ``make tools``) driven by Selenium, and a gateway with
-API and admin keys on the e2e ``stack``'s Redis (its workers answer it), both one per
-module. Screenshots go to docs/console/.
+``chromium-driver``, installed by ``make tools``) driven by Selenium, a gateway with
+API and admin keys on the e2e ``stack``'s Redis (its workers answer it), and a shadow
+stack (its own Redis, gateway and queue workers of digits-cnn versions 1 and 2), each
+one per module. Screenshots go to docs/console/.
 
 A missing browser is a failure that says what to install, never a skip.
 """
@@ -12,7 +13,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +23,8 @@ import httpx
 import pytest
 
 from services.runtime.redis_server import free_port
-from tests.e2e.conftest import STACK_ENV, Stack
+from tests.e2e.conftest import STACK_ENV, ManagedRedis, Stack
+from tests.e2e.test_versions import _add_version
 from tests.support.redis import wait_for
 
 if TYPE_CHECKING:
@@ -39,6 +42,28 @@ class KeyedGateway:
     redis_url: str
 
 
+@contextmanager
+def _running(
+    argv: Sequence[str], env: Mapping[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A child process writing to ``log``, SIGTERMed (then killed) at the end."""
+    with log.open("wb") as out:  # the child keeps its copy
+        process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _alive(process: subprocess.Popen[bytes], log: Path) -> None:
+    assert process.poll() is None, log.read_text(errors="replace")[-3000:]
+
+
 @pytest.fixture(scope="module")
 def keyed_gateway(
     stack: Stack, e2e_repo: Path, tmp_path_factory: pytest.TempPathFactory
@@ -50,31 +75,85 @@ def keyed_gateway(
         **os.environ, **STACK_ENV, "AXON_REDIS_URL": stack.redis.url,
         "AXON_MODELS_DIR": str(e2e_repo), "AXON_API_KEYS": API_KEY, "AXON_ADMIN_KEYS": ADMIN_KEY,
     }  # fmt: skip
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.gateway", "--port", str(port)],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
+    gateway_argv = [sys.executable, "-m", "services.gateway", "--port", str(port)]
+    with _running(gateway_argv, env, log) as process:
 
-    def up() -> bool:
-        assert process.poll() is None, log.read_text()
-        try:
-            ready = httpx.get(f"{url}/v2/models/digits-cnn/ready", headers={"X-API-Key": API_KEY})
-        except httpx.HTTPError:
-            return False
-        return ready.status_code == 200
+        def up() -> bool:
+            _alive(process, log)
+            try:
+                ready = httpx.get(
+                    f"{url}/v2/models/digits-cnn/ready", headers={"X-API-Key": API_KEY}
+                )
+            except httpx.HTTPError:
+                return False
+            return ready.status_code == 200
 
-    try:
         wait_for(up, timeout_s=60, what="keyed gateway ready")
         yield KeyedGateway(url, stack.redis.url)
+
+
+SHADOW_MODEL = "digits-cnn"
+
+
+@pytest.fixture(scope="module")
+def shadow_gateway(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a gateway (no keys) whose ``SHADOW_MODEL`` has versions 1 and 2 (a copy
+    of 1, as ``test_versions._add_version`` makes it), each with a live queue worker
+    (``python -m services.runtime.standalone``: no BentoML, up in seconds), on a Redis
+    of its own: the e2e ``stack``'s gateway never sees version 2 (its registry remembers
+    every version it saw) and no other test sees the routing rule (stored in Redis).
+    Yielded once both versions are ready."""
+    root = tmp_path_factory.mktemp("console-shadow")
+    repo, logs = root / "models", root / "logs"
+    source = model_repo / SHADOW_MODEL / "1"
+    shutil.copytree(source, repo / SHADOW_MODEL / "1")
+    _add_version(repo, source, 2)
+    logs.mkdir()
+    redis = ManagedRedis()
+    redis.start()
+    env = {
+        **os.environ, **STACK_ENV, "AXON_REDIS_URL": redis.url, "AXON_MODELS_DIR": str(repo),
+        "AXON_PROVIDER": "cpu",
+    }  # fmt: skip
+    for name in ("AXON_API_KEYS", "AXON_ADMIN_KEYS", "AXON_VERSION_POLICY"):
+        env.pop(name, None)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    worker_argv = [sys.executable, "-m", "services.runtime.standalone", "classifier"]
+    children = {
+        "gateway": ([sys.executable, "-m", "services.gateway", "--port", str(port)], env),
+        **{
+            f"worker-v{v}": (worker_argv, {**env, "AXON_CLASSIFIER_MODEL_VERSION": str(v),
+                                           "AXON_INSTANCE": f"console-shadow-v{v}"})
+            for v in (1, 2)
+        },
+    }  # fmt: skip
+    try:
+        with ExitStack() as running:
+            started = {
+                logs / f"{name}.log": running.enter_context(
+                    _running(argv, child_env, logs / f"{name}.log")
+                )
+                for name, (argv, child_env) in children.items()
+            }
+
+            def ready() -> bool:
+                for log, process in started.items():
+                    _alive(process, log)
+                try:
+                    routing = httpx.get(f"{url}/v1/models/{SHADOW_MODEL}/routing", timeout=2)
+                except httpx.HTTPError:
+                    return False
+                if routing.status_code != 200:
+                    return False
+                versions = {v["version"]: v["ready"] for v in routing.json()["versions"]}
+                return versions == {1: True, 2: True}
+
+            wait_for(ready, timeout_s=60, what="the shadow stack's versions 1 and 2 ready")
+            yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        redis.stop()
 
 
 def _find_browser() -> tuple[str, str]:

@@ -1,7 +1,8 @@
 """The web console (``/ui``) in a real browser: headless Chromium driven by Selenium
-against the e2e ``stack`` (``axon serve``: Redis, the three model services, a gateway)
-and a second gateway with API and admin keys on the same Redis. Each panel is
-screenshotted into docs/console/ (docs/console.md shows them).
+against the e2e ``stack`` (``axon serve``: Redis, the three model services, a gateway),
+a second gateway with API and admin keys on the same Redis, and the ``shadow_gateway``
+(digits-cnn versions 1 and 2 on a Redis of their own) for the shadow table. Each panel
+is screenshotted into docs/console/ (docs/console.md shows them).
 
 Every test ends by reading the browser's console log: any error there (a script error,
 a refused resource, a CSP violation, a failed request) fails the test.
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import numpy as np
 import pytest
 from selenium.webdriver.common.action_chains import ActionChains
@@ -23,7 +25,8 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from services.contract import protocol, redis_client
 from services.contract.codec import decode_reply, encode_request
 from tests.e2e.conftest import MODELS, SPARE, Stack
-from tests.e2e.console.conftest import ADMIN_KEY, API_KEY, KeyedGateway
+from tests.e2e.console.conftest import ADMIN_KEY, API_KEY, SHADOW_MODEL, KeyedGateway
+from tests.e2e.payloads import images
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
@@ -45,19 +48,23 @@ def open_panel(driver: WebDriver, name: str) -> None:
     wait(driver, f"panel {name}", lambda d: d.find_element(By.ID, f"panel-{name}").is_displayed())
 
 
-FLEET_ROWS = """
-return Array.from(document.querySelectorAll("#fleet-table tbody tr"), (row) => [
+TABLE_ROWS = """
+return Array.from(document.querySelectorAll("#" + arguments[0] + " tbody tr"), (row) => [
   row.dataset.model || "",
   Array.from(row.cells, (cell) => cell.innerText.trim()),
 ]);
 """
 
 
-def fleet_rows(driver: WebDriver) -> dict[str, list[str]]:
-    """The fleet table's cells by model, read in one script: the page re-renders the
-    table at every poll, so element handles taken one by one may go stale between."""
-    rows: list[list[Any]] = driver.execute_script(FLEET_ROWS)
+def table_rows(driver: WebDriver, table: str) -> dict[str, list[str]]:
+    """The cells of table ``#{table}`` by model, read in one script: the page re-renders
+    its tables at every poll, so element handles taken one by one may go stale between."""
+    rows: list[list[Any]] = driver.execute_script(TABLE_ROWS, table)
     return {str(model): [str(c) for c in cells] for model, cells in rows}
+
+
+def fleet_rows(driver: WebDriver) -> dict[str, list[str]]:
+    return table_rows(driver, "fleet-table")
 
 
 @pytest.fixture(scope="module")
@@ -231,3 +238,52 @@ def test_dead_letters_listed_and_redriven_with_keys(
     assert reply.ok and reply.id == "console-dead-1", reply.error
     assert reply.outputs is not None and reply.outputs["probabilities"].shape == (1, 10)
     assert console_errors(browser) == []
+
+
+def test_shadow_table_shows_the_copies_compared_and_their_agreement(
+    shadow_gateway: str, browser: WebDriver, screenshots: Path
+) -> None:
+    """A rule copying every request of digits-cnn to version 2 (the same model, so every
+    top-1 label agrees), 20 classify requests, then the fleet view's shadow table: the
+    model, shadow version 2 at 100 %, the copies compared (as ``GET …/routing`` counts
+    them), 100 % agreement, nothing left uncompared; once the rule is deleted, the same
+    figures marked as version 2's."""
+    routing, sent = f"/v1/models/{SHADOW_MODEL}/routing", 20
+    with httpx.Client(base_url=shadow_gateway, timeout=30) as http:
+        rule = {"weights": {"1": 100}, "shadow": {"version": 2, "fraction": 1.0}}
+        put = http.put(routing, json=rule)
+        assert put.status_code == 200 and put.json()["shadow"]["ready"] is True, put.text
+        try:
+            for i in range(sent):
+                answer = http.post(
+                    f"/v1/models/{SHADOW_MODEL}/classify", json={"images": images(1, seed=i)}
+                )
+                assert answer.status_code == 200 and answer.json()["version"] == 1, answer.text
+            browser.get(f"{shadow_gateway}/ui")
+
+            def compared(d: WebDriver) -> list[str] | None:
+                if not d.find_element(By.ID, "shadow-table").is_displayed():
+                    return None
+                row = table_rows(d, "shadow-table").get(SHADOW_MODEL)
+                return row if row is not None and int(row[3]) >= sent else None
+
+            row = wait(browser, f"{sent} copies compared in the shadow table", compared)
+            stats = http.get(routing).json()["shadow"]["stats"]
+            assert stats["compared"] == stats["outcomes"]["compared"] >= sent, stats
+            assert stats["top1_agreement"] == 1.0, stats
+            # model, shadow version, copied, compared, top-1 agreement, mean difference,
+            # primary p50, shadow p50, not compared
+            assert row[:5] == [SHADOW_MODEL, "2", "100.0 %", str(stats["compared"]), "100.00 %"]
+            assert row[5] == "0.0000" and row[8] == "–", row
+            assert float(row[6]) > 0 and float(row[7]) > 0, row
+            wait(browser, "the fleet view of both versions", lambda d: len(
+                d.find_elements(By.CSS_SELECTOR, "#workers-table tbody tr")) == 2)  # fmt: skip
+            browser.save_screenshot(str(screenshots / "shadow.png"))
+            assert http.delete(routing).status_code == 200
+            # No rule now: this gateway's figures stay, marked as version 2's.
+            wait(browser, "the removed rule in the shadow table", lambda d: table_rows(
+                d, "shadow-table").get(SHADOW_MODEL, [""] * 4)[1:4]
+                == ["2 (rule removed)", "–", row[3]])  # fmt: skip
+            assert console_errors(browser) == []
+        finally:
+            assert http.delete(routing).status_code == 200  # again: no rule is left behind

@@ -205,11 +205,15 @@
         .filter(([name, n]) => name !== "compared" && n > 0)
         .map(([name, n]) => `${name} ${n}`).join(", ");
       const p50 = (role) => (st.latency_ms[role] ? fmt.num(st.latency_ms[role].p50) : "–");
+      // The figures are of the version the last copies went to (st.version): say so
+      // when the rule no longer names it (removed, or now another version).
+      const figures = st.version === undefined || st.version === sh.version ? "" : String(st.version);
       const tr = document.createElement("tr");
       tr.dataset.model = model.name;
       tr.append(
         td(model.name),
-        td(sh.version === null ? "(rule removed)" : `${sh.version}${sh.ready ? "" : " (no worker)"}`),
+        td(sh.version === null ? `${figures} (rule removed)`.trim()
+          : `${sh.version}${sh.ready ? "" : " (no worker)"}${figures ? ` (figures of ${figures})` : ""}`),
         td(sh.fraction === null ? "–" : `${fmt.num(sh.fraction * 100)} %`, "num"),
         td(st.compared, "num"),
         td(st.top1_agreement === null || st.top1_agreement === undefined
