@@ -147,32 +147,37 @@ class Dispatcher:
             byte_limit=-(-byte_limit // partitions),
             partition=partition,
         )
+        # One timer on the loop for the whole request, not asyncio.wait_for (which wraps
+        # the future in callbacks and a timer of its own): at the deadline it fails the
+        # submission while Redis has not taken it, else the wait for the reply.
+        timer = asyncio.get_running_loop().call_later(
+            max(left_s, 0.0), _expire, submitted, future, timeout_ms, mv.name
+        )
         try:
             # Never re-sent on a timeout (the XADD may have happened): the client gets
             # 504 and the entry, if it was queued, runs or expires on its own.
-            answer = await asyncio.wait_for(submitted, timeout=max(left_s, 0.0))
-        except TimeoutError:
-            self._replies.forget(entry_id)
-            raise DeadlineError(
-                _late(timeout_ms, mv.name, "while Redis was taking it (Redis is slow)")
-            ) from None
+            answer = await submitted
         except TransportDown as exc:
+            timer.cancel()
             self._replies.forget(entry_id)
             self.registry.mark_down()
             raise UnavailableError(f"{exc}; try again shortly") from None
         except TransportError as exc:
             # The queue answered with an error for this command only (Redis OOM under
             # maxmemory, READONLY during a failover…): this request fails, the others go on.
+            timer.cancel()
             self._replies.forget(entry_id)
             raise UnavailableError(
                 f"{exc.backend} refused to queue the request ({exc.detail}); try again shortly"
             ) from None
         except BaseException:
+            timer.cancel()
             self._replies.forget(entry_id)
             raise
         if trace is not None:
             trace.sent(answer if isinstance(answer, str) else None, _refusal(answer))
         if isinstance(answer, Refused):
+            timer.cancel()
             self._replies.forget(entry_id)
             queued = (
                 f"{answer.backlog} requests queued (limit {limit})"
@@ -187,10 +192,6 @@ class Dispatcher:
             )
         inflight, queue_wait = self._metrics_for(mv.name)
         inflight.inc()
-        # One timer on the loop instead of asyncio.wait_for (which wraps the future).
-        timer = asyncio.get_running_loop().call_later(
-            max(deadline - time.monotonic(), 0.0), _expire, future, timeout_ms, mv.name
-        )
         try:
             reply = await future
         finally:
@@ -230,7 +231,19 @@ def _late(timeout_ms: int, model: str, when: str) -> str:
     return f"deadline of {timeout_ms} ms (model {model!r}) passed {when}"
 
 
-def _expire(future: asyncio.Future[Reply], timeout_ms: int, model: str) -> None:
+def _expire(
+    submitted: asyncio.Future[str | Refused],
+    future: asyncio.Future[Reply],
+    timeout_ms: int,
+    model: str,
+) -> None:
+    """The request's deadline: fail its submission if the queue has not answered it yet
+    (the enqueuer skips a future that is done), else its wait for the reply."""
+    if not submitted.done():
+        submitted.set_exception(
+            DeadlineError(_late(timeout_ms, model, "while Redis was taking it (Redis is slow)"))
+        )
+        return
     if not future.done():
         future.set_exception(
             DeadlineError(
