@@ -3,6 +3,8 @@ one process, Starlette on uvicorn, ONNX Runtime called inline (no queue, no batc
 
     python benchmarks/minimal_server.py MODEL.onnx --port 8100
     POST /classify {"images": [N][C][H][W]} → {"probabilities": [N][K]}
+    POST /infer {"inputs": {name: nested list}} → {"outputs": {name: nested list}}
+        (any model: its inputs' dtypes from the ONNX graph; ``bench_families.py``)
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+_DTYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
 
 def create_app(model_path: str) -> Starlette:
     options = ort.SessionOptions()
@@ -32,12 +36,25 @@ def create_app(model_path: str) -> Starlette:
         body = json.dumps({"probabilities": probabilities.tolist()}, separators=(",", ":"))
         return Response(body, media_type="application/json")
 
+    dtypes = {i.name: _DTYPES[i.type] for i in session.get_inputs()}
+
+    async def infer(request: Request) -> Response:
+        given = json.loads(await request.body())["inputs"]
+        feeds = {name: np.asarray(given[name], dtype=dtype) for name, dtype in dtypes.items()}
+        names = [o.name for o in session.get_outputs()]
+        outputs = dict(zip(names, session.run(names, feeds), strict=True))
+        body = json.dumps(
+            {"outputs": {k: v.tolist() for k, v in outputs.items()}}, separators=(",", ":")
+        )
+        return Response(body, media_type="application/json")
+
     async def ready(request: Request) -> Response:
         return Response("ok")
 
     return Starlette(
         routes=[
             Route("/classify", classify, methods=["POST"]),
+            Route("/infer", infer, methods=["POST"]),
             Route("/ready", ready, methods=["GET"]),
         ]
     )

@@ -14,7 +14,7 @@ SHADOW_BENCH_ARGS ?=
 # e.g. CAPTURE_BENCH_ARGS="--rounds 5 --limit 500" (see benchmarks/bench_capture.py)
 CAPTURE_BENCH_ARGS ?=
 
-.PHONY: bench bench-tools bench-protocols bench-jobs bench-shadow bench-capture
+.PHONY: bench bench-tools bench-protocols bench-jobs bench-shadow bench-capture bench-families
 
 # wrk drives the load (Debian's package); installed when missing, as `make tools` does for tests.
 bench-tools: ## install wrk (the benchmark's load generator) when it is missing
@@ -27,9 +27,14 @@ bench-protocols: install ## REST JSON vs REST binary vs gRPC per request (1 and 
 	  || $(PY) -m training models --models-dir $(MODELS_DIR)
 	$(PY) benchmarks/bench_binary.py --models-dir $(MODELS_DIR) $(PROTOCOL_BENCH_ARGS)
 
-bench: install bench-tools bench-protocols ## bench-protocols, then the gateway benchmark: Axon vs BentoML adaptive batching vs Starlette+ORT (c=1/16/64)
+bench: install bench-tools bench-protocols ## bench-protocols, the gateway benchmark (Axon vs BentoML adaptive batching vs Starlette+ORT, c=1/16/64), then bench-families
 	@test -f $(MODELS_DIR)/digits-cnn/1/model.onnx || $(PY) -m training models --models-dir $(MODELS_DIR)
 	$(PY) benchmarks/bench_gateway.py --models-dir $(MODELS_DIR) --traced $(BENCH_ARGS)
+	$(PY) benchmarks/bench_families.py --models-dir $(MODELS_DIR) $(FAMILIES_BENCH_ARGS)
+
+bench-families: install bench-tools ## every model family (CNN, LSTM, GAN): Axon vs Starlette+ORT rows/s at c=16/64 (benchmarks/bench_families.py)
+	@test -f $(MODELS_DIR)/digits-gan/1/model.onnx || $(PY) -m training models --models-dir $(MODELS_DIR)
+	$(PY) benchmarks/bench_families.py --models-dir $(MODELS_DIR) $(FAMILIES_BENCH_ARGS)
 
 bench-jobs: install ## sync p50/p99 alone vs with 1,000 async jobs queued / submitted meanwhile (ratios; benchmarks/bench_jobs.py)
 	@test -f $(MODELS_DIR)/digits-cnn/1/model.onnx || $(PY) -m training models --models-dir $(MODELS_DIR)
