@@ -9,10 +9,12 @@ PodDisruptionBudget, ConfigMap) and the KEDA component's ScaledObject of that fa
 renames them with the suffix ``-v{VERSION}``, relabels them
 ``app.kubernetes.io/name: axon-{FAMILY}-v{VERSION}`` (selectors included, so no object
 of one version selects the other's pods), pins the version in the copy's own ConfigMap
-and points its ScaledObject at the version's stream. What this script computes is only
-what kustomize cannot: the stream (``services.contract.protocol.stream_key``) and the
-names of the KEDA component's other objects, which the copy leaves out. Regenerate when
-either changes; the tests compare the shipped rollout with this script's output.
+and points its ScaledObject's two triggers at the version's streams. What this script
+computes is only what kustomize cannot: the streams (the request stream,
+``services.contract.protocol.stream_key``, and the job lane,
+``services.contract.jobs.job_stream_key``) and the names of the KEDA component's other
+objects, which the copy leaves out. Regenerate when either changes; the tests compare
+the shipped rollout with this script's output.
 
 Add the folder to the ``resources`` of the overlay you apply (overlays/cpu, overlays/gpu
 or yours), so that the overlay's images and patches apply to the copy too; the steps,
@@ -29,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from services.contract.jobs import job_stream_key
 from services.contract.protocol import stream_key
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +73,29 @@ def delete_patch(obj: dict[str, Any]) -> str:
     )
 
 
+def stream_patches(scaled: dict[str, Any], model: str, pinned: int, version: int) -> str:
+    """JSON-patch operations pointing each trigger of ``scaled`` at ``version``'s stream:
+    the request stream's trigger at ``stream_key``, the job lane's at ``job_stream_key``.
+    Each trigger must watch one of the two streams of the ``pinned`` version, and the
+    ScaledObject both of them."""
+    keys = {
+        stream_key(model, pinned): stream_key(model, version),
+        job_stream_key(model, pinned): job_stream_key(model, version),
+    }
+    app = scaled["metadata"]["name"]
+    watched = [t["metadata"].get("stream") for t in scaled["spec"]["triggers"]]
+    if sorted(map(str, watched)) != sorted(keys):
+        raise SystemExit(
+            f"ScaledObject {app}: expected one trigger on each of {sorted(keys)}, found {watched}"
+        )
+    return "".join(
+        "      - op: replace\n"
+        f"        path: /spec/triggers/{i}/metadata/stream\n"
+        f"        value: {json.dumps(keys[stream])}\n"
+        for i, stream in enumerate(watched)
+    )
+
+
 def kustomization(k8s: Path, family: str, version: int) -> str:
     """The text of ``rollouts/{family}-v{version}/kustomization.yaml``."""
     if family not in families(k8s):
@@ -84,8 +110,7 @@ def kustomization(k8s: Path, family: str, version: int) -> str:
     app = f"axon-{family}"
     objs = keda_objects(k8s)
     (scaled,) = [o for o in objs if o["kind"] == "ScaledObject" and o["metadata"]["name"] == app]
-    if len(scaled["spec"]["triggers"]) != 1:
-        raise SystemExit(f"ScaledObject {app}: expected one trigger")
+    streams = stream_patches(scaled, model, pinned, version)
     others = "".join(delete_patch(o) for o in objs if o is not scaled)
     suffix = f"-v{version}"
     return f"""\
@@ -122,14 +147,12 @@ labels:
 patches:
   # The KEDA component's other objects are the overlay's, not the copy's.
 {others}\
-  # KEDA scales the copy on its own version's stream.
+  # KEDA scales the copy on its own version's streams (requests and jobs).
   - target:
       kind: ScaledObject
       name: {app}
     patch: |-
-      - op: replace
-        path: /spec/triggers/0/metadata/stream
-        value: {json.dumps(stream_key(model, version))}
+{streams}\
 replacements:
   # The ScaledObject scales the renamed Deployment (kustomize renames the target of a
   # HorizontalPodAutoscaler, not that of a KEDA ScaledObject).

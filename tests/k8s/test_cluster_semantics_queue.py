@@ -23,7 +23,7 @@ import pytest
 import redis as redis_sync
 from redis.asyncio import Redis
 
-from services.contract import protocol
+from services.contract import jobs, protocol
 from services.contract.codec import Reply
 from services.runtime.redis_server import RedisServer, find_redis_server, free_port
 from services.runtime.settings import WorkerSettings
@@ -89,6 +89,38 @@ def scale_target_settings(objs: tuple[Obj, ...], scaled: Obj) -> WorkerSettings:
     return WorkerSettings.from_env(env, family(c))
 
 
+@dataclass(frozen=True)
+class VersionTriggers:
+    """A ScaledObject's triggers on the two streams of its target's model version."""
+
+    request: Obj
+    """On the request stream (``protocol.stream_key``)."""
+    job: Obj
+    """On the job lane (``jobs.job_stream_key``: async jobs and shadow copies)."""
+
+    @property
+    def both(self) -> tuple[Obj, Obj]:
+        return self.request, self.job
+
+
+def version_triggers(objs: tuple[Obj, ...], scaled: Obj) -> VersionTriggers:
+    """The triggers of ``scaled``: exactly one on the request stream and one on the job
+    stream of the model version its target's workers read (their settings, as the code
+    builds them), and no other. Either missing leaves that lane's backlog unseen: at
+    zero (components/scale-to-zero) nothing would wake the service for it."""
+    settings = scale_target_settings(objs, scaled)
+    assert settings.model_version is not None, name(scaled)
+    assert settings.partitions == 1, f"{name(scaled)}: partitions need a trigger each"
+    model, version = settings.model, settings.model_version
+    wanted = [protocol.stream_key(model, version), jobs.job_stream_key(model, version)]
+    triggers = scaled["spec"]["triggers"]
+    streams = [t["metadata"].get("stream") for t in triggers]
+    assert sorted(map(str, streams)) == sorted(wanted), (
+        f"{name(scaled)}: triggers on {streams}, wanted one on each of {wanted}"
+    )
+    return VersionTriggers(*(triggers[streams.index(stream)] for stream in wanted))
+
+
 @pytest.mark.parametrize("overlay", SERVING_OVERLAYS)
 def test_keda_scales_on_the_stream_length_of_each_model_version(overlay: str) -> None:
     objs = render(overlay)
@@ -97,16 +129,23 @@ def test_keda_scales_on_the_stream_length_of_each_model_version(overlay: str) ->
         assert keda_mode(meta) == "xlen", f"{name(scaled)}: scales on {keda_mode(meta)}"
         assert not {"lagCount", "pendingEntriesCount", "consumerGroup"} & set(meta), meta
         assert int(meta["streamLength"]) >= 1, f"{name(scaled)}: streamLength target"
-        settings = scale_target_settings(objs, scaled)
-        assert settings.model_version is not None
-        assert meta["stream"] == protocol.stream_key(settings.model, settings.model_version)
+    streams: list[str] = []
+    for scaled in of_kind(objs, "ScaledObject"):
+        requests, job_lane = version_triggers(objs, scaled).both
+        # One Redis for both lanes (one slot): the same address, database and password.
+        for key in ("address", "databaseIndex"):
+            assert requests["metadata"][key] == job_lane["metadata"][key], (name(scaled), key)
+        assert requests["authenticationRef"] == job_lane["authenticationRef"], name(scaled)
+        streams += [requests["metadata"]["stream"], job_lane["metadata"]["stream"]]
+    assert len(streams) == len(set(streams)), f"two ScaledObjects on one stream: {streams}"
 
 
 def test_stream_length_is_the_outstanding_work_and_lag_is_not() -> None:
     """With the workers' own protocol calls: one worker holds a batch, another answers
     its batch (XACK + XDEL). XLEN, what the rendered triggers read, is queued + in
     flight; the group lag, what lagCount read, comes back nil, so KEDA saw no work."""
-    (_, trigger), *_ = redis_triggers(render("overlays/cpu"))
+    objs = render("overlays/cpu")
+    trigger = version_triggers(objs, of_kind(objs, "ScaledObject")[0]).request
     stream = trigger["metadata"]["stream"]
     model, version, _ = protocol.parse_stream_key(stream)
 

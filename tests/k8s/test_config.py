@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from services.contract import protocol
+from services.contract import jobs, protocol
 from services.gateway.hold import HoldPolicy
 from services.gateway.settings import GatewaySettings
 from services.runtime.settings import WorkerSettings
@@ -232,15 +232,21 @@ def test_keda_scales_each_service_on_its_own_stream(overlay: str) -> None:
             for s in of_kind(objs, "ScaledObject")
             if s["spec"]["scaleTargetRef"]["name"] == deployment
         ]
-        (trigger,) = scaled["spec"]["triggers"]
-        meta = trigger["metadata"]
-        assert trigger["type"] == "redis-streams"
         assert settings.model_version is not None
-        assert meta["stream"] == protocol.stream_key(settings.model, settings.model_version)
-        host, _, port = meta["address"].partition(":")
-        assert host == f"{service['metadata']['name']}.{namespace}.svc.cluster.local"
-        assert int(port) in {p["port"] for p in service["spec"]["ports"]}
-        assert meta["databaseIndex"] == urlsplit(settings.redis_url).path.strip("/")
+        # One trigger on each of the version's streams: requests, and the job lane
+        # (async jobs, shadow copies), which KEDA would otherwise never see.
+        model, version = settings.model, settings.model_version
+        wanted = [protocol.stream_key(model, version), jobs.job_stream_key(model, version)]
+        triggers = scaled["spec"]["triggers"]
+        streams = sorted(t["metadata"]["stream"] for t in triggers)
+        assert streams == sorted(wanted), f"{deployment}: triggers on {streams}"
+        for trigger in triggers:
+            meta = trigger["metadata"]
+            assert trigger["type"] == "redis-streams"
+            host, _, port = meta["address"].partition(":")
+            assert host == f"{service['metadata']['name']}.{namespace}.svc.cluster.local"
+            assert int(port) in {p["port"] for p in service["spec"]["ports"]}
+            assert meta["databaseIndex"] == urlsplit(settings.redis_url).path.strip("/")
         # At zero only if the gateway holds its requests: else they get 503 and the
         # stream never fills to wake it (components/scale-to-zero).
         minimum = scaled["spec"]["minReplicaCount"]

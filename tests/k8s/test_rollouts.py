@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from services.contract import protocol
+from services.contract import jobs, protocol
 from services.runtime.settings import WorkerSettings
 from tests.k8s import test_cluster_semantics_queue as queue
 from tests.k8s import test_cluster_semantics_serving as serving
@@ -186,12 +186,28 @@ def test_a_rollout_renders_one_version_of_one_family(relative: str) -> None:
     assert configmap["data"][f"AXON_{fam.upper()}_MODEL_VERSION"] == str(version)
 
 
-def test_the_script_refuses_what_would_not_work() -> None:
+def test_the_script_refuses_what_would_not_work(tmp_path: Path) -> None:
     for args in (["nosuchfamily", "2"], ["classifier", str(pinned(REPO_K8S, "classifier")[1])]):
         proc = subprocess.run(
             [sys.executable, str(SCRIPT), *args, "--print"], capture_output=True, text=True
         )
         assert proc.returncode != 0 and proc.stderr.strip(), args
+    # A ScaledObject without its job-lane trigger: the copy would not see v2's jobs.
+    k8s = tmp_path / "k8s"
+    shutil.copytree(REPO_K8S, k8s)
+    path = k8s / "components" / "keda" / "scaledobjects.yaml"
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    for doc in docs:
+        doc["spec"]["triggers"] = [
+            t for t in doc["spec"]["triggers"] if ":qj:" not in t["metadata"]["stream"]
+        ]
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "classifier", "2", "--k8s", str(k8s), "--print"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0 and "axon:qj:" in proc.stderr, proc.stderr
 
 
 # --- the overlays with every rollout added: the checks of the other modules -----------
@@ -269,8 +285,9 @@ def test_each_version_pins_its_own_version_and_stream(rolled: list[str], overlay
             for s in of_kind(objs, "ScaledObject")
             if s["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
         ]
-        (trigger,) = scaled["spec"]["triggers"]
-        assert trigger["metadata"]["stream"] == protocol.stream_key(model, version)
+        triggers = queue.version_triggers(objs, scaled)  # the copy's settings: version 2
+        assert triggers.request["metadata"]["stream"] == protocol.stream_key(model, version)
+        assert triggers.job["metadata"]["stream"] == jobs.job_stream_key(model, version)
     streams = [
         t["metadata"]["stream"]
         for s in of_kind(objs, "ScaledObject")
