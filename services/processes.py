@@ -11,6 +11,7 @@
   puts each worker in its own session, out of reach of ``killpg``), are reparented to
   the supervisor instead of init; ``orphans`` finds them and ``kill_tree`` ends them.
 - ``kill_group`` signals a child's process group and ignores one that is already gone.
+- ``terminate`` ends one child: SIGTERM, then SIGKILL if it outlives ``timeout_s``.
 
 ``descendants`` is pure (a pid → parent pid table in, pids out); ``process_table`` reads
 that table from ``/proc`` and is empty where there is no ``/proc``.
@@ -86,6 +87,17 @@ def spawn(
         start_new_session=True,
         preexec_fn=_die_with_parent(os.getpid(), death_signal) if _PRCTL else None,
     )
+
+
+def terminate(process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """SIGTERM ``process`` and wait for it; SIGKILL it if it is still running after
+    ``timeout_s``. Returns once it has exited (and was reaped)."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def kill_group(pid: int, signum: int) -> None:

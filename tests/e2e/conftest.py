@@ -27,6 +27,7 @@ import httpx
 import psutil
 import pytest
 
+from services.processes import terminate
 from services.runtime.redis_server import RedisServer, free_port
 from tests.support.redis import wait_for
 
@@ -250,9 +251,4 @@ def start_gateway(
 
     yield start
     for process in processes:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process, timeout_s=15)

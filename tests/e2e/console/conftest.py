@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
+from services.processes import terminate
 from services.runtime.redis_server import free_port
 from tests.e2e.conftest import STACK_ENV, ManagedRedis, Stack
 from tests.e2e.test_versions import _add_version
@@ -52,12 +53,7 @@ def _running(
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process, timeout_s=15)
 
 
 def _alive(process: subprocess.Popen[bytes], log: Path) -> None:

@@ -4,10 +4,14 @@ process-tree walk and the stack plan. Time is a number passed in; nothing sleeps
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from services import processes
 from services.processes import descendants, orphans
 from services.serve import (
     ChildSpec,
@@ -369,3 +373,18 @@ def test_a_printed_redis_url_hides_its_password() -> None:
     assert redact_password("redis://:s3cret@h:6379/0") == "redis://:***@h:6379/0"
     assert redact_password("rediss://u:pw@h:1/0") == "rediss://u:***@h:1/0"
     assert redact_password("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_terminate_kills_a_child_that_ignores_sigterm() -> None:
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print(1, flush=True); time.sleep(60)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert child.stdout is not None and child.stdout.readline()  # its handler is set
+    processes.terminate(child, timeout_s=0.2)
+    child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
+    polite = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    processes.terminate(polite, timeout_s=10)
+    assert polite.returncode == -signal.SIGTERM
