@@ -30,6 +30,7 @@ of the shorter timeout, 50 ms to 1 s), so a timeout acts up to that much late.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import socket
@@ -42,9 +43,11 @@ import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from services.contract import gc_tuning
 from services.gateway.errors import RequestTimeoutError
 from services.gateway.responses import error_response
 from services.gateway.settings import GatewaySettings
+from services.gateway.write_coalescer import CoalescingTransport
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +227,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # uvicorn's flow control keeps the real transport; responses go through this.
+        self.transport = CoalescingTransport(transport, self.loop)
         verdict = admission(len(self.connections), self.limits)
         if verdict != "serve":
             self.overflow.note(verdict)
@@ -335,11 +340,23 @@ def protocol_class(limits: ConnectionLimits) -> type[GuardedHttpToolsProtocol]:
 
 class NotifyingServer(uvicorn.Server):
     """uvicorn's server that also calls ``on_exit`` when a stop signal arrives (before
-    it drains HTTP): the gateway stops taking gRPC calls at that moment too."""
+    it drains HTTP): the gateway stops taking gRPC calls at that moment too; and
+    ``on_started`` once the app's start-up (lifespan) is done and the sockets listen."""
 
-    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        on_exit: Callable[[], None],
+        on_started: Callable[[], None] = lambda: None,
+    ) -> None:
         super().__init__(config)
         self._on_exit = on_exit
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.should_exit:
+            self._on_started()
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         super().handle_exit(sig, frame)
@@ -388,4 +405,6 @@ def serve(
         server_header=False,
     )
     sockets = [shared_socket(host, port)] if reuse_port else None
-    NotifyingServer(config, on_exit).run(sockets=sockets)
+    # Once start-up is done: its objects frozen, the collector tuned (``gc_tuning``).
+    started = functools.partial(gc_tuning.tune, settings.gc_threshold)
+    NotifyingServer(config, on_exit, started).run(sockets=sockets)

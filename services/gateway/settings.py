@@ -121,6 +121,10 @@ class GatewaySettings:
     image_threads: int = 2
     """Threads that decode and encode images (off the event loop)."""
     # --- end of slow clients, connections, images ---------------------------------
+    gc_threshold: int = 10_000
+    """``AXON_GC_THRESHOLD``: allocations between collections of the garbage collector's
+    youngest generation, with start-up's objects frozen (``contract.gc_tuning``); 0
+    leaves CPython's collector as it is (700)."""
     tracing: TracingConfig = field(default_factory=TracingConfig)
     """OpenTelemetry tracing, from the standard ``OTEL_*`` variables (off by default;
     ``services.contract.tracing``, docs/observability.md)."""
@@ -191,6 +195,7 @@ class GatewaySettings:
                 "AXON_MAX_REQUEST_PIXELS", _positive_int, cls.max_request_pixels
             ),
             image_threads=read("AXON_IMAGE_THREADS", _positive_int, cls.image_threads),
+            gc_threshold=read("AXON_GC_THRESHOLD", _non_negative_int, cls.gc_threshold),
             tracing=TracingConfig.from_env(env),
         )
         if set(settings.admin_keys) & set(settings.api_keys):

@@ -60,9 +60,12 @@ def _instances(url: str, tries: int) -> set[str]:
 
 
 def test_two_gateway_processes_share_one_port(
-    shared_port: tuple[str, list[subprocess.Popen[bytes]]],
+    shared_port: tuple[str, list[subprocess.Popen[bytes]]], tmp_path: Path
 ) -> None:
     url, processes = shared_port
+    for n in range(2):  # each tuned its garbage collector once started (AXON_GC_THRESHOLD)
+        log = (tmp_path / f"gateway-{n}.log").read_text()
+        assert "start-up objects frozen, thresholds (10000, 20, 20)" in log, log[-2000:]
     answered = set()
     for _ in range(40):  # a new connection each time: the kernel picks a process
         with httpx.Client(base_url=url, timeout=30) as client:

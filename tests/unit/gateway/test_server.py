@@ -197,10 +197,12 @@ class MemoryTransport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.written = bytearray()
+        self.writes = 0
         self.closed = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.written += data
+        self.writes += 1
 
     def close(self) -> None:
         self.closed = True
@@ -303,6 +305,24 @@ def test_keep_alive_rearms_the_header_deadline_after_each_response() -> None:
         assert protocol.header_deadline == rearmed  # the first byte does not restart it
         protocol.check_deadlines(rearmed)
         assert transport.closed and transport.written.endswith(b'send them at once"}')
+
+    run_protocol(scenario)
+
+
+def test_a_response_is_written_once() -> None:
+    """uvicorn writes the status line + headers and the body separately; the connection's
+    transport (``write_coalescer``) sends them as one write, in the same loop turn."""
+
+    async def scenario(
+        connect: Callable[[], tuple[GuardedHttpToolsProtocol, MemoryTransport]],
+    ) -> None:
+        protocol, transport = connect()
+        for n in (1, 2):
+            protocol.data_received(b"POST / HTTP/1.1\r\nHost: g\r\nContent-Length: 3\r\n\r\nabc")
+            await settle()
+            assert transport.writes == n
+            response = transport.written.split(b"HTTP/1.1 ")[-1]
+            assert response.startswith(b"200 OK") and response.endswith(b"\r\n\r\n3")
 
     run_protocol(scenario)
 

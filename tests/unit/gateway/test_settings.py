@@ -17,6 +17,8 @@ def test_defaults() -> None:
     assert settings.backlog_limit_for("digits-cnn") == 1_000
     assert settings.instance.startswith("gw-")
     assert settings.models_dir is None
+    assert settings.gc_threshold == 10_000
+    assert GatewaySettings.from_env({**BASE, "AXON_GC_THRESHOLD": "0"}).gc_threshold == 0
 
 
 def test_values_and_per_model_maps() -> None:
@@ -51,6 +53,7 @@ def test_values_and_per_model_maps() -> None:
         ({**BASE, "AXON_REPLY_BLOCK_S": "inf"}, "AXON_REPLY_BLOCK_S"),
         ({**BASE, "AXON_MODEL_TIMEOUTS_MS": "digits-gan=400000"}, "digits-gan=400000"),
         ({**BASE, "AXON_GRPC_PORT": "70000"}, "AXON_GRPC_PORT"),
+        ({**BASE, "AXON_GC_THRESHOLD": "-1"}, "AXON_GC_THRESHOLD"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], named: str) -> None:
