@@ -14,7 +14,7 @@ not by the collector. ``tune`` (called once start-up is done):
   below instead of 10.
 
 Cyclic garbage is still collected, just in larger, rarer steps. Measured:
-docs/decisions.md, "The garbage collector of a serving process".
+docs/decisions.md, "One write per response, and the garbage collector".
 """
 
 from __future__ import annotations

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from starlette.requests import Request
 
 from services.contract.codec import Scalar
@@ -162,13 +162,31 @@ async def read_body(request: Request) -> bytes:
 
 
 def parse_json(body: bytes, where: str = "body") -> Any:
-    """``body`` as JSON; 400 saying where it is malformed."""
+    """``body`` as JSON; 400 saying where it is malformed. Parsed with orjson (~4× the
+    stdlib's speed on an image's numbers): strict RFC 8259, so ``NaN``/``Infinity``
+    literals and numbers beyond a double are malformed, nesting stops at 1024 levels,
+    and integers beyond 64 bits arrive as floats (an integer input then refuses them)."""
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequestError(f"{where}: not valid JSON ({exc})") from None
-    except RecursionError:  # nesting deeper than the interpreter's recursion limit
-        raise BadRequestError(f"{where}: JSON nested too deeply") from None
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequestError(f"{where}: {_json_problem(exc, body)}") from None
+
+
+_NON_FINITE = (b"NaN", b"Infinity", b"-Infinity")
+
+
+def _json_problem(exc: orjson.JSONDecodeError, body: bytes | memoryview) -> str:
+    """What is wrong with a body orjson refused, in words that say what to change."""
+    if exc.msg.startswith("depth limit exceeded"):
+        return "JSON nested too deeply (more than 1024 levels)"
+    at = bytes(body[exc.pos : exc.pos + 9])
+    literal = next((word for word in _NON_FINITE if at.startswith(word)), None)
+    if literal is not None:
+        return (
+            f"not valid JSON: {literal.decode()} at char {exc.pos} is not a JSON number "
+            "(NaN and Infinity cannot be sent); send finite numbers"
+        )
+    return f"not valid JSON ({exc})"
 
 
 async def read_json(request: Request) -> Any:

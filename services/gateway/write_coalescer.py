@@ -7,7 +7,7 @@ the headers alone first. ``CoalescingTransport`` wraps the connection's transpor
 holds what is written in one event-loop turn, then sends it as one ``write`` from a
 callback scheduled with ``call_soon`` (so in the same turn of the loop, after the task
 step that wrote it). ``close`` sends what is held first. Measured: docs/decisions.md,
-"One write per response".
+"One write per response, and the garbage collector".
 """
 
 from __future__ import annotations
