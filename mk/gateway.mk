@@ -6,6 +6,8 @@ BENCH_ARGS ?=
 # e.g. PROTOCOL_BENCH_ARGS="--duration 2 --worker onnx" (see benchmarks/bench_binary.py)
 PROTOCOL_BENCH_ARGS ?=
 
+# e.g. CPU_BENCH_ARGS="--tree /tmp/axon-before --tree . --rounds 3" (see benchmarks/bench_gateway_cpu.py)
+CPU_BENCH_ARGS ?=
 # e.g. JOBS_BENCH_ARGS="--rounds 5 --concurrency 16" (see benchmarks/bench_jobs.py)
 JOBS_BENCH_ARGS ?=
 # e.g. SHADOW_BENCH_ARGS="--rounds 5 --concurrency 16" (see benchmarks/bench_shadow.py)
@@ -14,7 +16,7 @@ SHADOW_BENCH_ARGS ?=
 # e.g. CAPTURE_BENCH_ARGS="--rounds 5 --limit 500" (see benchmarks/bench_capture.py)
 CAPTURE_BENCH_ARGS ?=
 
-.PHONY: bench bench-tools bench-protocols bench-jobs bench-shadow bench-capture bench-families
+.PHONY: bench bench-tools bench-protocols bench-gateway-cpu bench-jobs bench-shadow bench-capture bench-families
 
 # wrk drives the load (Debian's package); installed when missing, as `make tools` does for tests.
 bench-tools: ## install wrk (the benchmark's load generator) when it is missing
@@ -35,6 +37,10 @@ bench: install bench-tools bench-protocols ## bench-protocols, the gateway bench
 bench-families: install bench-tools ## every model family (CNN, LSTM, GAN): Axon vs Starlette+ORT rows/s at c=16/64 (benchmarks/bench_families.py)
 	@test -f $(MODELS_DIR)/digits-gan/1/model.onnx || $(PY) -m training models --models-dir $(MODELS_DIR)
 	$(PY) benchmarks/bench_families.py --models-dir $(MODELS_DIR) $(FAMILIES_BENCH_ARGS)
+
+bench-gateway-cpu: install bench-tools ## CPU µs per request of gateway / worker / Redis at c=64 (CPU_BENCH_ARGS="--tree DIR --tree DIR2" compares trees)
+	@test -f $(MODELS_DIR)/digits-cnn/1/model.onnx || $(PY) -m training models --models-dir $(MODELS_DIR)
+	$(PY) benchmarks/bench_gateway_cpu.py --models-dir $(MODELS_DIR) $(CPU_BENCH_ARGS)
 
 bench-jobs: install ## sync p50/p99 alone vs with 1,000 async jobs queued / submitted meanwhile (ratios; benchmarks/bench_jobs.py)
 	@test -f $(MODELS_DIR)/digits-cnn/1/model.onnx || $(PY) -m training models --models-dir $(MODELS_DIR)
