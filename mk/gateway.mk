@@ -6,7 +6,7 @@ BENCH_ARGS ?=
 # e.g. PROTOCOL_BENCH_ARGS="--duration 2 --worker onnx" (see benchmarks/bench_binary.py)
 PROTOCOL_BENCH_ARGS ?=
 
-# e.g. CPU_BENCH_ARGS="--tree /tmp/axon-before --tree . --rounds 3" (see benchmarks/bench_gateway_cpu.py)
+# e.g. CPU_BENCH_ARGS="--tree /tmp/axon-before --tree . --rounds 3" or "--variant AXON_GC_THRESHOLD=0" (see benchmarks/bench_gateway_cpu.py)
 CPU_BENCH_ARGS ?=
 # e.g. JOBS_BENCH_ARGS="--rounds 5 --concurrency 16" (see benchmarks/bench_jobs.py)
 JOBS_BENCH_ARGS ?=

@@ -43,7 +43,7 @@ import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from services.contract import gc_tuning
+from services.gateway import gc_tuning
 from services.gateway.errors import RequestTimeoutError
 from services.gateway.responses import error_response
 from services.gateway.settings import GatewaySettings

@@ -123,7 +123,7 @@ class GatewaySettings:
     # --- end of slow clients, connections, images ---------------------------------
     gc_threshold: int = 10_000
     """``AXON_GC_THRESHOLD``: allocations between collections of the garbage collector's
-    youngest generation, with start-up's objects frozen (``contract.gc_tuning``); 0
+    youngest generation, with start-up's objects frozen (``gc_tuning``); 0
     leaves CPython's collector as it is (700)."""
     tracing: TracingConfig = field(default_factory=TracingConfig)
     """OpenTelemetry tracing, from the standard ``OTEL_*`` variables (off by default;

@@ -172,7 +172,8 @@ def parse_json(body: bytes, where: str = "body") -> Any:
         raise BadRequestError(f"{where}: {_json_problem(exc, body)}") from None
 
 
-_NON_FINITE = (b"NaN", b"Infinity", b"-Infinity")
+_NON_FINITE = (b"NaN", b"Infinity")
+"""Literals orjson refuses; for ``-Infinity`` its position is the one after the sign."""
 
 
 def _json_problem(exc: orjson.JSONDecodeError, body: bytes | memoryview) -> str:

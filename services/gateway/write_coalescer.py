@@ -25,11 +25,10 @@ class CoalescingTransport(asyncio.Transport):
     too, so a writer that waits for the buffer to drain sees them."""
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(transport.get_extra_info("extra", None))
+        super().__init__()
         self._transport = transport
         self._loop = loop
         self._held: list[bytes] = []
-        self._held_bytes = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
@@ -37,7 +36,6 @@ class CoalescingTransport(asyncio.Transport):
         if not self._held:
             self._loop.call_soon(self.flush)
         self._held.append(bytes(data))
-        self._held_bytes += len(data)
 
     def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
         for data in list_of_data:
@@ -47,7 +45,7 @@ class CoalescingTransport(asyncio.Transport):
         """Send what is held now (a no-op when nothing is, or the connection closed)."""
         if not self._held:
             return
-        held, self._held, self._held_bytes = self._held, [], 0
+        held, self._held = self._held, []
         if not self._transport.is_closing():
             self._transport.write(held[0] if len(held) == 1 else b"".join(held))
 
@@ -56,7 +54,7 @@ class CoalescingTransport(asyncio.Transport):
         self._transport.close()
 
     def abort(self) -> None:
-        self._held, self._held_bytes = [], 0
+        self._held = []
         self._transport.abort()
 
     def write_eof(self) -> None:
@@ -85,7 +83,7 @@ class CoalescingTransport(asyncio.Transport):
         self._transport.set_write_buffer_limits(high, low)
 
     def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size() + self._held_bytes
+        return self._transport.get_write_buffer_size() + sum(map(len, self._held))
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
         return self._transport.get_write_buffer_limits()

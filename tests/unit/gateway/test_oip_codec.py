@@ -15,6 +15,7 @@ from services.contract.metadata import ModelMetadata, parse_metadata
 from services.gateway.errors import BadRequestError, status_for
 from services.gateway.fields import request_id, timeout_ms
 from services.gateway.oip_codec import outputs_json, parse_infer
+from services.gateway.state import parse_json
 
 
 def metadata(task: str = "classify") -> ModelMetadata:
@@ -109,6 +110,14 @@ def test_bad_requests_say_what_is_wrong(doc: Any, message: str) -> None:
         parse_infer(doc, metadata(), max_rows=4)
     assert message in str(caught.value)
     assert status_for(caught.value) == 400
+
+
+def test_an_integer_beyond_64_bits_in_the_body_is_refused() -> None:
+    """orjson reads 2**70 as a float (``state.parse_json``); an integer input refuses it."""
+    body = b'{"inputs":[{"name":"image","shape":[1,1,2,2],"datatype":"INT64","data":[0,0,0,%d]}]}'
+    doc = parse_json(body % 2**70)
+    with pytest.raises(BadRequestError, match="INT64 needs integer values"):
+        parse_infer(doc, metadata(), max_rows=4)
 
 
 def test_generate_parameters() -> None:

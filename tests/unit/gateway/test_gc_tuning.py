@@ -1,4 +1,4 @@
-"""``contract.gc_tuning.tune`` in a child process (the collector's state is the whole
+"""``gateway.gc_tuning.tune`` in a child process (the collector's state is the whole
 interpreter's: a test must not leave it changed for the others)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import sys
 
 PROGRAM = """
 import gc, json, sys
-from services.contract import gc_tuning
+from services.gateway import gc_tuning
 kept = [[n] for n in range(1000)]  # start-up objects, tracked by the collector
 before = gc.get_threshold()
 gc_tuning.tune(int(sys.argv[1]))
