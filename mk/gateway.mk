@@ -16,7 +16,7 @@ SHADOW_BENCH_ARGS ?=
 # e.g. CAPTURE_BENCH_ARGS="--rounds 5 --limit 500" (see benchmarks/bench_capture.py)
 CAPTURE_BENCH_ARGS ?=
 
-.PHONY: bench bench-tools bench-protocols bench-gateway-cpu bench-jobs bench-shadow bench-capture bench-families
+.PHONY: bench bench-tools bench-protocols bench-redis-client bench-gateway-cpu bench-jobs bench-shadow bench-capture bench-families
 
 # wrk drives the load (Debian's package); installed when missing, as `make tools` does for tests.
 bench-tools: ## install wrk (the benchmark's load generator) when it is missing
@@ -41,6 +41,9 @@ bench-families: install bench-tools ## every model family (CNN, LSTM, GAN): Axon
 bench-gateway-cpu: install bench-tools ## CPU µs per request of gateway / worker / Redis at c=64 (CPU_BENCH_ARGS="--tree DIR --tree DIR2" compares trees)
 	@test -f $(MODELS_DIR)/digits-cnn/1/model.onnx || $(PY) -m training models --models-dir $(MODELS_DIR)
 	$(PY) benchmarks/bench_gateway_cpu.py --models-dir $(MODELS_DIR) $(CPU_BENCH_ARGS)
+
+bench-redis-client: install ## CPU and wall µs per Redis command: redis-py's asyncio client vs FastRedis's own connections (benchmarks/bench_redis_client.py)
+	$(PY) benchmarks/bench_redis_client.py
 
 bench-jobs: install ## sync p50/p99 alone vs with 1,000 async jobs queued / submitted meanwhile (ratios; benchmarks/bench_jobs.py)
 	@test -f $(MODELS_DIR)/digits-cnn/1/model.onnx || $(PY) -m training models --models-dir $(MODELS_DIR)

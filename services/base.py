@@ -108,6 +108,7 @@ class ModelServiceBase:
         self._redis = redis_client.connect(
             self.settings.redis_url,
             mode=self.settings.redis_mode,
+            fast=self.settings.redis_fast,
             socket_timeout_s=self.settings.read_block_ms / 1000 + REDIS_TIMEOUT_MARGIN_S,
             connect_timeout_s=REDIS_TIMEOUT_MARGIN_S,
         )

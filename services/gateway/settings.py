@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from services.contract import redis_client
+from services.contract.env import parse_bool
 from services.contract.errors import SettingsError
 from services.contract.metadata import MODEL_NAME
 from services.contract.tracing import TracingConfig
@@ -30,6 +31,9 @@ class GatewaySettings:
     redis_url: str
     instance: str
     redis_mode: str = "auto"
+    redis_fast: bool = True
+    """``AXON_REDIS_FAST``: the request path's Redis commands over Axon's own RESP
+    connections (``services.contract.fast_redis``); 0 = redis-py's for all."""
     """``AXON_REDIS_MODE``: standalone | cluster | sentinel, or auto (the URL's scheme;
     ``services.contract.redis_client``)."""
     models_dir: Path | None = None
@@ -142,6 +146,7 @@ class GatewaySettings:
         settings = cls(
             redis_url=redis_url,
             redis_mode=read("AXON_REDIS_MODE", redis_client.parse_mode, "auto"),
+            redis_fast=read("AXON_REDIS_FAST", parse_bool, True),
             instance=read(
                 "AXON_GATEWAY_INSTANCE",
                 str,

@@ -92,12 +92,14 @@ class RedisTransport:
         redis = redis_client.connect(
             settings.redis_url,
             mode=settings.redis_mode,
+            fast=settings.redis_fast,
             socket_timeout_s=settings.redis_timeout_s + settings.reply_block_s,
             connect_timeout_s=settings.redis_timeout_s,
         )
         listener = redis_client.connect(
             settings.redis_url,
             mode=settings.redis_mode,
+            fast=settings.redis_fast,
             socket_timeout_s=settings.redis_timeout_s + settings.reply_block_s,
             connect_timeout_s=settings.redis_timeout_s,
             retry_connection_errors=False,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from services.contract import redis_client
+from services.contract.env import parse_bool
 from services.contract.errors import SettingsError
 from services.contract.tracing import TracingConfig
 
@@ -66,6 +67,10 @@ class WorkerSettings:
     """``AXON_PARTITIONS``: stream partitions of the model version this process reads
     (one worker loop each); the gateway spreads requests over them."""
     redis_mode: str = "auto"
+    redis_fast: bool = True
+    """``AXON_REDIS_FAST``: the request path's Redis commands (the stream read, the
+    completion scripts) over Axon's own RESP connections
+    (``services.contract.fast_redis``); 0 = redis-py's for all."""
     """``AXON_REDIS_MODE``: standalone | cluster | sentinel, or auto (the URL's scheme;
     ``services.contract.redis_client``)."""
     tracing: TracingConfig = field(default_factory=TracingConfig)
@@ -88,6 +93,7 @@ class WorkerSettings:
         settings = cls(
             redis_url=reader.get("REDIS_URL", str, None) or _missing(reader, "REDIS_URL"),
             redis_mode=reader.get("REDIS_MODE", redis_client.parse_mode, "auto"),
+            redis_fast=reader.get("REDIS_FAST", parse_bool, True),
             partitions=reader.get("PARTITIONS", _partitions, 1),
             model=model,
             model_version=reader.get("MODEL_VERSION", _parse_version, None),
@@ -108,7 +114,7 @@ class WorkerSettings:
             heartbeat_ttl_ms=reader.get("HEARTBEAT_TTL_MS", _positive_int, 6_000),
             reply_ttl_s=reader.get("REPLY_TTL_S", _positive_int, 60),
             dlq_maxlen=reader.get("DLQ_MAXLEN", _positive_int, 10_000),
-            warmup=reader.get("WARMUP", _parse_bool, True),
+            warmup=reader.get("WARMUP", parse_bool, True),
             tracing=TracingConfig.from_env(env),
         )
         if settings.heartbeat_ttl_ms <= settings.heartbeat_interval_ms:
@@ -199,12 +205,3 @@ def _partitions(raw: str) -> int:
 
 MAX_PARTITIONS = 64
 """``AXON_PARTITIONS`` upper bound (each partition is a worker loop and a connection)."""
-
-
-def _parse_bool(raw: str) -> bool:
-    value = raw.lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("must be true or false")

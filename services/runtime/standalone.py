@@ -26,6 +26,7 @@ async def serve(settings: WorkerSettings) -> None:
     redis = redis_client.connect(
         settings.redis_url,
         mode=settings.redis_mode,
+        fast=settings.redis_fast,
         socket_timeout_s=settings.read_block_ms / 1000 + 10.0,
         connect_timeout_s=10.0,
     )

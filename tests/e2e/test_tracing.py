@@ -244,8 +244,12 @@ def test_a_batch_of_16_requests_is_one_span_linked_from_16_traces(traced: Traced
         ]
 
     def complete(spans: list[ReceivedSpan]) -> bool:
-        processes = [s for s in spans if s.name.startswith("process ") and s.trace_id in trace_ids]
-        return len(processes) == BATCH and bool(batch_of_ours(spans))
+        # every process's spans arrive on their own schedule (each exports in batches):
+        # wait for the worker's (process, batch) and the gateway's (send) alike
+        ours = [s for s in spans if s.trace_id in trace_ids]
+        processes = [s for s in ours if s.name.startswith("process ")]
+        sends = [s for s in ours if s.name.startswith("send ")]
+        return len(processes) == len(sends) == BATCH and bool(batch_of_ours(spans))
 
     spans = traced.receiver.wait(complete)
     batches = batch_of_ours(spans)

@@ -14,7 +14,7 @@ import numpy as np
 import prometheus_client
 from redis.asyncio import Redis
 
-from services.contract import protocol
+from services.contract import protocol, redis_client
 from services.contract.codec import Reply, Scalar, decode_reply, encode_request
 from services.runtime.metrics import WorkerMetrics, prometheus_backend
 from services.runtime.settings import WorkerSettings
@@ -66,8 +66,16 @@ async def enqueue(
 
 @contextlib.asynccontextmanager
 async def running_worker(settings: WorkerSettings) -> AsyncIterator[Worker]:
-    """A worker serving in a task of the current loop; stopped gracefully on exit."""
-    redis: Redis[bytes] = Redis.from_url(settings.redis_url)
+    """A worker serving in a task of the current loop, on the client production builds
+    (``redis_client.connect``: ``AXON_REDIS_FAST`` as ``settings`` say); stopped
+    gracefully on exit."""
+    redis: Redis[bytes] = redis_client.connect(
+        settings.redis_url,
+        mode=settings.redis_mode,
+        socket_timeout_s=settings.read_block_ms / 1000 + 10.0,
+        connect_timeout_s=10.0,
+        fast=settings.redis_fast,
+    )
     metrics = WorkerMetrics.create(prometheus_backend(prometheus_client.CollectorRegistry()))
     worker = Worker(redis, load_model(settings), settings, metrics=metrics)
     task = asyncio.create_task(worker.run())

@@ -19,6 +19,8 @@ def test_defaults() -> None:
     assert settings.models_dir is None
     assert settings.gc_threshold == 10_000
     assert GatewaySettings.from_env({**BASE, "AXON_GC_THRESHOLD": "0"}).gc_threshold == 0
+    assert settings.redis_fast
+    assert not GatewaySettings.from_env({**BASE, "AXON_REDIS_FAST": "off"}).redis_fast
 
 
 def test_values_and_per_model_maps() -> None:
@@ -54,6 +56,7 @@ def test_values_and_per_model_maps() -> None:
         ({**BASE, "AXON_MODEL_TIMEOUTS_MS": "digits-gan=400000"}, "digits-gan=400000"),
         ({**BASE, "AXON_GRPC_PORT": "70000"}, "AXON_GRPC_PORT"),
         ({**BASE, "AXON_GC_THRESHOLD": "-1"}, "AXON_GC_THRESHOLD"),
+        ({**BASE, "AXON_REDIS_FAST": "fast"}, "AXON_REDIS_FAST"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], named: str) -> None:

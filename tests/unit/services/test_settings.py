@@ -46,6 +46,7 @@ def test_family_specific_value_overrides_the_generic_one() -> None:
         ("AXON_PROVIDER", "rocm", "must be one of auto, cpu, cuda, tensorrt"),
         ("AXON_MODEL_VERSION", "01", "without leading zeros"),
         ("AXON_WARMUP", "maybe", "true or false"),
+        ("AXON_REDIS_FAST", "2", "AXON_REDIS_FAST=.2.: must be true or false"),
         ("AXON_HEARTBEAT_TTL_MS", "1000", "must be greater than AXON_HEARTBEAT_INTERVAL_MS"),
         ("AXON_JOB_BATCH_ROWS", "65", "must be at most AXON_MAX_BATCH_ROWS \\(64\\), got 65"),
         ("AXON_JOB_BATCH_ROWS", "0", "AXON_JOB_BATCH_ROWS='0': must be a positive integer"),

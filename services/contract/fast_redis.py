@@ -1,0 +1,274 @@
+"""The hot commands' short path to one Redis server: RESP2 over an asyncio protocol with
+hiredis, under redis-py's own client class.
+
+Why: redis-py 8's asyncio client spends ~250 µs of CPU per command on this machine
+(connection pool lock, retry and observability wrappers, its stream reader) against
+~90 µs for the same round trip written and parsed here, and a lone request crosses four
+such commands on its critical path (the gateway's enqueue script and reply pop, the
+worker's read and completion script). ``docs/decisions.md``, "The hot commands' own
+connections", has the figures.
+
+``FastRedis`` is a ``redis.asyncio.Redis``: every command keeps redis-py's path except
+the few in ``HOT`` (the scripts, the stream read, the list pops), which go over
+``FastPool``'s connections and come back through the same response callbacks and the
+same exception classes (``BaseParser.parse_error``), so callers cannot tell the two
+apart. These connections speak RESP2 and take redis-py's RESP2 callbacks
+(``_get_response_callback``, private to redis-py 8, hence its pin in pyproject.toml):
+the shapes its RESP3 connections convert their replies to. Pipelines, pub/sub and every
+other command stay redis-py's.
+
+Semantics kept from ``redis_client.connect``'s client: a connection error is retried
+``retries`` times at once on a fresh connection (the command may have run: the same
+rule as redis-py's ``Retry``); a timeout (``socket_timeout_s`` without an answer, which
+must cover a blocking command's own time, as on redis-py's path) is never retried and
+closes that connection; a cancelled call closes its connection (its answer would
+otherwise be read as the next command's).
+
+One command in flight per connection (a blocking pop holds its own), idle connections
+kept for reuse; connections open on first use, with AUTH and SELECT as the URL says,
+TLS for ``rediss://`` with redis-py's own ``SSLContext`` from the URL's ``ssl_*``
+options, or a unix socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, cast
+
+import hiredis
+from redis._parsers import BaseParser
+from redis._parsers.response_callbacks import _get_response_callback
+from redis.asyncio import Redis
+from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, parse_url
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import InvalidResponse, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+HOT = frozenset({"EVALSHA", "EVAL", "XREADGROUP", "BLMPOP", "BLPOP", "LPOP"})
+"""The commands ``FastRedis`` sends itself: those of every request's path."""
+
+_SPECIAL_OPTIONS = frozenset({"NEVER_DECODE", "EMPTY_RESPONSE"})
+"""redis-py options that change how it reads a reply: such a call stays on redis-py."""
+
+Arg = bytes | str | int | float
+
+
+class _Connection(asyncio.Protocol):
+    """One RESP2 connection, at most one command in flight (``FastPool`` sees to it).
+
+    ``call`` returns the reply (bytes, int, list, None) or raises: a Redis error reply
+    as redis-py's class for it, a lost connection as ``ConnectionError``, no reply
+    within ``timeout_s`` as ``TimeoutError`` (the connection is then closed).
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self._timeout_s = timeout_s
+        self._reader = hiredis.Reader(protocolError=InvalidResponse, replyError=ResponseError)
+        self._transport: asyncio.Transport | None = None
+        self._waiter: asyncio.Future[Any] | None = None
+        self._sent_at = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        self.closed = False
+
+    # -- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        try:
+            reply = self._reader.gets()
+        except InvalidResponse as exc:
+            self._fail(RedisConnectionError(f"Protocol error: {exc}"))
+            return
+        if reply is False:
+            return
+        waiter, self._waiter = self._waiter, None
+        if waiter is None or waiter.done() or self._reader.gets() is not False:
+            # an answer nobody waits for: out of step with the server
+            self._fail(RedisConnectionError("Redis sent a reply no command waited for"))
+            return
+        if isinstance(reply, ResponseError):
+            waiter.set_exception(BaseParser.parse_error(str(reply)))  # type: ignore[no-untyped-call]
+        else:
+            waiter.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(RedisConnectionError("Connection closed by server."))
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # -- commands
+    async def call(self, args: Sequence[Arg]) -> Any:
+        """Send one command and wait for its reply (see the class docstring)."""
+        if self.closed or self._transport is None:
+            raise RedisConnectionError("Connection closed.")
+        waiter = self._loop.create_future()
+        self._waiter = waiter
+        self._sent_at = self._loop.time()
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._sent_at + self._timeout_s, self._check)
+        self._transport.write(hiredis.pack_command(tuple(args)))  # type: ignore[arg-type]
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            self.close()  # its reply would be read as the next command's
+            raise
+
+    def _check(self) -> None:
+        """The watchdog: one timer per connection, re-armed while a command waits."""
+        self._timer = None
+        if self._waiter is None or self.closed:
+            return
+        due = self._sent_at + self._timeout_s
+        if self._loop.time() >= due:
+            self._fail(RedisTimeoutError("Timeout reading from socket"))
+        else:
+            self._timer = self._loop.call_at(due, self._check)
+
+    def _fail(self, error: Exception) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+        self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        if self._transport is not None:
+            self._transport.close()
+
+
+class FastPool:
+    """Connections to the server ``url`` names (``redis://``, ``rediss://``, ``unix://``),
+    one per command in flight. ``retries``: how often a connection error is retried."""
+
+    def __init__(
+        self, url: str, *, socket_timeout_s: float, connect_timeout_s: float, retries: int
+    ) -> None:
+        self._options: dict[str, Any] = dict(parse_url(url))
+        self._socket_timeout_s = socket_timeout_s
+        self._connect_timeout_s = connect_timeout_s
+        self._retries = retries
+        self._idle: deque[_Connection] = deque()
+        self._open: set[_Connection] = set()
+
+    async def call(self, args: Sequence[Arg]) -> Any:
+        """The raw RESP2 reply to ``args`` (see ``_Connection.call``)."""
+        attempt = 0
+        while True:
+            connection = await self._acquire()
+            try:
+                reply = await connection.call(args)
+            except RedisConnectionError:
+                self._open.discard(connection)
+                connection.close()
+                if attempt >= self._retries:
+                    raise
+                attempt += 1
+                continue
+            except BaseException:
+                self._open.discard(connection)
+                connection.close()
+                raise
+            self._idle.append(connection)
+            return reply
+
+    async def _acquire(self) -> _Connection:
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.closed:
+                return connection
+            self._open.discard(connection)
+        connection = await self._connect()
+        self._open.add(connection)
+        return connection
+
+    async def _connect(self) -> _Connection:
+        options = self._options
+        loop = asyncio.get_running_loop()
+        connection = _Connection(self._socket_timeout_s)
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                kind = options.get("connection_class")
+                if kind is UnixDomainSocketConnection:
+                    await loop.create_unix_connection(lambda: connection, options["path"])
+                else:
+                    ssl = None
+                    if kind is SSLConnection:
+                        tls = {k: v for k, v in options.items() if k.startswith("ssl_")}
+                        ssl = SSLConnection(**tls).ssl_context.get()
+                    await loop.create_connection(
+                        lambda: connection,
+                        options.get("host", "localhost"),
+                        options.get("port", 6379),
+                        ssl=ssl,
+                    )
+        except TimeoutError as exc:
+            connection.close()
+            raise RedisTimeoutError("Timeout connecting to server") from exc
+        except OSError as exc:
+            connection.close()
+            raise RedisConnectionError(f"Error connecting to Redis: {exc}") from exc
+        try:
+            if options.get("password"):
+                user = [options["username"]] if options.get("username") else []
+                await connection.call(["AUTH", *user, options["password"]])
+            if int(options.get("db", 0)):
+                await connection.call(["SELECT", int(options["db"])])
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def close(self) -> None:
+        """Close every connection (a command in flight fails with ``ConnectionError``)."""
+        for connection in list(self._open):
+            connection.close()
+        self._open.clear()
+        self._idle.clear()
+
+
+class _Resp2:
+    """What redis-py's callback choice asks of a connection: this one speaks RESP2 (redis-py
+    8 negotiates RESP3 and converts replies to the RESP2 shapes, ``legacy_responses``)."""
+
+    _resp2_fallback = True
+    legacy_responses = True
+
+
+class FastRedis(Redis):  # type: ignore[type-arg]  # stale types-redis stubs
+    """redis-py's client with the ``HOT`` commands sent over ``fast`` (module docstring).
+    Built by ``redis_client.connect`` for one server (standalone mode)."""
+
+    fast: FastPool | None = None
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        name = args[0]
+        fast = self.fast
+        if (
+            fast is None
+            or name not in HOT
+            or self.connection is not None
+            or not _SPECIAL_OPTIONS.isdisjoint(options)
+        ):
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        response = await fast.call(args)
+        options.pop("keys", None)
+        callback = _get_response_callback(self.response_callbacks, name, _Resp2)
+        return response if callback is None else callback(response, **options)
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        if self.fast is not None:
+            self.fast.close()
+        await super().aclose(close_connection_pool)  # type: ignore[misc]
