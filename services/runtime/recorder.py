@@ -10,6 +10,8 @@ as with calling ``labels`` each time).
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Sequence
 from typing import Any
 
 from services.runtime.metrics import WorkerMetrics
@@ -30,6 +32,29 @@ class _Ignored:
 
 
 _IGNORED = _Ignored()
+
+
+def observe_all(child: Any, values: Sequence[float]) -> None:
+    """``child.observe(v)`` for each of ``values``, a prometheus_client histogram child
+    updated once per bucket touched and once for the sum (each update of a
+    multiprocess-mode value is a write to its shared file, checked against the pid;
+    ``docs/decisions.md``, "Worker hot path"). Anything else is observed value by value."""
+    if child is _IGNORED or not values:
+        return
+    bounds = getattr(child, "_upper_bounds", None)
+    buckets = getattr(child, "_buckets", None)
+    total = getattr(child, "_sum", None)
+    if bounds is None or buckets is None or total is None:
+        for value in values:
+            child.observe(value)
+        return
+    counts: dict[int, int] = {}
+    for value in values:
+        index = bisect_left(bounds, value)  # the first bound >= value, as ``observe``
+        counts[index] = counts.get(index, 0) + 1
+    total.inc(sum(values))
+    for index, count in counts.items():
+        buckets[index].inc(count)
 
 
 class Recorder:
@@ -72,10 +97,13 @@ class Recorder:
         self.stats.expired += 1
         self._child("expired").inc()
 
-    def queued(self, wait_ns: int) -> None:
-        """A request's batch started ``wait_ns`` after the request was enqueued."""
-        self.stats.queue.add(wait_ns)
-        self._child("queue_wait").observe(wait_ns / 1e9)
+    def queued(self, waits_ns: Sequence[int]) -> None:
+        """A batch started; its requests had waited ``waits_ns`` since they were enqueued
+        (one histogram observation each, the histogram written once per bucket)."""
+        add = self.stats.queue.add
+        for wait_ns in waits_ns:
+            add(wait_ns)
+        observe_all(self._child("queue_wait"), [wait_ns / 1e9 for wait_ns in waits_ns])
 
     # ---------------------------------------------------------------- replies
 
@@ -84,12 +112,15 @@ class Recorder:
         self.stats.fail.add(age_ns)
         self._child("replies", str(code)).inc()
 
-    def succeeded(self, rows: int, age_ns: int) -> None:
-        """A request of ``rows`` rows was answered with its result, ``age_ns`` after it
-        was enqueued."""
+    def succeeded(self, rows: int, ages_ns: Sequence[int]) -> None:
+        """Requests of ``rows`` rows in all were answered with their results, each
+        ``ages_ns[i]`` after it was enqueued (the counter written once per call)."""
         self.stats.inference_count += rows
-        self.stats.success.add(age_ns)
-        self._child("replies", "ok").inc()
+        add = self.stats.success.add
+        for age_ns in ages_ns:
+            add(age_ns)
+        if ages_ns:
+            self._child("replies", "ok").inc(len(ages_ns))
 
     # ---------------------------------------------------------------- runs
 

@@ -650,10 +650,9 @@ class Worker:
     async def _run_batch(self, batch: list[PendingEntry]) -> None:
         """Run ``batch``; its replies and the outbox go out in one round trip."""
         started = self._now()
-        for pending in batch:
-            self.recorder.queued(
-                int((started - protocol.entry_time_ms(pending.entry.entry_id)) * 1e6)
-            )
+        self.recorder.queued(
+            [int((started - protocol.entry_time_ms(p.entry.entry_id)) * 1e6) for p in batch]
+        )
         requests = [p.inputs for p in batch]
         rows = sum(p.rows for p in batch)
         trace = None if self.tracing is None else self._batch_trace(batch, rows, started)
@@ -677,6 +676,8 @@ class Worker:
         self.recorder.batch_done(self._now())
         if trace is not None:
             trace.ran(result.runs, *anchor)
+        answered_rows = 0
+        answered_ages: list[int] = []
         for pending, outcome in zip(batch, result.outcomes, strict=True):
             if outcome.outputs is None:
                 # The run failed for this request even on its own (the executor re-runs a
@@ -703,7 +704,9 @@ class Worker:
                     _size(pending.entry),
                 )
             )
-            self.recorder.succeeded(pending.rows, self._age_ns(pending.entry))
+            answered_rows += pending.rows
+            answered_ages.append(self._age_ns(pending.entry))
+        self.recorder.succeeded(answered_rows, answered_ages)
         # Sent at once, not with the next XREADGROUP (measured: docs/decisions.md).
         # Computed replies are never thrown away because Redis is briefly away.
         try:

@@ -7,7 +7,7 @@ import prometheus_client
 import pytest
 
 from services.contract.errors import ErrorCode
-from services.runtime.metrics import WorkerMetrics, prometheus_backend
+from services.runtime.metrics import QUEUE_WAIT_BUCKETS, WorkerMetrics, prometheus_backend
 from services.runtime.recorder import Recorder
 from services.runtime.stats import Duration, WorkerStats
 
@@ -20,11 +20,13 @@ def play(recorder: Recorder) -> None:
     recorder.redelivered()
     recorder.dead_lettered()
     recorder.expired()
-    recorder.queued(1_500)
+    recorder.queued([1_500])
+    recorder.queued([])
     recorder.failed(ErrorCode.INVALID_INPUT, 2_000)
     recorder.failed(ErrorCode.INVALID_INPUT, 1_000)
     recorder.failed(ErrorCode.DEADLINE_EXCEEDED, -5)  # a clock step back counts as 0 ns
-    recorder.succeeded(4, 7_000)
+    recorder.succeeded(4, [7_000])
+    recorder.succeeded(0, [])
     recorder.ran(4, 0.002)
     recorder.ran(1, 0.0005)
     recorder.batch_done(1_234_567.9)
@@ -90,3 +92,30 @@ def test_without_metrics_only_the_stats_are_updated() -> None:
     assert not recorder.samples_gauges
     play(recorder)
     assert stats == expected_stats()
+
+
+def test_a_batch_observes_each_value_as_observe_would() -> None:
+    """``queued`` of a batch writes each bucket once; the exposition is the same as one
+    ``observe`` per value, edges (a value equal to a bound, beyond the last) included."""
+    registry = prometheus_client.CollectorRegistry()
+    metrics = WorkerMetrics.create(prometheus_backend(registry))
+    recorder = Recorder(WorkerStats(), metrics, model="m", version=3, provider="cpu")
+    reference = prometheus_client.Histogram(
+        "reference", "same buckets", buckets=QUEUE_WAIT_BUCKETS, registry=None
+    )
+    waits_s = [0.0, 0.0005, 0.001, 0.001, 0.0042, 2.5, 30.0, 31.0, 1e9]
+    recorder.queued([int(w * 1e9) for w in waits_s])
+    for wait_s in waits_s:
+        reference.observe(int(wait_s * 1e9) / 1e9)
+
+    def samples(name: str, labels: dict[str, str]) -> list[tuple[str, float]]:
+        found = []
+        for family in registry.collect() if name != "reference" else reference.collect():
+            for sample in family.samples:
+                wanted = all(sample.labels.get(k) == v for k, v in labels.items())
+                if wanted and sample.name.startswith(name) and not sample.name.endswith("_created"):
+                    found.append((sample.name.removeprefix(name), sample.value))
+        return found
+
+    ours = samples("axon_worker_queue_wait_seconds", LABELS)
+    assert ours and ours == samples("reference", {})
