@@ -487,6 +487,13 @@ def report(runs: list[Run]) -> None:
             line += f" {a.requests_per_s / by[('axon-before', c)].requests_per_s:.2f}× |"
         print(line)
     report_redis([by[("axon", c)] for c in CONCURRENCY])
+    for server in several:
+        ratios = ", ".join(
+            f"c={c} {by[(server, c)].requests_per_s / by[('starlette', c)].requests_per_s:.2f}×"
+            f" (p50 {by[(server, c)].p50_ms - by[('starlette', c)].p50_ms:+.2f} ms)"
+            for c in CONCURRENCY
+        )
+        print(f"\n{server} / starlette (req/s): {ratios}")
     if ("axon-traced", 1) in by:
         ratios = ", ".join(
             f"c={c} {by[('axon-traced', c)].requests_per_s / by[('axon', c)].requests_per_s:.2f}×"

@@ -134,7 +134,12 @@ def main() -> int:
                 work.mkdir()
                 samples.append(
                     measure_tree(
-                        tree, variant, args.models_dir, args.duration, args.concurrency, work
+                        tree,
+                        variant,
+                        args.models_dir.resolve(),
+                        args.duration,
+                        args.concurrency,
+                        work,
                     )
                 )
     print(f"\nmedians over {args.rounds} rounds, c={args.concurrency}:")
