@@ -1,9 +1,9 @@
 """The hot commands' short path to one Redis server: RESP2 over an asyncio protocol with
 hiredis, under redis-py's own client class.
 
-Why: redis-py 8's asyncio client spends ~250 µs of CPU per command on this machine
-(connection pool lock, retry and observability wrappers, its stream reader) against
-~90 µs for the same round trip written and parsed here, and a lone request crosses four
+Why: redis-py 8's asyncio client spends 1.8–2.3× the CPU per command of the same round
+trip written and parsed here (its connection pool lock, retry and observability
+wrappers, its stream reader; ``make bench-redis-client``), and a lone request crosses four
 such commands on its critical path (the gateway's enqueue script and reply pop, the
 worker's read and completion script). ``docs/decisions.md``, "The hot commands' own
 connections", has the figures.
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, cast
@@ -102,9 +103,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(RedisConnectionError("Connection closed by server."))
+        self._reject(RedisConnectionError("Connection closed by server."))
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -138,10 +137,14 @@ class _Connection(asyncio.Protocol):
             self._timer = self._loop.call_at(due, self._check)
 
     def _fail(self, error: Exception) -> None:
+        self._reject(error)
+        self.close()
+
+    def _reject(self, error: Exception) -> None:
+        """The command in flight, if any, fails with ``error``."""
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_exception(error)
-        self.close()
 
     def close(self) -> None:
         self.closed = True
@@ -162,6 +165,9 @@ class FastPool:
         self._retries = retries
         self._idle: deque[_Connection] = deque()
         self._open: set[_Connection] = set()
+        self._ssl: ssl.SSLContext | None = None
+        """``rediss://``: redis-py's context from the URL's ``ssl_*`` options, built at
+        the first connection (it reads the certificate files) and kept."""
 
     async def call(self, args: Sequence[Arg]) -> Any:
         """The raw RESP2 reply to ``args`` (see ``_Connection.call``)."""
@@ -170,17 +176,13 @@ class FastPool:
             connection = await self._acquire()
             try:
                 reply = await connection.call(args)
-            except RedisConnectionError:
+            except BaseException as exc:  # the connection is in no state to be reused
                 self._open.discard(connection)
                 connection.close()
-                if attempt >= self._retries:
+                if not isinstance(exc, RedisConnectionError) or attempt >= self._retries:
                     raise
                 attempt += 1
                 continue
-            except BaseException:
-                self._open.discard(connection)
-                connection.close()
-                raise
             self._idle.append(connection)
             return reply
 
@@ -204,15 +206,14 @@ class FastPool:
                 if kind is UnixDomainSocketConnection:
                     await loop.create_unix_connection(lambda: connection, options["path"])
                 else:
-                    ssl = None
-                    if kind is SSLConnection:
+                    if kind is SSLConnection and self._ssl is None:
                         tls = {k: v for k, v in options.items() if k.startswith("ssl_")}
-                        ssl = SSLConnection(**tls).ssl_context.get()
+                        self._ssl = SSLConnection(**tls).ssl_context.get()
                     await loop.create_connection(
                         lambda: connection,
                         options.get("host", "localhost"),
                         options.get("port", 6379),
-                        ssl=ssl,
+                        ssl=self._ssl,
                     )
         except TimeoutError as exc:
             connection.close()

@@ -139,8 +139,9 @@ def connect(
     fresh connection would hide the restart from the requests waiting on it.
 
     ``fast`` (standalone, ``AXON_REDIS_FAST``): a ``fast_redis.FastRedis``, which sends
-    the request path's commands over its own connections at a third of redis-py's CPU,
-    the same retry and timeout rules; ``False``: redis-py's path for every command.
+    the request path's commands over its own connections at about half redis-py's CPU
+    per command, with the same retry and timeout rules; ``False``: redis-py's path for
+    every command.
     """
     target = parse_target(url, mode)
     if target.mode == "cluster":

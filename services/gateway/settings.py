@@ -31,11 +31,11 @@ class GatewaySettings:
     redis_url: str
     instance: str
     redis_mode: str = "auto"
+    """``AXON_REDIS_MODE``: standalone | cluster | sentinel, or auto (the URL's scheme;
+    ``services.contract.redis_client``)."""
     redis_fast: bool = True
     """``AXON_REDIS_FAST``: the request path's Redis commands over Axon's own RESP
     connections (``services.contract.fast_redis``); 0 = redis-py's for all."""
-    """``AXON_REDIS_MODE``: standalone | cluster | sentinel, or auto (the URL's scheme;
-    ``services.contract.redis_client``)."""
     models_dir: Path | None = None
     api_keys: tuple[str, ...] = ()
     admin_keys: tuple[str, ...] = ()

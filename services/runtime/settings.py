@@ -67,12 +67,12 @@ class WorkerSettings:
     """``AXON_PARTITIONS``: stream partitions of the model version this process reads
     (one worker loop each); the gateway spreads requests over them."""
     redis_mode: str = "auto"
+    """``AXON_REDIS_MODE``: standalone | cluster | sentinel, or auto (the URL's scheme;
+    ``services.contract.redis_client``)."""
     redis_fast: bool = True
     """``AXON_REDIS_FAST``: the request path's Redis commands (the stream read, the
     completion scripts) over Axon's own RESP connections
     (``services.contract.fast_redis``); 0 = redis-py's for all."""
-    """``AXON_REDIS_MODE``: standalone | cluster | sentinel, or auto (the URL's scheme;
-    ``services.contract.redis_client``)."""
     tracing: TracingConfig = field(default_factory=TracingConfig)
     """OpenTelemetry tracing, from the standard ``OTEL_*`` variables (off by default;
     ``services.contract.tracing``)."""
