@@ -31,11 +31,10 @@ from services.gateway.errors import BacklogFullError, GatewayError, client_messa
 from services.gateway.grpc_server import start_grpc, stop_grpc
 from services.gateway.idempotency import IdempotencyConfig, IdempotencyMiddleware
 from services.gateway.metrics import GatewayMetrics, RequestRecorder, metrics_response
-from services.gateway.middleware.auth import ApiKeyMiddleware, presented_key
-from services.gateway.middleware.body_limit import BodyLimitMiddleware
-from services.gateway.middleware.inflight_bytes import ByteBudget, InflightBytesMiddleware
-from services.gateway.middleware.metrics import MetricsMiddleware
-from services.gateway.middleware.request_id import RequestIdMiddleware
+from services.gateway.middleware.auth import ApiKeys, presented_key
+from services.gateway.middleware.body_limit import BodyLimit
+from services.gateway.middleware.edge import Edge
+from services.gateway.middleware.inflight_bytes import ByteBudget
 from services.gateway.middleware.tracing import TracingMiddleware
 from services.gateway.registry import Registry
 from services.gateway.responses import error_response
@@ -151,15 +150,14 @@ def create_app(
         routes=routes,
         middleware=[
             *([Middleware(TracingMiddleware, tracing=tracing)] if tracing is not None else []),
-            Middleware(RequestIdMiddleware),
-            Middleware(MetricsMiddleware, recorder=recorder, exemplars=tracing is not None),
-            Middleware(ApiKeyMiddleware, keys=settings.api_keys, admin_keys=settings.admin_keys),
-            Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
             Middleware(
-                InflightBytesMiddleware,
+                Edge,
+                recorder=recorder,
+                keys=ApiKeys(settings.api_keys, settings.admin_keys),
+                body_limit=BodyLimit(settings.max_body_bytes),
                 budget=inflight,
-                max_body_bytes=settings.max_body_bytes,
                 retry_after_s=settings.retry_after_s,
+                exemplars=tracing is not None,
             ),
             Middleware(IdempotencyMiddleware, config=idempotency_config(settings)),
             Middleware(HotRoutes, routes=routes, handlers=EXCEPTION_HANDLERS),

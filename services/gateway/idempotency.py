@@ -271,7 +271,7 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 
 
 async def _read_body(receive: Receive) -> bytes:
-    """The whole request body (bounded before: ``BodyLimitMiddleware``)."""
+    """The whole request body (bounded before: ``edge.Edge``, ``body_limit.BodyLimit``)."""
     parts = []
     while True:
         message = await receive()

@@ -17,7 +17,8 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterable, Sequence
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.responses import Response
+from starlette.types import Scope
 
 from services.gateway.responses import error_response
 
@@ -29,17 +30,19 @@ DEAD_LETTERS = "/v1/dead-letters"
 WRITES = ("PUT", "DELETE", "POST", "PATCH")
 
 
-class ApiKeyMiddleware:
-    def __init__(self, app: ASGIApp, keys: Sequence[str], admin_keys: Sequence[str] = ()) -> None:
-        self.app = app
+class ApiKeys:
+    """The key check of every HTTP request (``edge.Edge`` applies it): ``refusal``
+    says whether a request may go on."""
+
+    def __init__(self, keys: Sequence[str], admin_keys: Sequence[str] = ()) -> None:
         self._keys = [key.encode() for key in keys]
         self._admin = [key.encode() for key in admin_keys]
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(OPEN_PATHS):
-            await self.app(scope, receive, send)
-            return
+    def refusal(self, scope: Scope) -> Response | None:
+        """None when the request may go on, else its 401/403 response."""
         path: str = scope["path"]
+        if not (self._keys or self._admin) or path.startswith(OPEN_PATHS):
+            return None
         admin_route = (
             path.startswith(ADMIN_PREFIX) and path.endswith(ADMIN_SUFFIX)
         ) or path.startswith(DEAD_LETTERS)
@@ -48,42 +51,35 @@ class ApiKeyMiddleware:
                 "re-driving a dead letter" if path.startswith(DEAD_LETTERS)
                 else "changing a routing rule"
             )  # fmt: skip
-            await self._admin_only(scope, receive, send, what)
-            return
+            return self._admin_only(scope, what)
         if not self._keys:
-            await self.app(scope, receive, send)
-            return
+            return None
         presented = _presented(scope)
         if self._allowed(presented) or (admin_route and key_allowed(presented, self._admin)):
-            await self.app(scope, receive, send)
-            return
-        response = error_response(
+            return None
+        return error_response(
             401,
             "missing or invalid API key: send 'Authorization: Bearer <key>' or 'X-API-Key'",
             headers={"WWW-Authenticate": "Bearer"},
         )
-        await response(scope, receive, send)
 
-    async def _admin_only(self, scope: Scope, receive: Receive, send: Send, what: str) -> None:
+    def _admin_only(self, scope: Scope, what: str) -> Response | None:
         """Changing a routing rule or re-driving a dead letter with admin keys set: an
         admin key, else 403 for an API key, 401 for anything else."""
         presented = _presented(scope)
         if key_allowed(presented, self._admin):
-            await self.app(scope, receive, send)
-            return
+            return None
         if self._allowed(presented):
-            response = error_response(
+            return error_response(
                 403,
                 f"{what} needs an admin key (AXON_ADMIN_KEYS); an API key is not enough",
             )
-        else:
-            response = error_response(
-                401,
-                "missing or invalid admin key: send 'Authorization: Bearer <admin key>' or "
-                "'X-API-Key' with a key of AXON_ADMIN_KEYS",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        await response(scope, receive, send)
+        return error_response(
+            401,
+            "missing or invalid admin key: send 'Authorization: Bearer <admin key>' or "
+            "'X-API-Key' with a key of AXON_ADMIN_KEYS",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
     def _allowed(self, presented: bytes | None) -> bool:
         return key_allowed(presented, self._keys)

@@ -5,16 +5,15 @@ the arrays, the encoded entry): measured ~14× before the handlers dropped what 
 longer need across the await. So the sum of bodies in flight bounds the gateway's
 memory. Each request with a body reserves its ``Content-Length`` (a chunked upload, the
 body limit ``AXON_MAX_BODY_BYTES``) until its response is sent; a request that does
-not fit is refused at once with 503 + ``Retry-After``, before its body is read.
+not fit is refused at once with 503 + ``Retry-After``, before its body is read
+(``edge.Edge`` applies it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from starlette.types import ASGIApp, Receive, Scope, Send
-
-from services.gateway.responses import error_response
+from starlette.types import Scope
 
 
 @dataclass
@@ -46,36 +45,7 @@ class ByteBudget:
         )
 
 
-class InflightBytesMiddleware:
-    def __init__(
-        self, app: ASGIApp, budget: ByteBudget, max_body_bytes: int, retry_after_s: int
-    ) -> None:
-        self.app = app
-        self.budget = budget
-        """Shared with the gRPC service: one bound over both protocols."""
-        self.max_body_bytes = max_body_bytes
-        self.retry_after_s = retry_after_s
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        size = _body_size(scope, self.max_body_bytes) if scope["type"] == "http" else 0
-        if not size:
-            await self.app(scope, receive, send)
-            return
-        if not self.budget.try_reserve(size):
-            response = error_response(
-                503,
-                self.budget.refusal(self.retry_after_s),
-                headers={"Retry-After": str(self.retry_after_s)},
-            )
-            await response(scope, receive, send)
-            return
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.budget.release(size)
-
-
-def _body_size(scope: Scope, max_body_bytes: int) -> int:
+def body_size(scope: Scope, max_body_bytes: int) -> int:
     """Bytes a request will bring: its Content-Length; a chunked body counts as the most
     it may bring; 0 for a request without a body."""
     chunked = False
