@@ -24,7 +24,7 @@ import numpy as np
 from services.contract.codec import DATATYPES
 from services.gateway.errors import BadRequestError
 
-HEADER_LENGTH = "inference-header-content-length"
+HEADER_LENGTH = b"inference-header-content-length"
 """Request and response header: bytes of JSON at the start of the body."""
 
 BINARY_DATA_SIZE = "binary_data_size"

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from services.contract.codec import Scalar
 from services.contract.tracing import Tracing
@@ -143,18 +143,37 @@ def request_id(request: Request) -> str:
     return rid
 
 
+def header(request: Request, name: bytes) -> str | None:
+    """The request's first ``name`` header (``name`` lower-case), else None. Not
+    ``request.headers.get``: Starlette's mapping raises and catches a ``KeyError`` for
+    each header a request lacks, most of those the infer path asks for."""
+    for key, value in request.scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
 async def read_body(request: Request) -> bytes:
-    """The whole body, read from the stream, not ``request.body()``: the raw bytes are
-    not cached on the request, so they are freed once parsed instead of living until
-    the response (413 comes from the body limit middleware)."""
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding != "identity":
+    """The whole body, read from the ASGI messages, not ``request.body()``: the raw
+    bytes are not cached on the request, so they are freed once parsed instead of living
+    until the response (413 comes from the body limit, ``middleware.edge``). A client
+    that disconnects first raises Starlette's ``ClientDisconnect``."""
+    encoding = header(request, b"content-encoding")
+    if encoding is not None and (encoding := encoding.strip().lower()) != "identity":
         raise BadRequestError(
             f"header Content-Encoding: {encoding[:20]!r} bodies are not supported; send "
             "the body uncompressed"
         )
-    chunks = [chunk async for chunk in request.stream()]
-    body = b"".join(chunks)
+    receive = request.receive
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     del chunks
     if not body:
         raise BadRequestError("body: empty; expected a JSON object")
@@ -200,16 +219,16 @@ async def read_infer(request: Request) -> tuple[Any, memoryview | None]:
     ``Inference-Header-Content-Length``, the binary tensor data after it (a view on the
     body: the body lives as long as the view). Else None: the body is JSON only."""
     body = await read_body(request)
-    header, data = split_body(body, request.headers.get(HEADER_LENGTH))
+    head, data = split_body(body, header(request, HEADER_LENGTH))
     del body
     where = "body" if data is None else "JSON header (Inference-Header-Content-Length bytes)"
-    return parse_json(header, where), data
+    return parse_json(head, where), data
 
 
 def deadline_ms(request: Request, mv: ModelVersion, parameters: dict[str, Scalar]) -> int:
     settings = gateway(request).settings
     return timeout_ms(
-        request.headers.get("x-axon-timeout-ms"),
+        header(request, b"x-axon-timeout-ms"),
         parameters,
         default=settings.timeout_for(mv.name),
         maximum=settings.max_timeout_ms,

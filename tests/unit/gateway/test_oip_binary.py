@@ -139,10 +139,15 @@ def test_encode_outputs_binary_and_json() -> None:
     assert response.headers["content-type"] == "application/octet-stream"
     assert json.loads(response.body[:length]) == {"outputs": tensors}
     assert response.body[length:] == logits.tobytes()
+    as_json = {"outputs": [{"name": "logits", "data": logits.ravel().tolist()}]}
     with pytest.raises(ValueError, match="not JSON compliant"):
-        FastJSON({}, finite=[logits])  # the same values as JSON: refused
+        FastJSON(as_json, finite=[logits])  # the same values as JSON: refused
     with pytest.raises(ValueError, match="not JSON compliant"):
-        BinaryTensors({}, [], finite=[logits])
+        BinaryTensors(as_json, [], finite=[logits])
+    # A null from elsewhere in the content: the arrays are checked, and they are finite.
+    fine = {"id": None, "outputs": [{"data": probabilities.ravel().tolist()}]}
+    assert json.loads(FastJSON(fine, finite=[probabilities]).body) == fine
+    assert json.loads(BinaryTensors(fine, [], finite=[probabilities]).body) == fine
 
 
 def _image(**parameters: Any) -> dict[str, Any]:
