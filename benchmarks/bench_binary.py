@@ -36,7 +36,9 @@ per request (1e6 / requests/s: the server's time per request once c > 1), p50 la
 and the gateway's and the client's CPU µs per request (``/proc``, all threads), with each
 protocol's ratio to JSON measured in the same run. Exits 1 with a
 FAIL line when binary at ``classify x64`` is below ``--min-ratio`` × JSON's throughput at
-any concurrency.
+the highest concurrency measured: the gateway's capacity. At c=1 the ratio is a lone
+request's latency, a fixed round trip plus the parse; since JSON bodies are parsed by
+orjson it is ~1.8×, not the 4.2× it was (docs/decisions.md, "make bench-protocols").
 """
 
 from __future__ import annotations
@@ -502,7 +504,8 @@ def report(
                     f"{cpu[key]:>7.1f} {cpu_ratio:>6.2f}x {client[key]:>7.1f} "
                     f"{sizes[(case, protocol)]:>9}"
                 )
-                if case == gated and protocol == "binary" and ratio < args.min_ratio:
+                gate = concurrency == max(args.concurrency)
+                if case == gated and protocol == "binary" and gate and ratio < args.min_ratio:
                     failures.append(f"c={concurrency}: {ratio:.2f}x")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     rows = [
@@ -515,7 +518,10 @@ def report(
     if failures:
         print(f"FAIL: binary at {gated} below {args.min_ratio:g}x JSON: {', '.join(failures)}")
         return 1
-    print(f"ok: binary at {gated} >= {args.min_ratio:g}x JSON's throughput at every c")
+    print(
+        f"ok: binary at {gated} >= {args.min_ratio:g}x JSON's throughput at "
+        f"c={max(args.concurrency)}"
+    )
     return 0
 
 
