@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,43 @@ def test_request_ids_are_echoed_or_made(tmp_path: Path) -> None:
         assert given.headers["x-request-id"] == "abc-1"
         made = gw.client.post(IMAGE, json=infer_image(1), headers={"X-Request-ID": "bad id\t"})
         assert len(made.headers["x-request-id"]) == 32
+
+
+def test_the_edge_layers_refusals_carry_the_request_id_and_are_counted(tmp_path: Path) -> None:
+    """The edge layer (``middleware/edge.py``) answers 401 and 413 itself, through its
+    request-id and metrics steps; a chunked body over the limit is refused while read."""
+    env = {"AXON_API_KEYS": "key-one-1", "AXON_MAX_BODY_BYTES": "4096"}
+    with stack(tmp_path, env, serve=[CLASSIFIER]) as gw:
+        http = gw.client
+        missing = http.post(IMAGE, json=infer_image(1), headers={"X-Request-ID": "r-401"})
+        assert missing.status_code == 401 and missing.headers["x-request-id"] == "r-401"
+        key = {"X-API-Key": "key-one-1"}
+        big = http.post(IMAGE, content=b" " * 5000, headers={**key, "X-Request-ID": "r-413"})
+        assert big.status_code == 413 and big.headers["x-request-id"] == "r-413"
+        assert "AXON_MAX_BODY_BYTES" in big.json()["error"]
+
+        def chunked() -> Iterator[bytes]:
+            for _ in range(5):
+                yield b" " * 1024
+
+        streamed = http.post(IMAGE, content=chunked(), headers=key)
+        assert streamed.status_code == 413 and len(streamed.headers["x-request-id"]) == 32
+        ok = [http.post(IMAGE, json=infer_image(1), headers=key) for _ in range(2)]
+        assert [r.status_code for r in ok] == [200, 200]
+        made = {r.headers["x-request-id"] for r in [*ok, streamed]}
+        assert len(made) == 3 and all(len(i) == 32 and int(i, 16) >= 0 for i in made)
+        metrics = http.get("/metrics").text
+        unauthorized = 'axon_requests_total{code="401",endpoint="other",model="",protocol="http",'
+        assert unauthorized in metrics
+        counted = [line for line in metrics.splitlines() if line.startswith("axon_requests_total")]
+        refused = sorted(line for line in counted if 'code="413"' in line)
+        # From Content-Length, before any route ran; the chunked one inside the infer route.
+        assert refused == [
+            f'axon_requests_total{{code="413",endpoint="infer",model="{CLASSIFIER}",'
+            'protocol="http",version="1"} 1.0',
+            'axon_requests_total{code="413",endpoint="other",model="",protocol="http",'
+            'version=""} 1.0',
+        ]
 
 
 def test_a_known_model_without_a_worker_is_503_after_the_wait(tmp_path: Path) -> None:
