@@ -7,6 +7,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from starlette.types import Scope
+
 from services.contract.codec import Scalar
 from services.gateway.errors import BadRequestError
 
@@ -22,6 +24,16 @@ deadline in microseconds; used when ``timeout_ms`` is absent."""
 
 DEADLINE_PARAMETERS = frozenset({TIMEOUT_PARAMETER, TRITON_TIMEOUT_PARAMETER})
 """Parameters the gateway consumes (never passed on to the worker)."""
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of header ``name`` (lower-case, as ASGI gives header names) in an
+    HTTP scope, else None. Not Starlette's ``Headers.get``, which raises and catches a
+    ``KeyError`` for each header a request lacks."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
 
 
 def int_parameter(

@@ -38,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.contract import protocol
 from services.gateway.errors import client_message, status_for
+from services.gateway.fields import header
 from services.gateway.responses import error_response
 from services.gateway.transport import TransportDown, TransportError
 
@@ -145,7 +146,7 @@ class IdempotencyMiddleware:
         self.config = config
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raw = _header(scope, HEADER) if applies(scope) else None
+        raw = header(scope, HEADER) if applies(scope) else None
         if raw is None:
             await self.app(scope, receive, send)
             return
@@ -261,13 +262,6 @@ async def _replay(record: Record, send: Send) -> None:
     headers = [*record.headers, (b"content-length", str(len(record.body)).encode()), REPLAYED]
     await send({"type": "http.response.start", "status": record.status, "headers": headers})
     await send({"type": "http.response.body", "body": record.body})
-
-
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key.lower() == name:
-            return bytes(value)
-    return None
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -14,6 +14,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from services.contract.codec import Scalar
 from services.contract.tracing import Tracing
+from services.gateway import fields
 from services.gateway.capture import Capturer
 from services.gateway.dispatcher import Dispatcher
 from services.gateway.errors import BadRequestError
@@ -144,13 +145,10 @@ def request_id(request: Request) -> str:
 
 
 def header(request: Request, name: bytes) -> str | None:
-    """The request's first ``name`` header (``name`` lower-case), else None. Not
-    ``request.headers.get``: Starlette's mapping raises and catches a ``KeyError`` for
-    each header a request lacks, most of those the infer path asks for."""
-    for key, value in request.scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
+    """The request's first ``name`` header (``name`` lower-case), else None
+    (``fields.header``: most headers the infer path asks for are absent)."""
+    value = fields.header(request.scope, name)
+    return None if value is None else value.decode("latin-1")
 
 
 async def read_body(request: Request) -> bytes:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import httpx
 import pytest
 
+from tests.chaos.harness import raw_connection, read_until_closed
 from tests.e2e.payloads import history, infer_image
 from tests.security.conftest import SecurityStack
 
@@ -104,3 +107,36 @@ def test_rows_limit(guarded: str) -> None:
     generate = _post(guarded, "/v1/models/digits-gan/generate", {"count": MAX_ROWS + 1}, **auth)
     assert generate.status_code == 400, generate.text
     assert httpx.get(guarded + "/v2/health/ready", timeout=30).status_code == 200
+
+
+def test_a_body_cannot_pass_the_limit_by_misstating_its_length(guarded: str) -> None:
+    """The edge layer reads a body under an allowed Content-Length without counting it
+    (``body_limit.BodyLimit.admit``), so the HTTP parser must never hand the app more
+    than that. Content-Length with Transfer-Encoding (either order) is a 400 before the
+    app runs; bytes past a Content-Length are the next request (refused as malformed),
+    never a body over the limit."""
+    port = urlsplit(guarded).port
+    assert port is not None
+    big = b" " * (2 * MAX_BODY)
+    chunked = (
+        b"".join(
+            b"%x\r\n%s\r\n" % (len(big[i : i + 8192]), big[i : i + 8192])
+            for i in range(0, len(big), 8192)
+        )
+        + b"0\r\n\r\n"
+    )
+    start = f"POST {INFER} HTTP/1.1\r\nHost: gateway\r\nX-API-Key: {KEYS[0]}\r\n"
+    for framing in (
+        "Content-Length: 2\r\nTransfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: chunked\r\nContent-Length: 2\r\n",
+    ):
+        sock = raw_connection(port, (start + framing + "\r\n").encode() + chunked)
+        data, closed_after = read_until_closed(sock, 30)
+        sock.close()
+        assert closed_after is not None and data.startswith(b"HTTP/1.1 400 "), data[:200]
+        assert b"AXON_MAX_BODY_BYTES" not in data
+    sock = raw_connection(port, (start + "Content-Length: 2\r\n\r\n{}").encode() + big)
+    data, closed_after = read_until_closed(sock, 30)
+    sock.close()
+    assert closed_after is not None and data.startswith(b"HTTP/1.1 4"), data[:200]
+    assert b"AXON_MAX_BODY_BYTES" not in data and b" 413 " not in data

@@ -3,11 +3,26 @@ else while the body streams in (chunked uploads). ``edge.Edge`` applies it."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope
 
 from services.gateway.errors import PayloadTooLargeError
 from services.gateway.responses import error_response
+
+
+class Admission(NamedTuple):
+    """What ``BodyLimit.admit`` decided for a request."""
+
+    refusal: Response | None
+    """413 when the Content-Length is over the limit, else None."""
+    receive: Receive
+    """The ``receive`` to read the body with."""
+    size: int
+    """Bytes the request may bring, what ``inflight_bytes.ByteBudget`` reserves: its
+    Content-Length; the limit for a chunked body (or an unreadable Content-Length); 0
+    without a body."""
 
 
 class BodyLimit:
@@ -18,19 +33,23 @@ class BodyLimit:
             "send fewer rows per request"
         )
 
-    def admit(self, scope: Scope, receive: Receive) -> tuple[Response | None, Receive]:
-        """(413 response, ``receive``) when the request's Content-Length is over the
-        limit; else (None, the ``receive`` to read the body with): ``receive`` itself
-        under a Content-Length the limit allows (the server hands the app exactly that
-        many bytes), else ``limited(receive)`` (a chunked upload)."""
+    def admit(self, scope: Scope, receive: Receive) -> Admission:
+        """One pass over the headers. Under a Content-Length the limit allows the body is
+        read with ``receive`` itself (the server hands the app exactly that many bytes);
+        otherwise (a chunked upload) with ``limited(receive)``."""
+        chunked = False
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
-                    too_large = int(value) > self.max_bytes
+                    length = max(int(value), 0)
                 except ValueError:
-                    return None, self.limited(receive)
-                return (error_response(413, self.message) if too_large else None), receive
-        return None, self.limited(receive)
+                    return Admission(None, self.limited(receive), self.max_bytes)
+                if length > self.max_bytes:
+                    return Admission(error_response(413, self.message), receive, 0)
+                return Admission(None, receive, length)
+            if name == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+        return Admission(None, self.limited(receive), self.max_bytes if chunked else 0)
 
     def limited(self, receive: Receive) -> Receive:
         """``receive`` that raises ``PayloadTooLargeError`` (413) once the body read so

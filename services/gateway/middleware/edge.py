@@ -29,7 +29,7 @@ from services.gateway.metrics import RequestRecorder
 from services.gateway.middleware import request_id
 from services.gateway.middleware.auth import ApiKeys
 from services.gateway.middleware.body_limit import BodyLimit
-from services.gateway.middleware.inflight_bytes import ByteBudget, body_size
+from services.gateway.middleware.inflight_bytes import ByteBudget
 from services.gateway.responses import error_response
 
 
@@ -93,23 +93,16 @@ class Edge:
         """Steps 3–5 of the module docstring, then the app."""
         refusal = self.keys.refusal(scope)
         if refusal is None:
-            refusal, receive = self.body_limit.admit(scope, receive)
-        if refusal is not None:
-            await refusal(scope, receive, send)
-            return
-        size = body_size(scope, self.body_limit.max_bytes)
-        if not size:
-            await self.app(scope, receive, send)
-            return
-        if not self.budget.try_reserve(size):
-            response = error_response(
+            refusal, receive, size = self.body_limit.admit(scope, receive)
+            if refusal is None and (not size or self.budget.try_reserve(size)):
+                try:
+                    await self.app(scope, receive, send)
+                finally:
+                    self.budget.release(size)
+                return
+            refusal = refusal or error_response(
                 503,
                 self.budget.refusal(self.retry_after_s),
                 headers={"Retry-After": str(self.retry_after_s)},
             )
-            await response(scope, receive, send)
-            return
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.budget.release(size)
+        await refusal(scope, receive, send)

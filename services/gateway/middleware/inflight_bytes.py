@@ -4,16 +4,14 @@ A request's memory at the gateway is a multiple of its body (the bytes, the pars
 the arrays, the encoded entry): measured ~14× before the handlers dropped what they no
 longer need across the await. So the sum of bodies in flight bounds the gateway's
 memory. Each request with a body reserves its ``Content-Length`` (a chunked upload, the
-body limit ``AXON_MAX_BODY_BYTES``) until its response is sent; a request that does
-not fit is refused at once with 503 + ``Retry-After``, before its body is read
-(``edge.Edge`` applies it).
+body limit ``AXON_MAX_BODY_BYTES``: ``body_limit.Admission.size``) until its response is
+sent; a request that does not fit is refused at once with 503 + ``Retry-After``, before
+its body is read (``edge.Edge`` applies it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from starlette.types import Scope
 
 
 @dataclass
@@ -43,18 +41,3 @@ class ByteBudget:
             f"(limit {self.limit}, AXON_MAX_INFLIGHT_BYTES); retry after "
             f"{retry_after_s}s or send smaller requests"
         )
-
-
-def body_size(scope: Scope, max_body_bytes: int) -> int:
-    """Bytes a request will bring: its Content-Length; a chunked body counts as the most
-    it may bring; 0 for a request without a body."""
-    chunked = False
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            try:
-                return max(int(value), 0)
-            except ValueError:
-                return max_body_bytes
-        if name == b"transfer-encoding" and b"chunked" in value.lower():
-            chunked = True
-    return max_body_bytes if chunked else 0
