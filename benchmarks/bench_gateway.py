@@ -15,6 +15,11 @@ the ratios, and for Axon what each request cost Redis (commands and CPU, from th
 server's own ``INFO``; ``benchmarks/redis_cost.py``) with the request rate one Redis node
 could carry at that cost; writes ``benchmarks/results/gateway.json``.
 
+``--pairs N`` measures Axon (and axon-gwN) and Starlette N times, alternating which goes
+first, and prints each pair's ratios with their median, against issue 12's targets
+(``make bench`` uses 3: on a shared 2-core machine one pair's ratio at c=64 has swung
+0.88–1.27× between runs of the same code; the median of pairs moves far less).
+
 ``--compare-tree DIR`` also measures Axon from another source tree (say the last commit:
 ``git archive HEAD | tar -x -C DIR``) as ``axon-before``, in the same run, so that a
 change is judged by ratios measured minutes apart on the same (shared) machine.
@@ -27,7 +32,7 @@ request sampled, the gateway and the worker exporting OTLP/HTTP to a local sink,
 ``benchmarks/otlp_sink.py``): what turning tracing on costs. (Tracing off is ``axon``.)
 
     python benchmarks/bench_gateway.py --models-dir exported_models [--duration 10]
-        [--compare-tree DIR [--rounds N]] [--redis-cluster N] [--traced]
+        [--pairs N | --compare-tree DIR [--rounds N]] [--redis-cluster N] [--traced]
 """
 
 from __future__ import annotations
@@ -339,6 +344,15 @@ def main() -> int:
         "ratio and their median: drift in the machine's load then hits both trees alike",
     )
     parser.add_argument(
+        "--pairs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="measure Axon (and axon-gwN) and Starlette N times, alternating which goes "
+        "first (axon, starlette; starlette, axon; …), and judge issue 12's targets on the "
+        "median of the N ratios: a 2-core machine's drift then hits both servers alike",
+    )
+    parser.add_argument(
         "--redis-cluster",
         type=int,
         default=0,
@@ -358,6 +372,8 @@ def main() -> int:
         help="also measure Axon with tracing on (every request sampled), as 'axon-traced'",
     )
     args = parser.parse_args()
+    if args.pairs > 1 and args.compare_tree is not None:
+        parser.error("--pairs and --compare-tree: choose one (each alternates its own pair)")
     if shutil.which("wrk") is None:
         print("bench: needs wrk (apt-get install -y wrk)", file=sys.stderr)
         return 2
@@ -397,13 +413,27 @@ def main() -> int:
             rounds.append((old, new))
             if index == 0:
                 runs += old + new
-    else:
-        runs += measure_axon("axon", ROOT, models_dir, args.duration, tmp, with_bentoml=True)
-    if args.gateway_workers > 1:
-        runs += measure_axon(
-            f"axon-gw{args.gateway_workers}", ROOT, models_dir, args.duration, tmp,
-            gateways=args.gateway_workers,
-        )  # fmt: skip
+    pairs: list[list[Run]] = []
+    for index in range(max(args.pairs, 1)):
+
+        def axon(first: bool = index == 0) -> list[Run]:
+            found = [] if args.compare_tree is not None else measure_axon(
+                "axon", ROOT, models_dir, args.duration, tmp, with_bentoml=first
+            )  # fmt: skip
+            if args.gateway_workers > 1:
+                found += measure_axon(
+                    f"axon-gw{args.gateway_workers}", ROOT, models_dir, args.duration, tmp,
+                    gateways=args.gateway_workers,
+                )  # fmt: skip
+            return found
+
+        def plain() -> list[Run]:
+            return measure_starlette(onnx, args.duration, tmp)
+
+        found = axon() + plain() if index % 2 == 0 else plain() + axon()
+        pairs.append(found)
+        if index == 0:
+            runs += found
     if args.redis_cluster > 0:
         runs += measure_axon(
             "axon-cluster", ROOT, models_dir, args.duration, tmp, cluster=args.redis_cluster
@@ -419,27 +449,55 @@ def main() -> int:
                 "axon-traced", ROOT, models_dir, args.duration, tmp, extra_env=traced
             )
             print(f"  axon-traced exported {sink.requests} OTLP requests, {sink.bytes:,} bytes")
-    port = free_port()
-    with spawn(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks/minimal_server.py"),
-            str(onnx),
-            "--port",
-            str(port),
-        ],
-        os.environ,
-        tmp / "starlette.log",
-    ) as minimal:
-        wait_http(f"http://127.0.0.1:{port}/ready", 60, minimal)
-        runs += measure("starlette", f"http://127.0.0.1:{port}", args.duration, tmp)
     report(runs)
     if len(rounds) > 1:
         report_rounds(rounds)
+    if len(pairs) > 1:
+        report_pairs(pairs)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps([asdict(r) for r in runs], indent=2))
     print(f"\nwritten {args.out}")
     return 0
+
+
+def measure_starlette(onnx: Path, duration_s: int, tmp: Path) -> list[Run]:
+    """``benchmarks/minimal_server.py`` on ``onnx``: one process, ONNX Runtime inline."""
+    port = free_port()
+    argv = [sys.executable, str(ROOT / "benchmarks/minimal_server.py"), str(onnx),
+            "--port", str(port)]  # fmt: skip
+    with spawn(argv, os.environ, tmp / "starlette.log") as minimal:
+        wait_http(f"http://127.0.0.1:{port}/ready", 60, minimal)
+        return measure("starlette", f"http://127.0.0.1:{port}", duration_s, tmp)
+
+
+TARGETS = {1: "p50 ≤ starlette + 0.7 ms", 16: "≥ 0.85×", 64: "≥ 1.0×"}
+"""Issue 12's targets per concurrency (axon against starlette, in one run)."""
+
+
+def report_pairs(pairs: list[list[Run]]) -> None:
+    """Per concurrency and Axon variant: the ratio to Starlette measured in each pair (the
+    two servers minutes apart, order alternating), their median, and issue 12's target
+    judged on the median (p50 difference at c=1, req/s ratio above)."""
+    variants = sorted({r.server for r in pairs[0] if r.server.startswith("axon")})
+    print(f"\nAxon against Starlette over {len(pairs)} pairs (order alternates):")
+    print("\n| c | server | req/s ratio per pair | median | p50 − starlette per pair | median | "
+          "issue 12 target (median) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for c in CONCURRENCY:
+        for server in variants:
+            ratios, gaps = [], []
+            for found in pairs:
+                by = {(r.server, r.concurrency): r for r in found}
+                mine, plain = by[(server, c)], by[("starlette", c)]
+                ratios.append(mine.requests_per_s / plain.requests_per_s)
+                gaps.append(mine.p50_ms - plain.p50_ms)
+            ratio, gap = float(np.median(ratios)), float(np.median(gaps))
+            met = gap <= 0.7 if c == 1 else ratio >= (0.85 if c == 16 else 1.0)
+            print(
+                f"| {c} | {server} | {' '.join(f'{r:.2f}×' for r in ratios)} | {ratio:.2f}× | "
+                f"{' '.join(f'{g:+.2f}' for g in gaps)} ms | {gap:+.2f} ms | "
+                f"{TARGETS[c]}: {'met' if met else 'missed'} |"
+            )
 
 
 def report_rounds(rounds: list[tuple[list[Run], list[Run]]]) -> None:
