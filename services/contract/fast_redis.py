@@ -24,10 +24,12 @@ must cover a blocking command's own time, as on redis-py's path) is never retrie
 closes that connection; a cancelled call closes its connection (its answer would
 otherwise be read as the next command's).
 
-One command in flight per connection (a blocking pop holds its own), idle connections
-kept for reuse; connections open on first use, with AUTH and SELECT as the URL says,
-TLS for ``rediss://`` with redis-py's own ``SSLContext`` from the URL's ``ssl_*``
-options, or a unix socket.
+One call in flight per connection (a blocking pop holds its own): one command, or a
+pipeline of several in one write (``FastRedis.pipelined``: the worker's completion
+script with its next stream read; docs/decisions.md, "One write for a batch's answers
+and the next read"). Idle connections kept for reuse; connections open on first use,
+with AUTH and SELECT as the URL says, TLS for ``rediss://`` with redis-py's own
+``SSLContext`` from the URL's ``ssl_*`` options, or a unix socket.
 """
 
 from __future__ import annotations
@@ -58,18 +60,22 @@ Arg = bytes | str | int | float
 
 
 class _Connection(asyncio.Protocol):
-    """One RESP2 connection, at most one command in flight (``FastPool`` sees to it).
+    """One RESP2 connection, one caller at a time (``FastPool`` sees to it), whose
+    commands go out in one write (``call_many``: a pipeline).
 
-    ``call`` returns the reply (bytes, int, list, None) or raises: a Redis error reply
-    as redis-py's class for it, a lost connection as ``ConnectionError``, no reply
-    within ``timeout_s`` as ``TimeoutError`` (the connection is then closed).
+    ``call_many`` returns the replies in order (bytes, int, list, None; a Redis error
+    reply as an instance of redis-py's exception class for it, not raised) or raises: a
+    lost connection as ``ConnectionError``, no reply within ``timeout_s`` as
+    ``TimeoutError`` (the connection is then closed).
     """
 
     def __init__(self, timeout_s: float) -> None:
         self._timeout_s = timeout_s
         self._reader = hiredis.Reader(protocolError=InvalidResponse, replyError=ResponseError)
         self._transport: asyncio.Transport | None = None
-        self._waiter: asyncio.Future[Any] | None = None
+        self._waiter: asyncio.Future[list[Any]] | None = None
+        self._expected = 0
+        self._replies: list[Any] = []
         self._sent_at = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
@@ -84,22 +90,27 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
-        try:
-            reply = self._reader.gets()
-        except InvalidResponse as exc:
-            self._fail(RedisConnectionError(f"Protocol error: {exc}"))
-            return
-        if reply is False:
-            return
-        waiter, self._waiter = self._waiter, None
-        if waiter is None or waiter.done() or self._reader.gets() is not False:
-            # an answer nobody waits for: out of step with the server
-            self._fail(RedisConnectionError("Redis sent a reply no command waited for"))
-            return
-        if isinstance(reply, ResponseError):
-            waiter.set_exception(BaseParser.parse_error(str(reply)))  # type: ignore[no-untyped-call]
-        else:
-            waiter.set_result(reply)
+        waiter = self._waiter
+        while True:
+            try:
+                reply = self._reader.gets()
+            except InvalidResponse as exc:
+                self._fail(RedisConnectionError(f"Protocol error: {exc}"))
+                return
+            if reply is False:
+                return
+            if waiter is None or waiter.done() or len(self._replies) >= self._expected:
+                # an answer nobody waits for: out of step with the server
+                self._fail(RedisConnectionError("Redis sent a reply no command waited for"))
+                return
+            if isinstance(reply, ResponseError):
+                reply = BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
+            self._replies.append(reply)
+            if len(self._replies) == self._expected:
+                self._waiter = None
+                replies, self._replies = self._replies, []
+                waiter.set_result(replies)
+                waiter = None  # anything more in this read is out of step
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -110,19 +121,31 @@ class _Connection(asyncio.Protocol):
 
     # -- commands
     async def call(self, args: Sequence[Arg]) -> Any:
-        """Send one command and wait for its reply (see the class docstring)."""
+        """Send one command and wait for its reply; a Redis error reply is raised."""
+        (reply,) = await self.call_many([args])
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def call_many(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+        """Send ``commands`` in one write and wait for all their replies (see the class
+        docstring). A cancelled call closes the connection (its answers would otherwise
+        be read as the next call's)."""
         if self.closed or self._transport is None:
             raise RedisConnectionError("Connection closed.")
-        waiter = self._loop.create_future()
+        waiter: asyncio.Future[list[Any]] = self._loop.create_future()
         self._waiter = waiter
+        self._expected = len(commands)
+        self._replies = []
         self._sent_at = self._loop.time()
         if self._timer is None:
             self._timer = self._loop.call_at(self._sent_at + self._timeout_s, self._check)
-        self._transport.write(hiredis.pack_command(tuple(args)))  # type: ignore[arg-type]
+        packed = [hiredis.pack_command(tuple(args)) for args in commands]  # type: ignore[arg-type]
+        self._transport.write(packed[0] if len(packed) == 1 else b"".join(packed))
         try:
             return await waiter
         except asyncio.CancelledError:
-            self.close()  # its reply would be read as the next command's
+            self.close()
             raise
 
     def _check(self) -> None:
@@ -141,8 +164,9 @@ class _Connection(asyncio.Protocol):
         self.close()
 
     def _reject(self, error: Exception) -> None:
-        """The command in flight, if any, fails with ``error``."""
+        """The call in flight, if any, fails with ``error``."""
         waiter, self._waiter = self._waiter, None
+        self._replies = []
         if waiter is not None and not waiter.done():
             waiter.set_exception(error)
 
@@ -170,12 +194,21 @@ class FastPool:
         the first connection (it reads the certificate files) and kept."""
 
     async def call(self, args: Sequence[Arg]) -> Any:
-        """The raw RESP2 reply to ``args`` (see ``_Connection.call``)."""
+        """The raw RESP2 reply to ``args`` (see ``_Connection``); a Redis error is raised."""
+        (reply,) = await self.call_many([args])
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def call_many(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+        """The raw RESP2 replies to ``commands``, sent in one write on one connection;
+        a Redis error reply comes back as its exception, in its place (see
+        ``_Connection.call_many``). A connection error retries them all."""
         attempt = 0
         while True:
             connection = await self._acquire()
             try:
-                reply = await connection.call(args)
+                replies = await connection.call_many(commands)
             except BaseException as exc:  # the connection is in no state to be reused
                 self._open.discard(connection)
                 connection.close()
@@ -184,7 +217,7 @@ class FastPool:
                 attempt += 1
                 continue
             self._idle.append(connection)
-            return reply
+            return replies
 
     async def _acquire(self) -> _Connection:
         while self._idle:
@@ -268,6 +301,28 @@ class FastRedis(Redis):  # type: ignore[type-arg]  # stale types-redis stubs
         options.pop("keys", None)
         callback = _get_response_callback(self.response_callbacks, name, _Resp2)
         return response if callback is None else callback(response, **options)
+
+    async def pipelined(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+        """Each of ``commands`` (``HOT`` ones: e.g. a completion script and the next
+        stream read) answered as ``execute_command`` would, a Redis error as its
+        exception in its place, not raised. Over ``fast``: one write and one round trip
+        for all; otherwise one command after the other."""
+        fast = self.fast
+        if fast is None or self.connection is not None or any(c[0] not in HOT for c in commands):
+            answers: list[Any] = []
+            for command in commands:
+                try:
+                    answers.append(await self.execute_command(*command))
+                except ResponseError as exc:
+                    answers.append(exc)
+            return answers
+        replies = await fast.call_many(commands)
+        for index, (command, reply) in enumerate(zip(commands, replies, strict=True)):
+            if not isinstance(reply, Exception):
+                callback = _get_response_callback(self.response_callbacks, str(command[0]), _Resp2)
+                if callback is not None:
+                    replies[index] = callback(reply)
+        return replies
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         if self.fast is not None:

@@ -183,28 +183,9 @@ async def read_lanes(
     """One XREADGROUP of up to ``count`` new entries from each of ``streams`` (of one
     slot: a model version's request and job streams), blocking up to ``block_ms`` until
     any has one (None: not at all). Entries by stream; a stream with none is absent."""
-    pieces: list[Any] = ["GROUP", GROUP, consumer, "COUNT", count]
-    if block_ms is not None:
-        pieces += ["BLOCK", block_ms]
-    pieces += ["STREAMS", *streams, *(">" for _ in streams)]
-    response = await redis.execute_command(  # type: ignore[no-untyped-call]
-        "XREADGROUP", *pieces, **protocol._on_node(redis, streams[0])
-    )
-    found: dict[str, list[StreamEntry]] = {}
-    for stream, items in _stream_items(response):
-        entries = [
-            StreamEntry(_text(entry_id), dict(fields))
-            for entry_id, fields in items
-            if fields is not None  # deleted while pending: nothing to serve
-        ]
-        if entries:
-            found.setdefault(_text(stream), []).extend(entries)
-    return found
-
-
-def _stream_items(response: Any) -> list[tuple[bytes | str, list[Any]]]:
-    """XREADGROUP's answer as (stream, items) pairs."""
-    return [(stream, items) for stream, items in response or []]
+    command = protocol.read_command(streams, consumer, count=count, block_ms=block_ms)
+    response = await redis.execute_command(*command, **protocol._on_node(redis, streams[0]))  # type: ignore[no-untyped-call]
+    return protocol.read_answer(response)
 
 
 # KEYS: the job stream, its byte counter, then each job key. ARGV per answer: the index of

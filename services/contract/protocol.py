@@ -64,6 +64,8 @@ from services.contract.codec import Reply, encode_reply
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from services.contract.fast_redis import FastRedis
+
     RedisClient = Redis[bytes]
 else:
     RedisClient = Any
@@ -606,18 +608,35 @@ async def read_entries(
     redis: RedisClient, stream: str, consumer: str, *, count: int, block_ms: int | None
 ) -> list[StreamEntry]:
     """XREADGROUP up to ``count`` new entries; ``block_ms`` None = do not block."""
-    pieces: list[Any] = ["GROUP", GROUP, consumer, "COUNT", count]
+    command = read_command([stream], consumer, count=count, block_ms=block_ms)
+    response = await redis.execute_command(*command, **_on_node(redis, stream))  # type: ignore[no-untyped-call]
+    return read_answer(response).get(stream, [])
+
+
+def read_command(
+    streams: Sequence[str], consumer: str, *, count: int, block_ms: int | None
+) -> list[Any]:
+    """The XREADGROUP of up to ``count`` new entries from each of ``streams`` (of one
+    slot), blocking up to ``block_ms`` until any has one (None: not at all)."""
+    command: list[Any] = ["XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count]
     if block_ms is not None:
-        pieces += ["BLOCK", block_ms]
-    pieces += ["STREAMS", stream, ">"]
-    response = await redis.execute_command("XREADGROUP", *pieces, **_on_node(redis, stream))  # type: ignore[no-untyped-call]
-    entries: list[StreamEntry] = []
-    for _stream, items in response or []:
-        for entry_id, fields in items:
-            if fields is None:  # deleted while pending; nothing to serve
-                continue
-            entries.append(StreamEntry(_text(entry_id), dict(fields)))
-    return entries
+        command += ["BLOCK", block_ms]
+    return [*command, "STREAMS", *streams, *(">" for _ in streams)]
+
+
+def read_answer(response: Any) -> dict[str, list[StreamEntry]]:
+    """``read_command``'s answer (as redis-py's callback shapes it): the entries by stream;
+    a stream with none is absent, an entry deleted while pending is left out."""
+    found: dict[str, list[StreamEntry]] = {}
+    for stream, items in response or []:
+        entries = [
+            StreamEntry(_text(entry_id), dict(fields))
+            for entry_id, fields in items
+            if fields is not None  # deleted while pending: nothing to serve
+        ]
+        if entries:
+            found.setdefault(_text(stream), []).extend(entries)
+    return found
 
 
 async def claim_stale(
@@ -769,6 +788,33 @@ async def complete(
         except NoScriptError:  # first use on this server (or it restarted): load it
             done += int(await redis.eval(_COMPLETE, *args))  # type: ignore[no-untyped-call]
     return done
+
+
+async def complete_and_read(
+    redis: FastRedis,
+    stream: str,
+    answers: Sequence[tuple[Outgoing, str]],
+    *,
+    reply_ttl_s: int,
+    sizes: Sequence[int],
+    read: Sequence[Any],
+) -> tuple[int | Exception, Any]:
+    """``complete`` and then the stream read ``read`` (``read_command``) in one write and
+    one round trip (``FastRedis.pipelined``): how many entries were answered and the
+    read's answer (as ``execute_command`` gives it), each the Redis error it got
+    instead, in its place, so that entries read are never dropped because the
+    completion failed. A lost connection raises (as ``complete`` and a read would)."""
+    if len(answers) > _COMPLETE_MAX_ANSWERS:  # several script calls: not one pipeline
+        done: int | Exception = await complete(
+            redis, stream, answers, reply_ttl_s=reply_ttl_s, sizes=sizes
+        )
+        (response,) = await redis.pipelined([read])
+        return done, response
+    args = _complete_args(stream, answers, sizes, reply_ttl_s)
+    answered, response = await redis.pipelined([["EVALSHA", _COMPLETE_SHA, *args], read])
+    if isinstance(answered, NoScriptError):  # first use on this server (or it restarted)
+        answered = await redis.eval(_COMPLETE, *args)  # type: ignore[no-untyped-call]
+    return (answered if isinstance(answered, Exception) else int(answered)), response
 
 
 def _complete_args(

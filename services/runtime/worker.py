@@ -9,8 +9,9 @@ One loop iteration (``_step``):
 2. ``batching.collate`` the pending entries: expired ones are answered with a deadline
    error, a ready batch is run (one ONNX Runtime run per shape group) and answered with
    one atomic script call (RPUSH replies + EXPIRE + XACK + XDEL; ``protocol.complete``,
-   sent by the ``outbox.Outbox``);
-3. otherwise XREADGROUP as many entries as the batch has room (rows): blocking (up to
+   sent by the ``outbox.Outbox``) that goes out with the step's next read, in one
+   write on ``FastRedis`` (``_read``);
+3. then XREADGROUP as many entries as the batch has room (rows): blocking (up to
    ``read_block_ms``) while nothing is pending; without blocking, then sleeping on the
    worker's own timer (at most 1 ms at a time, until the same step's collation is due),
    while a batch is filling.
@@ -37,12 +38,14 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry.trace import get_current_span
 
 from services.contract import jobs, protocol
 from services.contract.codec import Reply, decode_request
 from services.contract.errors import AxonError, ErrorCode
+from services.contract.fast_redis import FastRedis
 from services.contract.inputs import check_request
 from services.contract.protocol import Outgoing, RedisClient, StreamEntry
 from services.contract.resilience import Backoff, FailureLog, is_redis_error
@@ -144,6 +147,16 @@ class PendingEntry:
     most ``job_batch_rows`` of a batch."""
 
 
+@dataclass
+class _Rider:
+    """A stream read sent in one write with the outbox's completion script
+    (``Worker._read``): its command and, once ``answered``, its reply (or error)."""
+
+    command: list[Any]
+    answered: bool = False
+    response: Any = None
+
+
 def _is_job(pending: PendingEntry) -> bool:
     return pending.job
 
@@ -209,6 +222,12 @@ class Worker:
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._gauges: asyncio.Task[None] | None = None
         """The gauge sample started by the last heartbeat (one at a time)."""
+        self._resend = False
+        """The last send (``_read``) failed: the next step retries it first."""
+        self._rider: _Rider | None = None
+        """The read the outbox's next completion call takes along (``_read``)."""
+        self._unsent_traces: list[BatchTrace] = []
+        """Traces of batches whose answers are in the outbox, not yet sent."""
         self._next_claim_ms = 0.0
         # Redis' clock minus ours (ms), measured at each heartbeat: deadlines are on
         # Redis' clock (``StreamEntry.deadline_ms``), so host clock skew cannot matter.
@@ -331,19 +350,24 @@ class Worker:
             await self._claim(self.stream, job=False)
             if self.job_stream is not None:
                 await self._claim(self.job_stream, job=True)
+        if self._resend:
+            # The last send failed: retry it (with a backoff while Redis is away) before
+            # reading anything more, so that answers never pile up behind new work.
+            self._resend = False
+            await self._deliver()
         plan = await self._run_ready(flush=False)
-        if plan.batch:
+        if plan.batch and not len(self._outbox):
             return
-        await self._outbox.flush()
+        # Every read below carries the answers the outbox holds (``_read``).
         room = max(1, settings.max_batch_rows - sum(p.rows for p in self._pending))
         if self._pending:
-            # A batch is filling: take whatever is queued without blocking, then wait on
-            # our own timer. (A short XREADGROUP BLOCK would not do: Redis checks blocked
-            # clients' timeouts only every 1/hz s, 100 ms by default; docs/decisions.md.)
-            wait_ms = self._wait_ms(plan)
-            entries = await protocol.read_entries(
-                self.redis, self.stream, self.instance, count=room, block_ms=None
-            )
+            # A batch is filling (or, right after a batch, more entries pend): take
+            # whatever is queued without blocking, then wait on our own timer. (A short
+            # XREADGROUP BLOCK would not do: Redis checks blocked clients' timeouts only
+            # every 1/hz s, 100 ms by default; docs/decisions.md.)
+            wait_ms = 0.0 if plan.batch else self._wait_ms(plan)
+            found = await self._read([self.stream], count=room, block_ms=None)
+            entries = found.get(self.stream, [])
             await self._admit(entries)
             taken = await self._fill_from_jobs()
             if not entries and not taken and wait_ms > 0:
@@ -353,20 +377,64 @@ class Worker:
             1, math.ceil(min(float(settings.read_block_ms), self._next_claim_ms - self._now()))
         )
         if self.job_stream is None:
-            entries = await protocol.read_entries(
-                self.redis, self.stream, self.instance, count=room, block_ms=block_ms
-            )
-            await self._admit(entries)
+            found = await self._read([self.stream], count=room, block_ms=block_ms)
+            await self._admit(found.get(self.stream, []))
             return
         # Idle: wait on both streams at once. Requests are admitted first; when both
         # had entries, this read may take up to one batch of jobs beyond the room, and
         # more jobs than ``_job_rows``: they pend for the next batches (``collate``
         # keeps each batch's job rows within it, requests read later pass them).
-        found = await jobs.read_lanes(
-            self.redis, [self.stream, self.job_stream], self.instance, count=room, block_ms=block_ms
-        )
+        found = await self._read([self.stream, self.job_stream], count=room, block_ms=block_ms)
         await self._admit(found.get(self.stream, []))
         await self._admit(found.get(self.job_stream, []), job=True)
+
+    async def _read(
+        self, streams: list[str], *, count: int, block_ms: int | None
+    ) -> dict[str, list[StreamEntry]]:
+        """XREADGROUP ``streams`` (``protocol.read_command``) with the outbox's answers
+        sent first: on ``FastRedis`` the completion script and the read go out in one
+        write, one round trip (``protocol.complete_and_read``), else one after the other.
+        What was read is returned even when sending failed; the answers then stay in the
+        outbox and the next step sends them alone, retrying while Redis is away
+        (``_deliver``), before it reads again."""
+        read = protocol.read_command(streams, self.instance, count=count, block_ms=block_ms)
+        rider = _Rider(read) if isinstance(self.redis, FastRedis) else None
+        if len(self._outbox):
+            self._rider = rider
+            try:
+                await self._outbox.flush()
+            except Exception:
+                self._resend = True  # ``_deliver`` raises it again unless Redis is away
+                if rider is None or not rider.answered:
+                    raise
+            finally:
+                self._rider = None
+                self._end_traces()
+            if rider is not None and rider.answered:
+                if isinstance(rider.response, Exception):
+                    raise rider.response
+                return protocol.read_answer(rider.response)
+        if len(streams) == 1:
+            return {streams[0]: await protocol.read_entries(
+                self.redis, streams[0], self.instance, count=count, block_ms=block_ms
+            )}  # fmt: skip
+        return await jobs.read_lanes(
+            self.redis, streams, self.instance, count=count, block_ms=block_ms
+        )
+
+    async def _deliver(self) -> None:
+        """Send the outbox's answers now (``Outbox.deliver``: retried while Redis is away)."""
+        try:
+            await self._outbox.deliver()
+        finally:
+            self._end_traces()
+
+    def _end_traces(self) -> None:
+        """The batches whose answers were just sent (or handed to the retries) end their
+        spans (``BatchTrace.delivered``)."""
+        traces, self._unsent_traces = self._unsent_traces, []
+        for trace in traces:
+            trace.delivered()
 
     async def _fill_from_jobs(self) -> bool:
         """The job lane: read job entries for the room the pending batch has left after
@@ -458,7 +526,7 @@ class Worker:
         at most ``outbox.STOP_DELIVERY_S`` while Redis is unavailable)."""
         while self._pending:
             await self._run_ready(flush=True)
-        await self._outbox.deliver()
+        await self._deliver()
 
     # ------------------------------------------------------------------ entries
 
@@ -617,11 +685,32 @@ class Worker:
     ) -> Awaitable[int]:
         """The outbox's one round trip (``outbox.Complete``): ``protocol.complete``; a
         batch with jobs also ``jobs.complete_jobs`` for those (concurrently)."""
+        rider, self._rider = self._rider, None
         if self.job_stream is None or not any(jobs.is_job_key(o.reply_to) for o, _ in answers):
+            if rider is not None:
+                return self._complete_riding(answers, sizes, rider)
             return protocol.complete(
                 self.redis, self.stream, answers, reply_ttl_s=self.settings.reply_ttl_s, sizes=sizes
             )
         return self._complete_lanes(answers, sizes)
+
+    async def _complete_riding(
+        self, answers: Sequence[tuple[Outgoing, str]], sizes: Sequence[int], rider: _Rider
+    ) -> int:
+        """``protocol.complete_and_read``: the answers, then ``rider``'s read, one write."""
+        assert isinstance(self.redis, FastRedis)
+        answered, rider.response = await protocol.complete_and_read(
+            self.redis,
+            self.stream,
+            answers,
+            reply_ttl_s=self.settings.reply_ttl_s,
+            sizes=sizes,
+            read=rider.command,
+        )
+        rider.answered = True
+        if isinstance(answered, Exception):
+            raise answered
+        return answered
 
     async def _complete_lanes(
         self, answers: Sequence[tuple[Outgoing, str]], sizes: Sequence[int]
@@ -707,13 +796,11 @@ class Worker:
             answered_rows += pending.rows
             answered_ages.append(self._age_ns(pending.entry))
         self.recorder.succeeded(answered_rows, answered_ages)
-        # Sent at once, not with the next XREADGROUP (measured: docs/decisions.md).
+        # Sent with the step's next read, in one write (``_read``; measured:
+        # docs/decisions.md, "One write for a batch's answers and the next read").
         # Computed replies are never thrown away because Redis is briefly away.
-        try:
-            await self._outbox.deliver()
-        finally:
-            if trace is not None:
-                trace.delivered()
+        if trace is not None:
+            self._unsent_traces.append(trace)
 
     def _batch_trace(
         self, batch: Sequence[PendingEntry], rows: int, started_ms: float

@@ -100,6 +100,56 @@ def test_hot_commands_answer_as_redis_py_does(redis_server: RedisServer) -> None
     run(scenario)
 
 
+def test_a_pipeline_answers_each_command_as_alone_an_error_in_its_place(
+    redis_server: RedisServer,
+) -> None:
+    """``FastRedis.pipelined`` (one write, one round trip): every command's answer is what
+    ``execute_command`` gives, a Redis error reply is returned in its place (the others
+    still run): the same list as redis-py's client (``fast=False``) one command after
+    the other; a cancelled pipeline leaves no answer to the next call."""
+
+    async def scenario() -> None:
+        async with clients(redis_server.url) as (fast, plain):
+            answers: dict[str, list[Any]] = {}
+            client: Any
+            for name, client in (("fast", fast), ("plain", plain)):
+                await plain.delete("fr:p")
+                await plain.xadd("fr:p", {"n": "1"})
+                await plain.xgroup_create("fr:p", "g", id="0")
+                commands = [
+                    ["EVALSHA", "0" * 40, 0],  # no such script
+                    ["EVAL", "return redis.call('XLEN', KEYS[1])", 1, "fr:p"],
+                    ["XREADGROUP", "GROUP", "g", "c", "COUNT", 5, "STREAMS", "fr:p", ">"],
+                ]
+                if client is fast:
+                    answers[name] = await fast.pipelined(commands)
+                    continue
+                answers[name] = []
+                for command in commands:
+                    try:
+                        answers[name].append(await client.execute_command(*command))
+                    except ResponseError as exc:
+                        answers[name].append(exc)
+            for got in answers.values():
+                assert isinstance(got[0], NoScriptError)
+                assert got[1] == 1
+                ((stream, ((_id, fields),)),) = got[2]
+                assert stream == b"fr:p" and fields == {b"n": b"1"}
+            assert [type(a) for a in answers["fast"]] == [type(a) for a in answers["plain"]]
+            blocked = asyncio.create_task(
+                fast.pipelined([["LPOP", "fr:none"], ["BLMPOP", 5, 1, "fr:pb", "LEFT"]])
+            )
+            await asyncio.sleep(0.1)
+            blocked.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await blocked
+            await plain.rpush("fr:pb", "for-nobody")
+            assert await fast.pipelined([["LPOP", "fr:other"]]) == [None]
+            assert await plain.lpop("fr:pb") == b"for-nobody"
+
+    run(scenario)
+
+
 def test_a_stalled_server_times_out_and_is_used_again_once_back() -> None:
     async def scenario() -> None:
         with RedisServer() as server:

@@ -18,9 +18,10 @@ import numpy as np
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from services.contract import protocol
+from services.contract import protocol, redis_client
 from services.contract.codec import Reply, decode_reply
 from services.contract.errors import ErrorCode
+from services.contract.fast_redis import FastRedis
 from services.contract.protocol import Outgoing
 from services.runtime.settings import WorkerSettings
 from services.runtime.worker import Worker, load_model
@@ -320,6 +321,46 @@ def test_computed_replies_survive_a_failed_completion(
         assert await client.pending_replies() == 0  # no second reply
         assert await redis.xlen(STREAM) == 0 and await pending_count(redis, STREAM) == 0
         await redis.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_entries_read_with_a_refused_completion_are_kept_and_answered_once(
+    model_repo: Path,
+) -> None:
+    """The worker sends a batch's answers and its next read in one write (FastRedis). Redis
+    refuses the completion script (an ACL without EVALSHA/EVAL: NOPERM) but serves the
+    read: the entry read is kept, the answers are sent again first once Redis accepts writes, and
+    each request is answered exactly once, nothing left pending. Stepped by hand so that
+    the second request is queued exactly when the first batch's answers go out."""
+
+    async def scenario() -> None:
+        with RedisServer() as server:
+            admin: Redis[bytes] = Redis.from_url(server.url)
+            client = Client(admin, "digits-cnn")
+            settings = worker_settings(server.url, model_repo, "digits-cnn")
+            redis = redis_client.connect(server.url, socket_timeout_s=10, connect_timeout_s=10)
+            assert isinstance(redis, FastRedis) and redis.fast is not None
+            worker = Worker(redis, load_model(settings), settings)
+            assert await worker._register()  # groups and a heartbeat, as run() does
+            first = await client.send({"image": image(1, 1.0)})
+            await worker._step()  # reads the first request
+            assert [p.request_id for p in worker._pending] == [first]
+            second = await client.send({"image": image(1, 2.0)})
+            await admin.execute_command("ACL", "SETUSER", "default", "-evalsha", "-eval")
+            await worker._step()  # runs the first, sends its answer + the next read
+            assert await client.pending_replies() == 0  # the completion was refused
+            assert [p.request_id for p in worker._pending] == [second]  # the read was kept
+            await admin.execute_command("ACL", "SETUSER", "default", "+@all")
+            await worker._step()  # re-sends the first's answer, then runs the second
+            await worker._step()  # the second's answer goes out with a read
+            replies = await client.replies(2)
+            assert sorted(r.id for r in replies) == sorted([first, second])
+            assert all(r.ok for r in replies)
+            assert await client.pending_replies() == 0  # no second reply
+            assert await admin.xlen(STREAM) == 0 and await pending_count(admin, STREAM) == 0
+            await redis.aclose()
+            await admin.aclose()
 
     asyncio.run(scenario())
 
