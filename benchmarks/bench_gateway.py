@@ -417,9 +417,11 @@ def main() -> int:
     for index in range(max(args.pairs, 1)):
 
         def axon(first: bool = index == 0) -> list[Run]:
-            found = [] if args.compare_tree is not None else measure_axon(
-                "axon", ROOT, models_dir, args.duration, tmp, with_bentoml=first
-            )  # fmt: skip
+            found = []  # with --compare-tree, "axon" was measured in its rounds above
+            if args.compare_tree is None:
+                found += measure_axon(
+                    "axon", ROOT, models_dir, args.duration, tmp, with_bentoml=first
+                )
             if args.gateway_workers > 1:
                 found += measure_axon(
                     f"axon-gw{args.gateway_workers}", ROOT, models_dir, args.duration, tmp,

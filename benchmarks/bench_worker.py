@@ -5,9 +5,16 @@ For each model family: start a private Redis, start one worker *process*
 saturate it from this process with a closed loop that keeps ``--concurrency`` one-row
 requests in flight (a reply listener BLPOPs the replies; every reply is replaced by a
 new XADD, pipelined). Reports completed requests/s over the measuring window, the mean
-rows per ONNX Runtime run (from the worker's heartbeat counters), and the ratios.
+rows per ONNX Runtime run (from the worker's heartbeat counters), the worker's and
+Redis' CPU time per request (``/proc``, ``INFO cpu``), and the ratios.
+
+``--max-batch`` picks other batch sizes (small ones weigh the worker's per-batch cost:
+its Redis round trips), ``--tree`` runs the worker from other checkouts, ``--rounds``
+repeats every (tree, batch size) alternating the order and reports medians:
 
     python benchmarks/bench_worker.py --models-dir exported_models
+    python benchmarks/bench_worker.py --families classifier --max-batch 4 --concurrency 8 \
+        --max-queue-delay-ms 0 --tree /tmp/axon-before --tree . --rounds 6
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import asyncio
 import itertools
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -28,10 +36,14 @@ from typing import Any
 import numpy as np
 from redis.asyncio import Redis
 
-from services.contract import protocol
-from services.contract.codec import Scalar, decode_reply, encode_request
-from services.runtime.redis_server import RedisServer
-from services.runtime.repository import ModelRepository
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_binary import cpu_seconds  # noqa: E402
+from services.contract import protocol  # noqa: E402
+from services.contract.codec import Scalar, decode_reply, encode_request  # noqa: E402
+from services.runtime.redis_server import RedisServer  # noqa: E402
+from services.runtime.repository import ModelRepository  # noqa: E402
 
 FAMILIES = {
     "classifier": "digits-cnn",
@@ -48,6 +60,11 @@ class Result:
     requests_per_s: float
     mean_rows: float
     requests: int
+    worker_us: float
+    """The worker process's CPU time per request (its whole run: warm-up, window, drain)."""
+    redis_us: float
+    """Redis' CPU time per request over the same run."""
+    tree: str = "."
 
 
 def request_body(models_dir: Path, model: str) -> bytes:
@@ -124,8 +141,16 @@ async def drive(
 
 
 def start_worker(
-    redis_url: str, models_dir: Path, model: str, max_batch: int, instance: str
+    redis_url: str,
+    models_dir: Path,
+    model: str,
+    max_batch: int,
+    instance: str,
+    *,
+    tree: Path = ROOT,
+    max_queue_delay_ms: float = 2.0,
 ) -> subprocess.Popen[bytes]:
+    """The standalone worker process, from the source tree ``tree``."""
     env = {
         **os.environ,
         "AXON_REDIS_URL": redis_url,
@@ -133,13 +158,21 @@ def start_worker(
         "AXON_MODEL": model,
         "AXON_INSTANCE": instance,
         "AXON_MAX_BATCH_ROWS": str(max_batch),
-        "AXON_MAX_QUEUE_DELAY_MS": "2",
+        "AXON_MAX_QUEUE_DELAY_MS": str(max_queue_delay_ms),
         "AXON_PROVIDER": os.environ.get("AXON_PROVIDER", "cpu"),
         "AXON_HEARTBEAT_INTERVAL_MS": "200",
         "AXON_HEARTBEAT_TTL_MS": "2000",
         "AXON_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(tree),
     }
-    return subprocess.Popen([sys.executable, "-m", "services.runtime.standalone"], env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.runtime.standalone"], env=env, cwd=tree
+    )
+
+
+async def redis_cpu_s(redis: Redis[bytes]) -> float:
+    info = await redis.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 async def wait_worker(
@@ -156,62 +189,113 @@ async def wait_worker(
 
 
 async def bench_one(
-    server: RedisServer, models_dir: Path, family: str, max_batch: int, args: argparse.Namespace
+    server: RedisServer,
+    models_dir: Path,
+    family: str,
+    max_batch: int,
+    args: argparse.Namespace,
+    tree: Path = ROOT,
 ) -> Result:
     model = FAMILIES[family]
     body = request_body(models_dir, model)
     redis: Redis[bytes] = Redis.from_url(server.url)
     await redis.delete(protocol.stream_key(model, 1))
-    instance = f"bench-{family}-{max_batch}"
-    process = start_worker(server.url, models_dir, model, max_batch, instance)
+    instance = f"bench-{family}-{max_batch}-{uuid.uuid4().hex[:6]}"
+    process = start_worker(
+        server.url, models_dir, model, max_batch, instance,
+        tree=tree, max_queue_delay_ms=args.max_queue_delay_ms,
+    )  # fmt: skip
     try:
         await wait_worker(redis, model, instance)
+        worker_before, redis_before = cpu_seconds(process.pid), await redis_cpu_s(redis)
         rate, sent = await drive(redis, model, body, args.concurrency, args.warmup, args.duration)
+        worker_s = cpu_seconds(process.pid) - worker_before
+        redis_s = await redis_cpu_s(redis) - redis_before
         stats = await wait_worker(redis, model, instance, min_rows=sent)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
         await redis.aclose()
     mean_rows = stats["inference_count"] / max(1, stats["execution_count"])
-    return Result(family, model, max_batch, rate, mean_rows, sent)
+    return Result(
+        family, model, max_batch, rate, mean_rows, sent,
+        1e6 * worker_s / sent, 1e6 * redis_s / sent, str(tree),
+    )  # fmt: skip
+
+
+def median_results(results: list[Result]) -> list[Result]:
+    """One result per (tree, family, batch size): the medians over its rounds."""
+    groups: dict[tuple[str, str, int], list[Result]] = {}
+    for r in results:
+        groups.setdefault((r.tree, r.family, r.max_batch), []).append(r)
+    medians = []
+    for (tree, family, max_batch), rs in groups.items():
+        medians.append(
+            Result(
+                family=family,
+                model=rs[0].model,
+                max_batch=max_batch,
+                requests_per_s=statistics.median(r.requests_per_s for r in rs),
+                mean_rows=statistics.median(r.mean_rows for r in rs),
+                requests=sum(r.requests for r in rs),
+                worker_us=statistics.median(r.worker_us for r in rs),
+                redis_us=statistics.median(r.redis_us for r in rs),
+                tree=tree,
+            )
+        )
+    return medians
 
 
 def print_table(results: list[Result]) -> None:
+    trees = len({r.tree for r in results}) > 1
     print()
-    print(f"| {'model':<14} | {'max batch':>9} | {'requests/s':>10} | {'mean rows/run':>13} |")
-    print(f"|{'-' * 16}|{'-' * 11}|{'-' * 12}|{'-' * 15}|")
+    print(
+        ("| tree " if trees else "")
+        + "| model | max batch | requests/s | mean rows/run | worker CPU µs/request "
+        "| Redis CPU µs/request |"
+    )
+    print(("|---" if trees else "") + "|---|---|---|---|---|---|")
     for r in results:
         print(
-            f"| {r.model:<14} | {r.max_batch:>9} | {r.requests_per_s:>10,.0f} "
-            f"| {r.mean_rows:>13.1f} |"
+            (f"| {r.tree} " if trees else "")
+            + f"| {r.model} | {r.max_batch} | {r.requests_per_s:,.0f} | {r.mean_rows:.1f} "
+            f"| {r.worker_us:.0f} | {r.redis_us:.0f} |"
         )
     print()
-    for family in dict.fromkeys(r.family for r in results):
-        pair = {r.max_batch: r for r in results if r.family == family}
-        if 1 in pair and 64 in pair:
-            ratio = pair[64].requests_per_s / pair[1].requests_per_s
-            target = (
-                "  (target >= 3x: " + ("met" if ratio >= 3 else "NOT met") + ")"
-                if family == "forecaster"
-                else ""
-            )
-            print(f"{pair[1].model}: batched / unbatched = {ratio:.2f}x{target}")
+    for tree in dict.fromkeys(r.tree for r in results):
+        for family in dict.fromkeys(r.family for r in results):
+            pair = {r.max_batch: r for r in results if r.family == family and r.tree == tree}
+            if 1 in pair and 64 in pair:
+                ratio = pair[64].requests_per_s / pair[1].requests_per_s
+                target = (
+                    "  (target >= 3x: " + ("met" if ratio >= 3 else "NOT met") + ")"
+                    if family == "forecaster"
+                    else ""
+                )
+                where = f" ({tree})" if trees else ""
+                print(f"{pair[1].model}{where}: batched / unbatched = {ratio:.2f}x{target}")
 
 
 async def main_async(args: argparse.Namespace) -> list[Result]:
+    configs = [
+        (tree.resolve(), family, max_batch)
+        for tree in args.tree or [ROOT]
+        for family in args.families
+        for max_batch in args.max_batch
+    ]
     results = []
     with RedisServer() as server:
-        for family in args.families:
-            for max_batch in (1, 64):
-                result = await bench_one(server, args.models_dir, family, max_batch, args)
+        for round_ in range(args.rounds):
+            for tree, family, max_batch in configs if round_ % 2 == 0 else configs[::-1]:
+                result = await bench_one(server, args.models_dir, family, max_batch, args, tree)
                 print(
-                    f"{result.model:<14} max batch {max_batch:>2}: "
-                    f"{result.requests_per_s:8,.0f} req/s, "
-                    f"{result.mean_rows:5.1f} rows/run",
+                    f"{tree} {result.model:<14} max batch {max_batch:>2}: "
+                    f"{result.requests_per_s:8,.0f} req/s, {result.mean_rows:5.1f} rows/run, "
+                    f"worker {result.worker_us:4.0f} µs/request, redis {result.redis_us:3.0f}",
                     flush=True,
                 )
                 results.append(result)
-    return results
+    return median_results(results) if args.rounds > 1 else results
 
 
 def main() -> int:
@@ -223,7 +307,19 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=256, help="requests in flight")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
     parser.add_argument("--duration", type=float, default=4.0, help="seconds measured")
+    parser.add_argument(
+        "--max-batch", type=int, action="append", help="AXON_MAX_BATCH_ROWS (default 1 and 64)"
+    )
+    parser.add_argument("--max-queue-delay-ms", type=float, default=2.0)
+    parser.add_argument(
+        "--tree", type=Path, action="append", default=[], help="a checkout to run the worker from"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat, alternating the order; report medians"
+    )
     args = parser.parse_args()
+    args.max_batch = args.max_batch or [1, 64]
+    args.models_dir = args.models_dir.resolve()  # the worker runs in its tree
     print(
         f"bench-worker: concurrency {args.concurrency}, {args.duration}s per run, "
         f"models {args.models_dir}"

@@ -397,10 +397,13 @@ class Worker:
         What was read is returned even when sending failed; the answers then stay in the
         outbox and the next step sends them alone, retrying while Redis is away
         (``_deliver``), before it reads again."""
-        read = protocol.read_command(streams, self.instance, count=count, block_ms=block_ms)
-        rider = _Rider(read) if isinstance(self.redis, FastRedis) else None
         if len(self._outbox):
-            self._rider = rider
+            rider = None
+            if isinstance(self.redis, FastRedis):
+                command = protocol.read_command(
+                    streams, self.instance, count=count, block_ms=block_ms
+                )
+                rider = self._rider = _Rider(command)
             try:
                 await self._outbox.flush()
             except Exception:
@@ -414,10 +417,6 @@ class Worker:
                 if isinstance(rider.response, Exception):
                     raise rider.response
                 return protocol.read_answer(rider.response)
-        if len(streams) == 1:
-            return {streams[0]: await protocol.read_entries(
-                self.redis, streams[0], self.instance, count=count, block_ms=block_ms
-            )}  # fmt: skip
         return await jobs.read_lanes(
             self.redis, streams, self.instance, count=count, block_ms=block_ms
         )
